@@ -1,0 +1,657 @@
+"""The SQLite journal: the source of truth, and the only module that speaks SQL.
+
+How this works
+--------------
+* One row per file in ``files`` (keyed by absolute path) and an append-only
+  ``events`` table: every state change writes both in one transaction, so
+  ``reka-sync show`` tells exactly what happened and in what order.
+* Writes use ``BEGIN IMMEDIATE`` so two processes (the service and a
+  backfill) queue on SQLite's write lock instead of deadlocking; WAL lets
+  readers (``status``) run beside them. ``synchronous=FULL`` makes a
+  committed state survive power loss: every state change is committed
+  before the effect it unlocks.
+* Upload work is claimed with a lease (owner + expiry) in one
+  ``UPDATE ... RETURNING``; a process that dies leaves its leases to expire,
+  and the next claim takes the rows over (event ``reclaim``).
+* The schema is versioned with sqlite-utils' ``Migrations``; the file is
+  stamped with ``PRAGMA application_id`` so we never write into a database
+  that is not ours.
+* One connection per Journal object, guarded by a lock, shared by threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from daemon.errors import JournalError
+from daemon.lifecycle import Event, State, next_state
+from daemon.stability import FileStat
+
+APPLICATION_ID = 0x52534A31  # "RSJ1"
+BUSY_TIMEOUT_S = 10.0
+UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
+
+migrations = Migrations("reka-sync")
+
+
+@migrations(name="0001_initial")
+def _initial(db: sqlite_utils.Database) -> None:
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.executescript(_SCHEMA)
+
+
+_SCHEMA = """
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    root TEXT NOT NULL,
+    rel_path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    device INTEGER NOT NULL,
+    quiet_since REAL NOT NULL,
+    sample_hash TEXT,
+    digest TEXT,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
+    upload_key TEXT,
+    outcome_unknown INTEGER NOT NULL DEFAULT 0,
+    video_id TEXT,
+    remote_status TEXT,
+    group_name TEXT,
+    group_id TEXT,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX files_state_due ON files(state, priority, next_attempt_at);
+CREATE INDEX files_twins ON files(size, sample_hash);
+CREATE INDEX files_video ON files(video_id);
+CREATE INDEX files_root ON files(root);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX events_file ON events(file_id, id);
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE pauses (
+    kind TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file's row, as plain values."""
+
+    id: int
+    path: str
+    root: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+    quiet_since: float
+    sample_hash: str | None
+    digest: str | None
+    state: State
+    priority: int
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_expires: float | None
+    upload_key: str | None
+    outcome_unknown: bool
+    video_id: str | None
+    remote_status: str | None
+    group_name: str | None
+    group_id: str | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def stat(self) -> FileStat:
+        return FileStat(self.size, self.mtime_ns, self.inode, self.device)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: float
+    event: str
+    from_state: str | None
+    to_state: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SeenFile:
+    """A file a scan or the watcher saw: where it is and what stat said."""
+
+    path: str
+    root: str
+    rel_path: str
+    stat: FileStat
+    quiet_since: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    kind: str
+    until: float
+    reason: str
+
+
+@dataclass
+class ScanSummary:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+
+_JOB_COLUMNS = tuple(f.name for f in fields(Job))
+_WRITABLE = frozenset(_JOB_COLUMNS) - {"id", "path", "state", "created_at"}
+
+
+class Journal:
+    """The journal file, opened for this process. Safe to share between threads."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Journal:
+        """Given a path, return the open, migrated journal. Raise JournalError if unusable."""
+        _refuse_foreign_file(path)
+        if readonly and not path.exists():
+            raise JournalError(
+                f"no journal at {path} yet; `reka-sync run` or `backfill` creates it"
+            )
+        try:
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            target = f"file:{path}?mode=ro" if readonly else str(path)
+            conn = sqlite3.connect(
+                target, uri=readonly, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from None
+        journal = cls(conn, path)
+        try:
+            with _mapped(path):
+                journal._prepare(readonly)
+        except JournalError:
+            conn.close()
+            raise
+        return journal
+
+    def _prepare(self, readonly: bool) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if tables and app_id != APPLICATION_ID:
+            raise JournalError(
+                f"{self.path} is a SQLite database but not a reka-sync journal; "
+                "point journal.path at another file"
+            )
+        if readonly:
+            if not tables:
+                raise JournalError(f"{self.path} is empty; `reka-sync run` or `backfill` fills it")
+            return
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise JournalError(f"{self.path}: cannot switch to WAL mode")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self._write():
+            migrations.apply(self._db)
+
+    def close(self) -> None:
+        """Close the connection; the file stays as it is."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _mapped(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock, _mapped(self.path):
+            cursor = self._conn.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return list(cursor.fetchall())
+
+    # -- recording what the filesystem shows -------------------------------------------
+
+    def record_scan(self, seen: Iterable[SeenFile], now: float, priority: int = 1) -> ScanSummary:
+        """Given files a scan or the watcher saw, record new ones and stat changes at once.
+
+        Idempotent on path: an unchanged file writes nothing. Return how many were new,
+        changed and unchanged.
+        """
+        summary = ScanSummary()
+        batch = list(seen)
+        with self._write() as conn:
+            known = _rows_by_path(conn, [s.path for s in batch])
+            for item in batch:
+                row = known.get(item.path)
+                if row is None:
+                    self._insert(conn, item, now, priority)
+                    summary.new += 1
+                elif _stat_of(row).same_content_as(item.stat) and row["state"] != State.MISSING:
+                    summary.unchanged += 1
+                elif self._note_change(conn, row, item, now):
+                    summary.changed += 1
+                else:
+                    summary.unchanged += 1
+        return summary
+
+    def _insert(self, conn: sqlite3.Connection, item: SeenFile, now: float, priority: int) -> None:
+        s = item.stat
+        cursor = conn.execute(
+            "INSERT INTO files (path, root, rel_path, size, mtime_ns, inode, device, quiet_since,"
+            " state, priority, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                item.path,
+                item.root,
+                item.rel_path,
+                s.size,
+                s.mtime_ns,
+                s.inode,
+                s.device,
+                item.quiet_since,
+                State.DISCOVERED.value,
+                priority,
+                now,
+                now,
+            ),
+        )
+        _log_event(
+            conn,
+            int(cursor.lastrowid or 0),
+            now,
+            Event.SEEN,
+            None,
+            State.DISCOVERED,
+            {"size": s.size},
+        )
+
+    def _note_change(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, item: SeenFile, now: float
+    ) -> bool:
+        state = State(row["state"])
+        if state in (State.UPLOADING, State.UPLOADED, State.FILING):
+            return False  # the worker in charge compares stats itself
+        event = Event.SEEN if state in (State.DISCOVERED, State.MISSING) else Event.CHANGED
+        s = item.stat
+        self._apply(
+            conn,
+            row,
+            event,
+            now,
+            {
+                "size": s.size,
+                "mtime_ns": s.mtime_ns,
+                "inode": s.inode,
+                "device": s.device,
+                "quiet_since": item.quiet_since,
+                "sample_hash": None,
+            },
+            {"size": s.size, "mtime_ns": s.mtime_ns},
+        )
+        return True
+
+    # -- state changes -----------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: int,
+        event: Event,
+        now: float,
+        *,
+        expect: State | None = None,
+        detail: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job:
+        """Given a job, an event and column changes, commit the move and its history entry.
+
+        Return the updated job. Raise IllegalTransition if the lifecycle forbids the move,
+        JournalError if the job is gone or not in the `expect`ed state.
+        """
+        with self._write() as conn:
+            row = _row_by_id(conn, job_id)
+            if expect is not None and row["state"] != expect.value:
+                raise JournalError(f"job {job_id} is {row['state']}, not {expect.value}")
+            return self._apply(conn, row, event, now, changes, detail)
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        event: Event,
+        now: float,
+        changes: dict[str, Any],
+        detail: dict[str, Any] | None,
+    ) -> Job:
+        bad = set(changes) - _WRITABLE
+        if bad:
+            raise ValueError(f"not writable columns: {sorted(bad)}")
+        old = State(row["state"])
+        new = next_state(old, event)
+        values = {**changes, "state": new.value, "updated_at": now}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        conn.execute(
+            f"UPDATE files SET {assignments} WHERE id = ?",
+            [*_sql_values(values.values()), row["id"]],
+        )
+        _log_event(conn, row["id"], now, event, old, new, detail)
+        return _job(_row_by_id(conn, row["id"]))
+
+    def claim_uploads(self, owner: str, now: float, limit: int, lease_seconds: float) -> list[Job]:
+        """Given a lease owner, atomically lease up to `limit` due uploads and return them.
+
+        Live files (priority 0) come before backfill work; rows left `uploading` by a dead
+        process are taken over once their lease has expired.
+        """
+        if limit <= 0:
+            return []
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT id, state FROM files WHERE (state IN (?, ?) AND next_attempt_at <= ?)"
+                " OR (state = ? AND lease_expires < ?)"
+                " ORDER BY priority, next_attempt_at, id LIMIT ?",
+                (*UPLOAD_CLAIMABLE, now, State.UPLOADING.value, now, limit),
+            ).fetchall()
+            claimed = []
+            for job_id, state in rows:
+                event = Event.RECLAIM if state == State.UPLOADING.value else Event.CLAIM
+                row = _row_by_id(conn, job_id)
+                claimed.append(
+                    self._apply(
+                        conn,
+                        row,
+                        event,
+                        now,
+                        {
+                            "lease_owner": owner,
+                            "lease_expires": now + lease_seconds,
+                            "outcome_unknown": 1
+                            if state == State.UPLOADING.value
+                            else row["outcome_unknown"],
+                        },
+                        {"owner": owner},
+                    )
+                )
+            return claimed
+
+    def renew_leases(self, owner: str, now: float, lease_seconds: float) -> int:
+        """Given an owner, push its leases' expiry to now + lease_seconds; return how many."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE files SET lease_expires = ? WHERE lease_owner = ? AND state = ?",
+                (now + lease_seconds, owner, State.UPLOADING.value),
+            )
+            return cursor.rowcount
+
+    # -- queries -----------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        """Given an id, return the job. Raise JournalError if there is none."""
+        with self._lock, _mapped(self.path):
+            return _job(_row_by_id(self._conn, job_id))
+
+    def find(self, path: str) -> Job | None:
+        """Given an absolute path, return its job, or None if the journal never saw it."""
+        rows = self._read(f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE path = ?", (path,))
+        return _job(rows[0]) if rows else None
+
+    def jobs(
+        self, states: Iterable[State], *, due_before: float | None = None, limit: int = 1000
+    ) -> list[Job]:
+        """Given states (and optionally a due time), return matching jobs, oldest due first."""
+        names = [s.value for s in states]
+        marks = ", ".join("?" for _ in names)
+        sql = f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE state IN ({marks})"
+        params: list[Any] = list(names)
+        if due_before is not None:
+            sql += " AND next_attempt_at <= ?"
+            params.append(due_before)
+        sql += " ORDER BY priority, next_attempt_at, id LIMIT ?"
+        return [_job(r) for r in self._read(sql, [*params, limit])]
+
+    def twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
+        """Given a size and byte sample, return other jobs that may hold the same content."""
+        rows = self._read(
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
+            " AND id != ? ORDER BY id",
+            (size, sample_hash, exclude_id),
+        )
+        return [_job(r) for r in rows]
+
+    def by_digest(self, digest: str) -> list[Job]:
+        """Given a content digest, return the jobs whose upload of that content was accepted."""
+        rows = self._read(
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE digest = ? AND video_id IS NOT NULL"
+            " ORDER BY id",
+            (digest,),
+        )
+        return [_job(r) for r in rows]
+
+    def counts(self) -> dict[State, int]:
+        """Return how many files are in each state (every state present, zeros included)."""
+        found = {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM files GROUP BY state")}
+        return {state: int(found.get(state.value, 0)) for state in State}
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        """Given a job id, return its events in the order they happened."""
+        rows = self._read(
+            "SELECT at, event, from_state, to_state, detail FROM events"
+            " WHERE file_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [
+            HistoryEntry(
+                r["at"],
+                r["event"],
+                r["from_state"],
+                r["to_state"],
+                json.loads(r["detail"]) if r["detail"] else {},
+            )
+            for r in rows
+        ]
+
+    def recent_failures(self, limit: int = 10) -> list[Job]:
+        """Return the most recently failed jobs, newest first."""
+        rows = self._read(
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE state = ?"
+            " ORDER BY updated_at DESC LIMIT ?",
+            (State.FAILED.value, limit),
+        )
+        return [_job(r) for r in rows]
+
+    def paths_under(self, root: str) -> dict[str, FileStat]:
+        """Given a root, return every recorded path under it with its recorded stat."""
+        rows = self._read(
+            "SELECT path, size, mtime_ns, inode, device FROM files WHERE root = ?", (root,)
+        )
+        return {r["path"]: _stat_of(r) for r in rows}
+
+    # -- groups and pauses -------------------------------------------------------------
+
+    def group_ids(self) -> dict[str, str]:
+        """Return the cached group name → id map."""
+        return {r["name"]: r["group_id"] for r in self._read("SELECT name, group_id FROM groups")}
+
+    def save_group(self, name: str, group_id: str, now: float) -> None:
+        """Given a group's name and id, cache them."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO groups (name, group_id, updated_at) VALUES (?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET group_id = excluded.group_id,"
+                " updated_at = excluded.updated_at",
+                (name, group_id, now),
+            )
+
+    def forget_group(self, name: str) -> None:
+        """Given a group name, drop its cached id (it was deleted remotely)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM groups WHERE name = ?", (name,))
+
+    def set_pause(self, kind: str, until: float, reason: str) -> None:
+        """Given a kind of request, pause it until `until` (seconds since the epoch)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO pauses (kind, until, reason) VALUES (?,?,?) ON CONFLICT(kind)"
+                " DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
+                (kind, until, reason),
+            )
+
+    def clear_pause(self, kind: str) -> None:
+        """Given a kind, lift its pause."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM pauses WHERE kind = ?", (kind,))
+
+    def pauses(self, now: float) -> list[Pause]:
+        """Return the pauses still in force at `now`."""
+        rows = self._read("SELECT kind, until, reason FROM pauses WHERE until > ?", (now,))
+        return [Pause(r["kind"], r["until"], r["reason"]) for r in rows]
+
+    def check_integrity(self) -> str:
+        """Return SQLite's integrity-check verdict ("ok" when healthy)."""
+        return str(self._read("PRAGMA quick_check")[0][0])
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise JournalError(f"{path} is a directory; journal.path must name a file") from None
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
+    if head and head != b"SQLite format 3\x00":
+        raise JournalError(
+            f"{path} exists and is not a SQLite database; "
+            "refusing to touch it, point journal.path elsewhere"
+        )
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise JournalError(
+                f"journal {path} stayed locked by another process for "
+                f"{BUSY_TIMEOUT_S:.0f}s; try again, or stop the other writer"
+            ) from None
+        if "readonly" in text or "read-only" in text:
+            raise JournalError(
+                f"journal {path} is read-only for this user; fix its permissions "
+                "(and those of its folder)"
+            ) from None
+        raise JournalError(f"journal {path}: {text}") from None
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"journal {path} is damaged or not a database: {exc}") from None
+
+
+def _rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlite3.Row]:
+    found: dict[str, sqlite3.Row] = {}
+    for start in range(0, len(paths), 500):
+        chunk = paths[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        cursor = conn.execute(
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE path IN ({marks})",
+            chunk,
+        )
+        cursor.row_factory = sqlite3.Row
+        found.update((r["path"], r) for r in cursor.fetchall())
+    return found
+
+
+def _row_by_id(conn: sqlite3.Connection, job_id: int) -> sqlite3.Row:
+    cursor = conn.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE id = ?", (job_id,))
+    cursor.row_factory = sqlite3.Row
+    row: sqlite3.Row | None = cursor.fetchone()
+    if row is None:
+        raise JournalError(f"no job with id {job_id}")
+    return row
+
+
+def _log_event(
+    conn: sqlite3.Connection,
+    file_id: int,
+    now: float,
+    event: Event,
+    old: State | None,
+    new: State,
+    detail: dict[str, Any] | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO events (file_id, at, event, from_state, to_state, detail)"
+        " VALUES (?,?,?,?,?,?)",
+        (
+            file_id,
+            now,
+            event.value,
+            old.value if old else None,
+            new.value,
+            json.dumps(detail, sort_keys=True) if detail else None,
+        ),
+    )
+
+
+def _stat_of(row: sqlite3.Row) -> FileStat:
+    return FileStat(row["size"], row["mtime_ns"], row["inode"], row["device"])
+
+
+def _sql_values(values: Iterable[Any]) -> list[Any]:
+    return [int(v) if isinstance(v, bool) else v for v in values]
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(zip(row.keys(), tuple(row), strict=True))
+    data["state"] = State(data["state"])
+    data["outcome_unknown"] = bool(data["outcome_unknown"])
+    return Job(**data)

@@ -1,0 +1,134 @@
+"""Path globs and the ignore decision (pure: strings in, answers out).
+
+Globs match a path relative to its watched root, with `/` separators:
+`*` is any run inside one segment, `?` one character, `**` any number of
+whole segments (zero included), and `{name}` captures one segment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# Names that are never media: NAS and OS litter, sync-tool state folders.
+BUILTIN_IGNORED_NAMES = frozenset(
+    name.lower()
+    for name in (
+        "@eaDir",
+        "#recycle",
+        "#snapshot",
+        ".Trashes",
+        ".Spotlight-V100",
+        ".fseventsd",
+        ".stfolder",
+        ".stversions",
+        "Thumbs.db",
+        "desktop.ini",
+        ".DS_Store",
+        "lost+found",
+        "$RECYCLE.BIN",
+    )
+)
+# Partial downloads and editors' temporary files.
+BUILTIN_IGNORED_SUFFIXES = (".part", ".crdownload", ".tmp", ".partial", ".download", "~")
+
+
+class GlobError(ValueError):
+    """A glob pattern cannot be compiled."""
+
+
+@dataclass(frozen=True)
+class Glob:
+    """A compiled glob; `captures` names the `{name}` segments it binds."""
+
+    pattern: str
+    regex: re.Pattern[str]
+    captures: tuple[str, ...]
+
+    def match(self, rel_path: str) -> dict[str, str] | None:
+        """Given a root-relative path, return its captures, or None if it does not match."""
+        found = self.regex.fullmatch(rel_path)
+        return None if found is None else found.groupdict()
+
+
+def compile_glob(pattern: str) -> Glob:
+    """Given a glob, return it compiled. Raise GlobError if it is empty or malformed."""
+    if not pattern or pattern.startswith("/"):
+        raise GlobError("must be a non-empty path relative to its root (no leading '/')")
+    segments = pattern.split("/")
+    parts: list[str] = []
+    captures: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            parts.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        if "**" in segment:
+            raise GlobError(f"'**' must be a whole segment, not part of {segment!r}")
+        parts.append(_segment_regex(segment, captures) + ("" if last else "/"))
+    return Glob(pattern, re.compile("".join(parts)), tuple(captures))
+
+
+def _segment_regex(segment: str, captures: list[str]) -> str:
+    out: list[str] = []
+    position = 0
+    while position < len(segment):
+        char = segment[position]
+        capture = _CAPTURE.match(segment, position)
+        if capture:
+            name = capture.group(1)
+            if name in captures:
+                raise GlobError(f"capture {{{name}}} appears twice")
+            captures.append(name)
+            out.append(f"(?P<{name}>[^/]+)")
+            position = capture.end()
+            continue
+        if char in "{}":
+            raise GlobError(f"unbalanced brace in {segment!r}; captures look like {{name}}")
+        out.append({"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char)))
+        position += 1
+    return "".join(out)
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """Given a group-name template, return the capture names it uses."""
+    return tuple(_CAPTURE.findall(template))
+
+
+class IgnoreRules:
+    """The built-in ignores plus the configured globs and extension filter."""
+
+    def __init__(self, globs: Iterable[str], extensions: Iterable[str]) -> None:
+        self._globs = tuple(compile_glob(g) for g in globs)
+        self._extensions = frozenset(e.lower().lstrip(".") for e in extensions)
+
+    def ignores_dir(self, rel_dir: str) -> bool:
+        """Given a root-relative folder, return True if nothing inside it is wanted."""
+        name = rel_dir.rsplit("/", 1)[-1]
+        if _builtin_ignored(name):
+            return True
+        return any(
+            g.match(rel_dir) is not None or g.match(rel_dir + "/") is not None for g in self._globs
+        )
+
+    def ignores_file(self, rel_path: str) -> bool:
+        """Given a root-relative file path, return True if it is not a wanted video."""
+        segments = rel_path.split("/")
+        if any(_builtin_ignored(s) for s in segments):
+            return True
+        suffix = segments[-1].rsplit(".", 1)
+        if len(suffix) != 2 or suffix[1].lower() not in self._extensions:
+            return True
+        return any(g.match(rel_path) is not None for g in self._globs)
+
+
+def _builtin_ignored(name: str) -> bool:
+    lowered = name.lower()
+    return (
+        lowered.startswith(".")
+        or lowered in BUILTIN_IGNORED_NAMES
+        or lowered.endswith(BUILTIN_IGNORED_SUFFIXES)
+    )

@@ -1,0 +1,118 @@
+"""What `status` and `show` print: journal facts turned into text or JSON (no I/O of its own)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from daemon.journal import HistoryEntry, Job, Journal
+from daemon.lifecycle import State
+
+
+def status_report(journal: Journal, now: float) -> dict[str, Any]:
+    """Given the journal and the time, return counts, in-flight work, pauses and recent failures."""
+    counts = journal.counts()
+    in_flight = journal.jobs([State.UPLOADING, State.UPLOADED, State.FILING], limit=50)
+    waiting = journal.jobs([State.QUEUED, State.RETRY_WAIT], limit=1)
+    return {
+        "journal": str(journal.path),
+        "counts": {state.value: n for state, n in counts.items()},
+        "total": sum(counts.values()),
+        "in_flight": [_brief(job, now) for job in in_flight],
+        "oldest_queued_seconds": round(now - waiting[0].created_at, 1) if waiting else None,
+        "pauses": [
+            {
+                "kind": p.kind,
+                "until": _iso(p.until),
+                "seconds_left": round(p.until - now, 1),
+                "reason": p.reason,
+            }
+            for p in journal.pauses(now)
+        ],
+        "recent_failures": [_brief(job, now) for job in journal.recent_failures(10)],
+    }
+
+
+def _brief(job: Job, now: float) -> dict[str, Any]:
+    return {
+        "path": job.path,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "video_id": job.video_id,
+        "group": job.group_name,
+        "error": job.last_error,
+        "age_seconds": round(now - job.created_at, 1),
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    """Given a status report, return it as lines for a person."""
+    lines = [f"journal: {report['journal']}  ({report['total']} files)"]
+    counts = report["counts"]
+    lines.append(
+        "  ".join(f"{state}={counts[state]}" for state in counts if counts[state])
+        or "no files recorded yet"
+    )
+    for pause in report["pauses"]:
+        lines.append(
+            f"PAUSED {pause['kind']} until {pause['until']} "
+            f"({pause['seconds_left']:.0f}s): {pause['reason']}"
+        )
+    if report["oldest_queued_seconds"] is not None:
+        lines.append(f"oldest queued file waits {report['oldest_queued_seconds']:.0f}s")
+    if report["in_flight"]:
+        lines.append("in flight:")
+        lines.extend(
+            f"  {j['state']:<10} {j['path']} (attempt {j['attempts']})" for j in report["in_flight"]
+        )
+    if report["recent_failures"]:
+        lines.append("recent failures:")
+        lines.extend(f"  {j['path']}: {j['error']}" for j in report["recent_failures"])
+    return "\n".join(lines)
+
+
+def show_report(job: Job, history: list[HistoryEntry]) -> dict[str, Any]:
+    """Given a job and its history, return everything `show` tells."""
+    data = asdict(job)
+    data["state"] = job.state.value
+    data["history"] = [
+        {
+            "at": _iso(h.at),
+            "event": h.event,
+            "from": h.from_state,
+            "to": h.to_state,
+            **({"detail": h.detail} if h.detail else {}),
+        }
+        for h in history
+    ]
+    return data
+
+
+def format_show(report: dict[str, Any]) -> str:
+    """Given a show report, return it as lines for a person."""
+    keys = (
+        "path",
+        "state",
+        "size",
+        "attempts",
+        "video_id",
+        "group_name",
+        "group_id",
+        "digest",
+        "upload_key",
+        "last_error",
+    )
+    lines = [f"{key:>11}: {report[key]}" for key in keys if report.get(key) is not None]
+    lines.append("    history:")
+    for entry in report["history"]:
+        detail = " ".join(f"{k}={v}" for k, v in entry.get("detail", {}).items())
+        lines.append(
+            f"  {entry['at']}  {entry['event']:<12} {entry['from'] or '-':>10} -> "
+            f"{entry['to']:<10} {detail}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

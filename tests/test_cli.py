@@ -1,0 +1,129 @@
+"""The command line as a user runs it: a subprocess against a real journal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import build_parser
+from daemon.config import load_config
+from daemon.journal import Journal, SeenFile
+from daemon.lifecycle import Event, State
+from daemon.stability import FileStat
+from tests.conftest import PYTHON, cli_env
+
+COMMANDS = [
+    "run",
+    "backfill",
+    "status",
+    "show",
+    "retry",
+    "rules",
+    "check-config",
+    "doctor",
+    "emulator",
+    "demo",
+]
+
+
+def reka(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "daemon", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(**env),
+        check=False,
+        timeout=60,
+    )
+
+
+def test_every_contract_command_exists_with_help() -> None:
+    choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert sorted(choices) == sorted(COMMANDS)
+    for command in ("status", "backfill", "emulator"):
+        done = reka(command, "--help")
+        assert done.returncode == 0 and "--config" in done.stdout
+
+
+def test_version_and_usage_errors() -> None:
+    assert reka("--version").stdout.startswith("reka-sync ")
+    assert reka().returncode == 2
+    assert reka("frobnicate").returncode == 2
+    assert reka("retry", "--config", "/dev/null").returncode == 2
+
+
+@pytest.fixture
+def journal_with_files(config_file: Path) -> Journal:
+    config = load_config(config_file)
+    root = config.watch.roots[0]
+    journal = Journal.open(config.journal.path)
+    journal.record_scan(
+        [
+            SeenFile(str(root / n), str(root), n, FileStat(5, 1, i, 1), 0.0)
+            for i, n in enumerate(["cameras/front/a.mp4", "b.mp4"])
+        ],
+        now=1.0,
+    )
+    job = journal.find(str(root / "b.mp4"))
+    assert job is not None
+    journal.transition(job.id, Event.SETTLED, 2.0)
+    journal.transition(job.id, Event.CLAIM, 3.0)
+    journal.transition(job.id, Event.FAIL, 4.0, last_error="HTTP 400: video too long")
+    return journal
+
+
+def test_status_reports_counts_and_failures(config_file: Path, journal_with_files: Journal) -> None:
+    done = reka("status", "--config", str(config_file), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["counts"]["discovered"] == 1 and report["counts"]["failed"] == 1
+    assert report["recent_failures"][0]["error"] == "HTTP 400: video too long"
+    text = reka("status", "--config", str(config_file)).stdout
+    assert "discovered=1" in text and "video too long" in text
+
+
+def test_show_tells_a_files_history(
+    config_file: Path, media: Path, journal_with_files: Journal
+) -> None:
+    done = reka("show", str(media / "b.mp4"), "--config", str(config_file), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [h["event"] for h in report["history"]] == ["seen", "settled", "claim", "fail"]
+    assert report["last_error"] == "HTTP 400: video too long"
+    missing = reka("show", str(media / "nope.mp4"), "--config", str(config_file))
+    assert missing.returncode == 1 and "not in the journal" in missing.stderr
+
+
+def test_retry_requeues_failed_files(
+    config_file: Path, media: Path, journal_with_files: Journal
+) -> None:
+    done = reka("retry", "--all-failed", "--config", str(config_file))
+    assert done.returncode == 0, done.stderr
+    assert "requeued 1" in done.stdout
+    job = journal_with_files.find(str(media / "b.mp4"))
+    assert job is not None and job.state is State.DISCOVERED and job.attempts == 0
+
+
+def test_rules_explains_each_decision(config_file: Path, media: Path) -> None:
+    done = reka(
+        "rules",
+        str(media / "cameras/front/x.mp4"),
+        str(media / "y.mp4"),
+        "/elsewhere.mp4",
+        "--config",
+        str(config_file),
+    )
+    lines = done.stdout.splitlines()
+    assert "group 'Camera front' (groups.rules[0]" in lines[0]
+    assert "no group" in lines[1]
+    assert "not under any watch.roots" in lines[2]
+    assert done.returncode == 1
+
+
+def test_status_without_a_journal_says_what_to_do(config_file: Path) -> None:
+    done = reka("status", "--config", str(config_file))
+    assert done.returncode == 1
+    assert "no journal at" in done.stderr and "Traceback" not in done.stderr

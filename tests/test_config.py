@@ -1,0 +1,219 @@
+"""Configuration: the example loads, problems come with key paths, keys stay secret."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from daemon.config import Secret, load_config, parse_config, require_api_key, resolve_api_key
+from daemon.errors import ConfigError
+from tests.conftest import PYTHON, REPO, cli_env, write_config
+
+
+def problems_of(data: dict, tmp_path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path / "c.toml", data))
+    return caught.value.problems
+
+
+def test_example_config_loads_and_documents_every_key(clean_env: None) -> None:
+    config = load_config(REPO / "config.example.toml")
+    assert config.watch.settle_seconds == 15
+    assert [r.match for r in config.groups.rules] == [
+        "cameras/{camera}/**",
+        "projects/{project}/**",
+    ]
+    text = (REPO / "config.example.toml").read_text()
+    assert "[[groups.rules]]" in text
+    for section in ("api", "journal", "watch", "upload", "groups"):
+        for name in fields(getattr(config, section)):
+            if name.name == "rules":
+                continue
+            assert re.search(rf"^{name.name} = ", text, re.M), (
+                f"{section}.{name.name} is not documented in config.example.toml"
+            )
+
+
+def test_defaults_when_sections_are_absent(tmp_path: Path, clean_env: None) -> None:
+    config = load_config(write_config(tmp_path / "c.toml", {}))
+    assert config.upload.workers == 4
+    assert config.api.base_url == "https://vision-agent.api.reka.ai"
+    assert config.watch.observer == "auto"
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(
+    tmp_path: Path, clean_env: None
+) -> None:
+    not_a_dir = tmp_path / "file.txt"
+    not_a_dir.write_text("x")
+    found = problems_of(
+        {
+            "api": {"base_url": "ftp://x", "api_key_file": str(tmp_path / "nope")},
+            "watch": {
+                "roots": [str(tmp_path), str(not_a_dir), 7],
+                "settle_seconds": "soon",
+                "observer": "magic",
+                "extensions": [],
+            },
+            "upload": {"workers": 0, "max_attempts": True},
+            "groups": {
+                "rules": [{"match": "cams/{cam}/**", "group": "Cam {camera}"}, {"group": "x"}]
+            },
+            "surprise": {"a": 1},
+        },
+        tmp_path,
+    )
+    expected_prefixes = [
+        "api.base_url:",
+        "api.api_key_file:",
+        "watch.roots[1]:",
+        "watch.roots[2]:",
+        "watch.settle_seconds:",
+        "watch.observer:",
+        "watch.extensions:",
+        "upload.workers:",
+        "upload.max_attempts:",
+        "groups.rules[0].group:",
+        "groups.rules[1].match:",
+        "surprise:",
+    ]
+    for prefix in expected_prefixes:
+        assert any(p.startswith(prefix) for p in found), f"{prefix} missing from {found}"
+    assert len(found) == len(expected_prefixes)
+
+
+def test_unknown_keys_are_errors_at_every_level(tmp_path: Path, clean_env: None) -> None:
+    found = problems_of(
+        {
+            "watch": {"rootz": []},
+            "groups": {"rules": [{"match": "a/**", "group": "A", "extra": 1}]},
+        },
+        tmp_path,
+    )
+    assert found == [
+        "watch.rootz: unknown key; see config.example.toml for the keys there are",
+        "groups.rules[0].extra: unknown key; see config.example.toml for the keys there are",
+    ]
+
+
+def test_invalid_toml_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[watch]\nsettle_seconds = 1\nroots = [1,,]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "line 3" in caught.value.problems[0] and "column" in caught.value.problems[0]
+
+
+def test_missing_root_is_a_warning_not_an_error(tmp_path: Path, clean_env: None) -> None:
+    config = load_config(
+        write_config(tmp_path / "c.toml", {"watch": {"roots": [str(tmp_path / "share")]}})
+    )
+    assert config.warnings and "does not exist" in config.warnings[0]
+    assert config.watch.roots == (tmp_path / "share",)
+
+
+def test_bad_globs_and_templates(tmp_path: Path, clean_env: None) -> None:
+    found = problems_of(
+        {
+            "watch": {"ignore": ["a**b"]},
+            "groups": {
+                "rules": [{"match": "x/{a}/{a}", "group": "G"}, {"match": "x/{a}", "group": "G {a"}]
+            },
+        },
+        tmp_path,
+    )
+    assert found[0].startswith("watch.ignore[0]:")
+    assert found[1].startswith("groups.rules[0].match:") and "twice" in found[1]
+    assert found[2].startswith("groups.rules[1].group:")
+
+
+def test_plain_http_allowed_only_to_loopback_or_when_asked(tmp_path: Path, clean_env: None) -> None:
+    ok = parse_config({"api": {"base_url": "http://127.0.0.1:9000"}})
+    assert ok.api.base_url == "http://127.0.0.1:9000"
+    assert parse_config({"api": {"base_url": "http://nas.lan", "allow_insecure_http": True}})
+    assert problems_of({"api": {"base_url": "http://nas.lan"}}, tmp_path)[0].startswith(
+        "api.base_url"
+    )
+
+
+def test_key_resolution_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "reka-api-key").write_text("from-credential")
+    config = parse_config({"api": {"api_key_file": str(key_file)}})
+    bare = parse_config({})
+    assert resolve_api_key(bare) is None
+    with pytest.raises(ConfigError, match="no API key found"):
+        require_api_key(bare)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert resolve_api_key(bare) == Secret("from-credential")
+    assert resolve_api_key(config) == Secret("from-file")
+    monkeypatch.setenv("REKA_API_KEY", "from-env")
+    assert resolve_api_key(config) == Secret("from-env")
+
+
+def test_unreadable_or_empty_key_file(tmp_path: Path, clean_env: None) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("  \n")
+    config = parse_config({"api": {"api_key_file": str(key_file)}})
+    with pytest.raises(ConfigError, match="is empty"):
+        resolve_api_key(config)
+
+
+def test_secret_never_shows_itself() -> None:
+    secret = Secret("sk-very-secret")
+    assert "sk-very-secret" not in repr(secret)
+    assert "sk-very-secret" not in str(secret)
+    assert "sk-very-secret" not in f"{secret} {secret!r} {[secret]}"
+    assert secret.reveal() == "sk-very-secret"
+
+
+def test_check_config_exits_78_listing_every_problem(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "c.toml",
+        {"watch": {"settle_seconds": -1, "rootz": 1}, "upload": {"workers": "many"}},
+    )
+    done = subprocess.run(
+        [PYTHON, "-m", "daemon", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert done.returncode == 78
+    assert "watch.settle_seconds: must be 0 or more" in done.stderr
+    assert "watch.rootz: unknown key" in done.stderr
+    assert "upload.workers: must be an integer, not a string" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_config_from_environment_variable(tmp_path: Path, config_file: Path) -> None:
+    done = subprocess.run(
+        [PYTHON, "-m", "daemon", "check-config"],
+        capture_output=True,
+        text=True,
+        env=cli_env(REKA_SYNC_CONFIG=str(config_file), REKA_API_KEY="k"),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ok (1 roots, 1 rules" in done.stdout
+
+
+def test_missing_config_file_exits_78(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [PYTHON, "-m", "daemon", "status", "--config", str(tmp_path / "no.toml")],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert done.returncode == 78
+    assert "no such file" in done.stderr

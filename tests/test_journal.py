@@ -1,0 +1,198 @@
+"""The journal on a real SQLite file: idempotent recording, atomic leases, history, bad files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import IllegalTransition, JournalError
+from daemon.journal import Journal, SeenFile
+from daemon.lifecycle import Event, State
+from daemon.stability import FileStat
+from tests.conftest import PYTHON, REPO
+
+
+def seen(root: Path, rel: str, size: int = 10, mtime: int = 1) -> SeenFile:
+    return SeenFile(str(root / rel), str(root), rel, FileStat(size, mtime, 100 + size, 1), 0.0)
+
+
+def fill(journal: Journal, count: int, root: Path = Path("/m")) -> list[int]:
+    journal.record_scan([seen(root, f"f{i}.mp4", size=i) for i in range(count)], now=1.0)
+    ids = []
+    for job in journal.jobs([State.DISCOVERED], limit=count):
+        journal.transition(job.id, Event.SETTLED, 2.0)
+        ids.append(job.id)
+    return ids
+
+
+def test_recording_is_idempotent_on_path(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    first = journal.record_scan([seen(Path("/m"), "a.mp4"), seen(Path("/m"), "b.mp4")], now=1.0)
+    again = journal.record_scan([seen(Path("/m"), "a.mp4"), seen(Path("/m"), "b.mp4")], now=2.0)
+    changed = journal.record_scan([seen(Path("/m"), "a.mp4", size=11)], now=3.0)
+    assert (first.new, again.new, again.unchanged, changed.changed) == (2, 0, 2, 1)
+    job = journal.find("/m/a.mp4")
+    assert job is not None and job.size == 11 and job.state is State.DISCOVERED
+    assert [h.event for h in journal.history(job.id)] == ["seen", "seen"]
+
+
+def test_change_after_settling_goes_back_to_discovered(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    [job_id] = fill(journal, 1)
+    journal.record_scan([seen(Path("/m"), "f0.mp4", size=0, mtime=99)], now=5.0)
+    job = journal.get(job_id)
+    assert job.state is State.DISCOVERED and job.mtime_ns == 99
+    assert [h.event for h in journal.history(job_id)] == ["seen", "settled", "changed"]
+
+
+def test_transition_enforces_the_lifecycle_and_records_history(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    [job_id] = fill(journal, 1)
+    with pytest.raises(IllegalTransition):
+        journal.transition(job_id, Event.FILED, 3.0)
+    with pytest.raises(JournalError, match="not uploading"):
+        journal.transition(job_id, Event.CLAIM, 3.0, expect=State.UPLOADING)
+    with pytest.raises(ValueError, match="not writable"):
+        journal.transition(job_id, Event.CLAIM, 3.0, state="done")
+    job = journal.transition(job_id, Event.CLAIM, 3.0, upload_key="k1", detail={"by": "test"})
+    assert job.state is State.UPLOADING and job.upload_key == "k1"
+    assert journal.history(job_id)[-1].detail == {"by": "test"}
+    assert journal.get(job_id).state is State.UPLOADING
+
+
+def test_claims_are_exclusive_between_threads(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    ids = fill(journal, 200)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        own = Journal.open(tmp_path / "j.db")
+        while jobs := own.claim_uploads(name, now=10.0, limit=3, lease_seconds=60):
+            with lock:
+                claimed.extend(j.id for j in jobs)
+        own.close()
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_claims_are_exclusive_between_processes(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    journal = Journal.open(db)
+    ids = fill(journal, 300)
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom daemon.journal import Journal\n"
+        "j = Journal.open(Path(sys.argv[1]))\n"
+        "while jobs := j.claim_uploads(sys.argv[2], now=10.0, limit=2, lease_seconds=60):\n"
+        "    print(*[x.id for x in jobs], flush=True)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [PYTHON, "-c", script, str(db), f"p{i}"], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        for i in range(3)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    claimed = [int(x) for out in outputs for x in out.split()]
+    assert sorted(claimed) == sorted(ids)
+    owners = {j.lease_owner for j in journal.jobs([State.UPLOADING], limit=1000)}
+    assert owners <= {"p0", "p1", "p2"}
+
+
+def test_expired_leases_are_taken_over_and_flagged_for_reconcile(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    [job_id] = fill(journal, 1)
+    [job] = journal.claim_uploads("dead", now=10.0, limit=5, lease_seconds=30)
+    assert not job.outcome_unknown
+    assert journal.claim_uploads("alive", now=39.0, limit=5, lease_seconds=30) == []
+    assert journal.renew_leases("dead", now=20.0, lease_seconds=30) == 1
+    assert journal.claim_uploads("alive", now=45.0, limit=5, lease_seconds=30) == []
+    [taken] = journal.claim_uploads("alive", now=51.0, limit=5, lease_seconds=30)
+    assert taken.id == job_id and taken.lease_owner == "alive" and taken.outcome_unknown
+    assert [h.event for h in journal.history(job_id)][-1] == "reclaim"
+
+
+def test_live_files_come_before_backfill(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    journal.record_scan([seen(Path("/m"), "old.mp4")], now=1.0, priority=1)
+    journal.record_scan([seen(Path("/m"), "live.mp4")], now=2.0, priority=0)
+    for job in journal.jobs([State.DISCOVERED]):
+        journal.transition(job.id, Event.SETTLED, 3.0)
+    [first] = journal.claim_uploads("w", now=5.0, limit=1, lease_seconds=30)
+    assert first.path == "/m/live.mp4"
+
+
+def test_counts_groups_and_pauses(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    fill(journal, 3)
+    counts = journal.counts()
+    assert counts[State.QUEUED] == 3 and counts[State.DONE] == 0 and set(counts) == set(State)
+    journal.save_group("Camera front", "g1", 1.0)
+    journal.save_group("Camera front", "g2", 2.0)
+    assert journal.group_ids() == {"Camera front": "g2"}
+    journal.set_pause("uploads", 100.0, "429")
+    journal.set_pause("uploads", 50.0, "429 again")
+    assert [(p.until, p.reason) for p in journal.pauses(10.0)] == [(100.0, "429 again")]
+    assert journal.pauses(100.0) == []
+    assert journal.check_integrity() == "ok"
+
+
+def test_refuses_a_file_that_is_not_a_journal(tmp_path: Path) -> None:
+    text = tmp_path / "notes.db"
+    text.write_text("important notes\n" * 10)
+    with pytest.raises(JournalError, match="not a SQLite database"):
+        Journal.open(text)
+    assert text.read_text() == "important notes\n" * 10
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE precious (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(JournalError, match="not a reka-sync journal"):
+        Journal.open(other)
+    tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("precious",)]
+
+
+def test_read_only_open_of_a_missing_journal_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="no journal at"):
+        Journal.open(tmp_path / "none.db", readonly=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_gives_a_clear_error(tmp_path: Path) -> None:
+    Journal.open(tmp_path / "j.db").close()
+    os.chmod(tmp_path / "j.db", 0o444)
+    os.chmod(tmp_path, 0o555)
+    try:
+        with pytest.raises(JournalError, match="read-only"):
+            Journal.open(tmp_path / "j.db")
+    finally:
+        os.chmod(tmp_path, 0o755)
+
+
+def test_locked_journal_gives_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("daemon.journal.BUSY_TIMEOUT_S", 0.2)
+    journal = Journal.open(tmp_path / "j.db")
+    blocker = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JournalError, match="locked by another process"):
+            journal.save_group("x", "y", 1.0)
+    finally:
+        blocker.execute("ROLLBACK")
+    journal.save_group("x", "y", 1.0)
+    assert journal.group_ids() == {"x": "y"}

@@ -1,0 +1,92 @@
+"""Globs, ignore rules and group rules: pure functions, tested directly."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.patterns import GlobError, IgnoreRules, compile_glob
+from daemon.rules import GroupRules, Rule
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "captures"),
+    [
+        ("cameras/{camera}/**", "cameras/front/2024/01/a.mp4", {"camera": "front"}),
+        ("cameras/{camera}/**", "cameras/front/a.mp4", {"camera": "front"}),
+        ("**/*.mp4", "a.mp4", {}),
+        ("**/*.mp4", "x/y/a.mp4", {}),
+        ("shows/{show}/season-?/*", "shows/Foo/season-1/e1.mkv", {"show": "Foo"}),
+        ("a/**/b/{name}", "a/b/c.mp4", {"name": "c.mp4"}),
+        ("a/**/b/{name}", "a/x/y/b/c.mp4", {"name": "c.mp4"}),
+    ],
+)
+def test_globs_that_match(pattern: str, path: str, captures: dict[str, str]) -> None:
+    assert compile_glob(pattern).match(path) == captures
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path"),
+    [
+        ("cameras/{camera}/**", "cameras/a.mp4"),
+        ("cameras/{camera}/**", "other/front/a.mp4"),
+        ("*.mp4", "x/a.mp4"),
+        ("a.mp4", "a_mp4"),
+    ],
+)
+def test_globs_that_do_not_match(pattern: str, path: str) -> None:
+    assert compile_glob(pattern).match(path) is None
+
+
+@pytest.mark.parametrize("pattern", ["", "/abs/**", "a**", "x/{a}/{a}", "x/{a"])
+def test_malformed_globs_are_refused(pattern: str) -> None:
+    with pytest.raises(GlobError):
+        compile_glob(pattern)
+
+
+def test_first_matching_rule_wins_and_default_takes_the_rest() -> None:
+    rules = GroupRules(
+        [
+            Rule("cameras/{camera}/**", "Camera {camera}"),
+            Rule("cameras/**", "All cameras"),
+            Rule("trash/**", ""),
+        ],
+        default="Inbox",
+    )
+    front = rules.decide("cameras/front/x.mp4")
+    assert (front.group, front.rule_index) == ("Camera front", 0)
+    assert rules.decide("cameras/x.mp4").group == "All cameras"
+    assert rules.decide("misc/x.mp4").group == "Inbox"
+    assert rules.decide("misc/x.mp4").reason == "groups.default"
+    assert rules.decide("trash/x.mp4").group is None
+    assert GroupRules([], default="").decide("x.mp4").group is None
+
+
+@pytest.mark.parametrize(
+    ("path", "ignored"),
+    [
+        ("a.mp4", False),
+        ("deep/er/A.MOV", False),
+        ("a.txt", True),
+        ("noext", True),
+        (".hidden.mp4", True),
+        ("x/.cache/a.mp4", True),
+        ("a.mp4.part", True),
+        ("a.mp4.crdownload", True),
+        ("@eaDir/a.mp4", True),
+        ("x/#recycle/a.mp4", True),
+        ("x/.stversions/a.mp4", True),
+        ("x/Thumbs.db", True),
+        ("raw/a.mp4", True),
+    ],
+)
+def test_ignore_rules(path: str, ignored: bool) -> None:
+    rules = IgnoreRules(["raw/**"], ["mp4", "mov"])
+    assert rules.ignores_file(path) is ignored
+
+
+def test_ignored_folders_are_pruned() -> None:
+    rules = IgnoreRules(["**/@eaDir/**", "raw/**"], ["mp4"])
+    assert rules.ignores_dir("x/@eaDir")
+    assert rules.ignores_dir("raw")
+    assert rules.ignores_dir(".git")
+    assert not rules.ignores_dir("cameras/front")
