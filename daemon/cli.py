@@ -79,9 +79,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("paths", nargs="+", metavar="PATH")
     add("check-config", cmd_check_config, "validate the configuration; print every problem")
     add("doctor", _later("doctor"), "check the key, reachability, inotify limits, mounts, journal")
-    add("emulator", _later("emulator"), "run the built-in Reka Vision API emulator")
+    _emulator_flags(add("emulator", cmd_emulator, "run the built-in Reka Vision API emulator"))
     add("demo", _later("demo"), "run the pipeline against the built-in emulator on a sample tree")
     return parser
+
+
+def _emulator_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    sub.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    sub.add_argument("--data", type=Path, default=None, help="keep state and uploads here")
+    sub.add_argument("--api-key", default=None, help="accept only this key (default: any)")
+    sub.add_argument(
+        "--processing-delay",
+        type=float,
+        default=1.0,
+        help="seconds a video stays 'uploading' (1.0)",
+    )
+    sub.add_argument("--group-cap", type=int, default=10, help="groups per key (10)")
+    sub.add_argument("--upload-quota", type=int, default=None, help="uploads per key per day")
+    sub.add_argument("--max-upload-bytes", type=int, default=None, help="answer 413 above this")
+    sub.add_argument("--seed", type=int, default=None, help="seed for fault draws")
+    for kind, text in (
+        ("server-error", "answer 500"),
+        ("rate-limit", "answer 429"),
+        ("drop-mid-body", "cut uploads half way"),
+        ("drop-after-store", "store uploads, then cut the connection"),
+        ("processing-failure", "end uploads as 'failed'"),
+    ):
+        sub.add_argument(
+            f"--{kind}-rate",
+            type=float,
+            default=0.0,
+            metavar="P",
+            help=f"share of requests to {text} (0..1)",
+        )
+    sub.add_argument("--retry-after", type=float, default=2.0, help="retry-after of injected 429s")
+    sub.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +233,34 @@ def cmd_rules(args: argparse.Namespace) -> int:
         group = f"group {decision.group!r}" if decision.group else "no group"
         print(f"{raw}: {group} ({decision.reason})")
     return status
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    """Run the built-in API emulator in the foreground."""
+    from daemon import emulator
+
+    faults = [
+        emulator.Fault.from_json({"kind": kind, "rate": rate, "seconds": args.retry_after})
+        for kind in (
+            "server_error",
+            "rate_limit",
+            "drop_mid_body",
+            "drop_after_store",
+            "processing_failure",
+        )
+        if (rate := getattr(args, f"{kind}_rate")) > 0
+    ]
+    if args.latency > 0:
+        faults.append(emulator.Fault.from_json({"kind": "latency", "seconds": args.latency}))
+    settings = emulator.Settings(
+        api_key=args.api_key,
+        processing_delay=args.processing_delay,
+        group_cap=args.group_cap,
+        upload_quota=args.upload_quota,
+        max_upload_bytes=args.max_upload_bytes,
+    )
+    emulator.serve(args.host, args.port, args.data, settings, faults, args.seed)
+    return EXIT_OK
 
 
 def _later(name: str) -> Handler:

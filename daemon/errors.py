@@ -79,6 +79,7 @@ class ApiStatusError(ApiError):
         message: str,
         *,
         error_type: str | None = None,
+        param: str | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
         reset_after: float | None = None,
@@ -86,6 +87,7 @@ class ApiStatusError(ApiError):
         self.status = status
         self.message = message
         self.error_type = error_type
+        self.param = param
         self.request_id = request_id
         self.retry_after = retry_after
         self.reset_after = reset_after

@@ -58,3 +58,61 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+API_KEY = "test-key-5f2b9c"
+
+
+@pytest.fixture
+def emu() -> Iterator[Any]:
+    from daemon import emulator
+
+    running = emulator.start(settings=emulator.Settings(processing_delay=0.2, feature_delay=0.2))
+    yield running
+    running.stop()
+
+
+def set_faults(
+    emulator_url: str, faults: list[dict[str, Any]], seed: int | None = 1, **extra: Any
+) -> None:
+    """Replace the emulator's faults through its control endpoint."""
+    import httpx
+
+    response = httpx.post(
+        f"{emulator_url}/_emulator/faults", json={"faults": faults, "seed": seed, **extra}
+    )
+    response.raise_for_status()
+
+
+def emulator_records(emulator_url: str) -> list[dict[str, Any]]:
+    """Return what the emulator stored: every video with its size and digest."""
+    import httpx
+
+    return list(httpx.get(f"{emulator_url}/_emulator/videos").json()["results"])
+
+
+def emulator_requests(emulator_url: str) -> list[dict[str, Any]]:
+    import httpx
+
+    return list(httpx.get(f"{emulator_url}/_emulator/requests").json()["results"])
+
+
+def wait_for(condition: Any, timeout: float = 30.0, message: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(0.02)  # polling interval of a deadline-bounded wait
+
+
+def digest_of(path: Path) -> str:
+    """Return the digest reka-sync and the emulator record for a file's bytes."""
+    from xxhash import xxh3_128
+
+    return f"xxh3-128:{xxh3_128(path.read_bytes()).hexdigest()}"
