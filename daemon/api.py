@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ class Accepted:
     video_id: str
     status: str
     digest: str | None
+    sample_hash: str | None
     bytes_sent: int
     request_id: str | None
 
@@ -104,10 +106,15 @@ class MoveResult:
 
 
 ResponseHook = Callable[[ResponseInfo], None]
+RequestHook = Callable[[str, str], None]
 
 
 class ApiClient:
-    """Typed calls to the Reka Vision API v2. Safe to share between threads."""
+    """Typed calls to the Reka Vision API v2. Safe to share between threads.
+
+    `before_request(method, path)` runs before anything is sent and may raise to hold a
+    request back; `on_response(info)` sees every answer, errors included.
+    """
 
     def __init__(
         self,
@@ -117,9 +124,11 @@ class ApiClient:
         max_connections: int = 8,
         transport: httpx.BaseTransport | None = None,
         on_response: ResponseHook | None = None,
+        before_request: RequestHook | None = None,
     ) -> None:
         self._config = config
         self._on_response = on_response
+        self._before_request = before_request
         verify: Any = True
         if config.ca_bundle is not None:
             import ssl
@@ -161,7 +170,8 @@ class ApiClient:
         size: int,
         description: str | None = None,
         group_id: str | None = None,
-        body_options: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> Accepted:
         """Given a file and its expected size, stream it as a new video and return the 202 answer.
 
@@ -176,7 +186,8 @@ class ApiClient:
             {k: v for k, v in fields.items() if v is not None},
             filename=path.name,
             content_type=content_type,
-            **(body_options or {}),
+            cancel=cancel,
+            on_progress=on_progress,
         )
         timeout = httpx.Timeout(
             self._config.read_timeout + size / MIN_UPLOAD_RATE,
@@ -198,6 +209,7 @@ class ApiClient:
             str(data["video_id"]),
             str(data.get("status") or "uploading"),
             body.digest,
+            body.sample_hash,
             body.bytes_sent,
             response.headers.get("x-request-id"),
         )
@@ -312,6 +324,8 @@ class ApiClient:
     def _send(
         self, method: str, path: str, *, body: UploadBody | None = None, **kwargs: Any
     ) -> httpx.Response:
+        if self._before_request is not None:
+            self._before_request(method, path)
         try:
             response = self._http.request(method, path, **kwargs)
         except Cancelled:

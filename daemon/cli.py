@@ -10,7 +10,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from daemon import __version__
-from daemon.config import Config, default_config_path, load_config, resolve_api_key
+from daemon.config import (
+    Config,
+    Secret,
+    default_config_path,
+    load_config,
+    require_api_key,
+    resolve_api_key,
+)
 from daemon.errors import ConfigError, JournalError, RekaSyncError
 from daemon.journal import Journal
 from daemon.lifecycle import Event, State
@@ -55,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary)
         sub.add_argument(
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="(info)",
+        )
+        sub.add_argument(
+            "--log-format",
+            default="auto",
+            choices=["auto", "console", "json"],
+            help="console on a terminal, JSON lines otherwise (auto)",
+        )
+        sub.add_argument(
             "--config",
             type=Path,
             default=None,
@@ -64,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("run", _later("run"), "watch, upload, poll and file into groups until SIGTERM")
-    sub = add("backfill", _later("backfill"), "upload everything under the roots once, then exit")
-    sub.add_argument("paths", nargs="*", metavar="PATH", help="only these files or folders")
+    sub = add("backfill", cmd_backfill, "upload everything under the roots once, then exit")
+    sub.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="only these files or folders"
+    )
     sub.add_argument("--dry-run", action="store_true", help="upload nothing; show the plan")
     _json_flag(sub)
     _json_flag(add("status", cmd_status, "counts per state, work in flight, pauses, failures"))
@@ -233,6 +254,28 @@ def cmd_rules(args: argparse.Namespace) -> int:
         group = f"group {decision.group!r}" if decision.group else "no group"
         print(f"{raw}: {group} ({decision.reason})")
     return status
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Upload everything under the roots (or the given paths) once, then exit."""
+    from daemon import backfill
+
+    config = _config(args)
+    key = None if args.dry_run else require_api_key(config)
+    _logging(args, key)
+    try:
+        return backfill.run(config, key, args.paths, dry_run=args.dry_run, as_json=args.json)
+    except backfill.UsageError as exc:
+        print(f"reka-sync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _logging(args: argparse.Namespace, key: Secret | None) -> None:
+    from daemon import logs
+
+    if key is not None:
+        logs.register_secret(key)
+    logs.configure(args.log_level, args.log_format)
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:

@@ -84,6 +84,7 @@ class UploadConfig:
     backoff_cap: float = 900.0
     poll_interval: float = 5.0
     processing_deadline: float = 3600.0
+    lease_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -395,6 +396,7 @@ def _upload(table: _Table) -> UploadConfig:
         processing_deadline=table.get(
             "processing_deadline", float, d.processing_deadline, _positive
         ),
+        lease_seconds=table.get("lease_seconds", float, d.lease_seconds, _positive),
     )
     table.finish()
     return config

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -72,6 +72,7 @@ CREATE TABLE files (
     upload_key TEXT,
     outcome_unknown INTEGER NOT NULL DEFAULT 0,
     video_id TEXT,
+    accepted_at REAL,
     remote_status TEXT,
     group_name TEXT,
     group_id TEXT,
@@ -130,6 +131,7 @@ class Job:
     upload_key: str | None
     outcome_unknown: bool
     video_id: str | None
+    accepted_at: float | None
     remote_status: str | None
     group_name: str | None
     group_id: str | None
@@ -167,6 +169,10 @@ class Pause:
     kind: str
     until: float
     reason: str
+
+
+class LeaseLost(JournalError):
+    """Another process took this job over after our lease expired; our result is dropped."""
 
 
 @dataclass
@@ -347,19 +353,69 @@ class Journal:
         now: float,
         *,
         expect: State | None = None,
+        owner: str | None = None,
         detail: dict[str, Any] | None = None,
         **changes: Any,
     ) -> Job:
         """Given a job, an event and column changes, commit the move and its history entry.
 
         Return the updated job. Raise IllegalTransition if the lifecycle forbids the move,
-        JournalError if the job is gone or not in the `expect`ed state.
+        LeaseLost if `owner` no longer holds the job's lease, JournalError if the job is gone
+        or not in the `expect`ed state.
         """
         with self._write() as conn:
-            row = _row_by_id(conn, job_id)
-            if expect is not None and row["state"] != expect.value:
-                raise JournalError(f"job {job_id} is {row['state']}, not {expect.value}")
+            row = _checked_row(conn, job_id, expect, owner)
             return self._apply(conn, row, event, now, changes, detail)
+
+    def annotate(
+        self,
+        job_id: int,
+        now: float,
+        note: str,
+        *,
+        owner: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job:
+        """Given a job, a note and column changes, commit them without a change of state."""
+        with self._write() as conn:
+            row = _checked_row(conn, job_id, None, owner)
+            return self._update(
+                conn, row, f"note:{note}", State(row["state"]), now, changes, detail
+            )
+
+    def begin_send(
+        self,
+        job_id: int,
+        owner: str,
+        now: float,
+        sample_hash: str,
+        checked: Iterable[int],
+        **changes: Any,
+    ) -> Job | None:
+        """Given a leased job about to be sent, mark it sending unless a twin got ahead of it.
+
+        A twin is another job with the same size and sample whose content is being sent or
+        has reached the API, and that is not among the `checked` ids (twins the caller has
+        already compared digests with). Then nothing is written and None is returned: the
+        caller looks again later instead of uploading the same content twice. The check
+        and the mark are one transaction.
+        """
+        exclude = [job_id, *checked]
+        marks = ", ".join("?" for _ in exclude)
+        with self._write() as conn:
+            row = _checked_row(conn, job_id, State.UPLOADING, owner)
+            twin = conn.execute(
+                "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
+                f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
+                " AND lease_expires > ?) OR digest IS NOT NULL) LIMIT 1",
+                (row["size"], sample_hash, *exclude, State.UPLOADING.value, now),
+            ).fetchone()
+            if twin is not None:
+                return None
+            changes = {**changes, "sample_hash": sample_hash, "outcome_unknown": 1}
+            detail = {"attempt": changes.get("attempts"), "key": changes.get("upload_key")}
+            return self._update(conn, row, "note:sending", State.UPLOADING, now, changes, detail)
 
     def _apply(
         self,
@@ -370,11 +426,23 @@ class Journal:
         changes: dict[str, Any],
         detail: dict[str, Any] | None,
     ) -> Job:
+        new = next_state(State(row["state"]), event)
+        return self._update(conn, row, event, new, now, changes, detail)
+
+    def _update(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        event: Event | str,
+        new: State,
+        now: float,
+        changes: dict[str, Any],
+        detail: dict[str, Any] | None,
+    ) -> Job:
         bad = set(changes) - _WRITABLE
         if bad:
             raise ValueError(f"not writable columns: {sorted(bad)}")
         old = State(row["state"])
-        new = next_state(old, event)
         values = {**changes, "state": new.value, "updated_at": now}
         assignments = ", ".join(f"{name} = ?" for name in values)
         conn.execute(
@@ -430,6 +498,27 @@ class Journal:
             )
             return cursor.rowcount
 
+    def expire_leases(self, is_dead: Callable[[str], bool]) -> int:
+        """Given a test of owners, end at once the leases held by dead ones; return how many."""
+        owners = [
+            r[0]
+            for r in self._read(
+                "SELECT DISTINCT lease_owner FROM files"
+                " WHERE state = ? AND lease_owner IS NOT NULL",
+                (State.UPLOADING.value,),
+            )
+        ]
+        dead = [o for o in owners if is_dead(o)]
+        if not dead:
+            return 0
+        with self._write() as conn:
+            marks = ", ".join("?" for _ in dead)
+            cursor = conn.execute(
+                f"UPDATE files SET lease_expires = 0 WHERE state = ? AND lease_owner IN ({marks})",
+                (State.UPLOADING.value, *dead),
+            )
+            return cursor.rowcount
+
     # -- queries -----------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
@@ -464,6 +553,61 @@ class Journal:
             (size, sample_hash, exclude_id),
         )
         return [_job(r) for r in rows]
+
+    def uploaded_twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
+        """Given a size and sample, return other jobs whose content reached the API."""
+        rows = self._read(
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
+            " AND id != ? AND digest IS NOT NULL AND video_id IS NOT NULL ORDER BY id",
+            (size, sample_hash, exclude_id),
+        )
+        return [_job(r) for r in rows]
+
+    def known_video_ids(self, video_ids: Iterable[str]) -> set[str]:
+        """Given remote video ids, return those the journal knows."""
+        ids = list(video_ids)
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._read(f"SELECT video_id FROM files WHERE video_id IN ({marks})", chunk)
+            known.update(r[0] for r in rows)
+        return known
+
+    def tally(self, job_ids: Iterable[int]) -> dict[State, tuple[int, int]]:
+        """Given job ids, return how many of them, and how many bytes, are in each state."""
+        ids = list(job_ids)
+        counts = dict.fromkeys(State, (0, 0))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._read(
+                f"SELECT state, count(*), total(size) FROM files WHERE id IN ({marks})"
+                " GROUP BY state",
+                chunk,
+            )
+            for state, count, size in rows:
+                old_count, old_size = counts[State(state)]
+                counts[State(state)] = (old_count + count, old_size + int(size))
+        return counts
+
+    def jobs_by_ids(self, job_ids: Iterable[int]) -> list[Job]:
+        """Given job ids, return those jobs (in id order)."""
+        ids = list(job_ids)
+        found: list[Job] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._read(
+                f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
+            )
+            found.extend(_job(r) for r in rows)
+        return sorted(found, key=lambda j: j.id)
+
+    def ids_of(self, paths: Iterable[str]) -> list[int]:
+        """Given absolute paths, return the ids of those the journal knows."""
+        with self._lock, _mapped(self.path):
+            return [r["id"] for r in _rows_by_path(self._conn, list(paths)).values()]
 
     def by_digest(self, digest: str) -> list[Job]:
         """Given a content digest, return the jobs whose upload of that content was accepted."""
@@ -610,6 +754,17 @@ def _rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlit
     return found
 
 
+def _checked_row(
+    conn: sqlite3.Connection, job_id: int, expect: State | None, owner: str | None
+) -> sqlite3.Row:
+    row = _row_by_id(conn, job_id)
+    if expect is not None and row["state"] != expect.value:
+        raise JournalError(f"job {job_id} is {row['state']}, not {expect.value}")
+    if owner is not None and row["lease_owner"] != owner:
+        raise LeaseLost(f"job {job_id} is now leased by {row['lease_owner']}, not {owner}")
+    return row
+
+
 def _row_by_id(conn: sqlite3.Connection, job_id: int) -> sqlite3.Row:
     cursor = conn.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE id = ?", (job_id,))
     cursor.row_factory = sqlite3.Row
@@ -623,7 +778,7 @@ def _log_event(
     conn: sqlite3.Connection,
     file_id: int,
     now: float,
-    event: Event,
+    event: Event | str,
     old: State | None,
     new: State,
     detail: dict[str, Any] | None,
@@ -634,7 +789,7 @@ def _log_event(
         (
             file_id,
             now,
-            event.value,
+            str(event),
             old.value if old else None,
             new.value,
             json.dumps(detail, sort_keys=True) if detail else None,

@@ -63,6 +63,8 @@ ACTIVE = frozenset(
 )
 FINISHED = frozenset({State.DONE, State.FAILED, State.SKIPPED, State.MISSING})
 _PRE_UPLOAD = (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT, State.UPLOADING)
+# A file found changed right after its upload: the video is deleted, the file settles again.
+_CHANGEABLE = (*_PRE_UPLOAD, State.UPLOADED)
 
 _TABLE: dict[tuple[State, Event], State] = {
     (State.DISCOVERED, Event.SEEN): State.DISCOVERED,
@@ -90,8 +92,9 @@ _TABLE: dict[tuple[State, Event], State] = {
     (State.FAILED, Event.SEEN): State.FAILED,
     (State.MISSING, Event.SEEN): State.DISCOVERED,
 }
-for _state in _PRE_UPLOAD:
+for _state in _CHANGEABLE:
     _TABLE[(_state, Event.CHANGED)] = State.DISCOVERED
+for _state in _PRE_UPLOAD:
     _TABLE[(_state, Event.VANISHED)] = State.MISSING
     _TABLE[(_state, Event.IGNORE)] = State.SKIPPED
 for _state in (State.UPLOADING, State.UPLOADED, State.FILING, State.QUEUED, State.RETRY_WAIT):

@@ -2,8 +2,8 @@
 
 The file is read 1 MiB at a time (unbuffered, no copy) and each piece is
 handed to the transport as it is; a cancel from another thread is seen
-between pieces. The XXH3-128 digest of the file is computed on the way out, so
-an upload reads each byte once.
+between pieces. The digest and sample hash of the file (daemon.fingerprint) are computed on
+the way out, so an upload reads each byte once.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import BinaryIO
 from xxhash import xxh3_128
 
 from daemon.errors import Cancelled, FileChanged, FileVanished
+from daemon.fingerprint import DIGEST_PREFIX, Sampler
 
 READ_SIZE = 1024 * 1024
 
@@ -44,6 +45,7 @@ class UploadBody:
         self.bytes_sent = 0
         self.finished = False
         self._hash = xxh3_128()
+        self._sampler = Sampler(size)
         self._handle: BinaryIO | None = None
         boundary = f"reka-sync-{secrets.token_hex(16)}"
         self.content_type = f"multipart/form-data; boundary={boundary}"
@@ -58,8 +60,13 @@ class UploadBody:
 
     @property
     def digest(self) -> str | None:
-        """Return `xxh3-128:<hex>` of the file bytes sent, once the whole body went out."""
-        return f"xxh3-128:{self._hash.hexdigest()}" if self.finished else None
+        """Return the digest of the file bytes sent, once the whole body went out."""
+        return DIGEST_PREFIX + self._hash.hexdigest() if self.finished else None
+
+    @property
+    def sample_hash(self) -> str | None:
+        """Return the sample hash of the file bytes sent, once the whole body went out."""
+        return self._sampler.hexdigest() if self.finished else None
 
     def __enter__(self) -> UploadBody:
         try:
@@ -95,6 +102,7 @@ class UploadBody:
                     f"({self.size - left} of {self.size} bytes read)"
                 )
             self._hash.update(data)
+            self._sampler.feed(self.size - left, data)
             left -= len(data)
             if self.cancel.is_set():
                 raise Cancelled("upload cancelled", body_complete=False)

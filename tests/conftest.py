@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,3 +117,83 @@ def digest_of(path: Path) -> str:
     from xxhash import xxh3_128
 
     return f"xxh3-128:{xxh3_128(path.read_bytes()).hexdigest()}"
+
+
+def engine_config(tmp_path: Path, media: Path, url: str, **upload: Any) -> Path:
+    """Write a config for backfill/run against the emulator at `url`; return its path."""
+    return write_config(
+        tmp_path / "engine.toml",
+        {
+            "api": {"base_url": url},
+            "journal": {"path": str(tmp_path / "journal.db")},
+            "watch": {"roots": [str(media)], "settle_seconds": 0},
+            "upload": {
+                "workers": 4,
+                "poll_interval": 0.2,
+                "backoff_base": 0.2,
+                "backoff_cap": 2.0,
+                "lease_seconds": 10.0,
+                **upload,
+            },
+            "groups": {
+                "default": "Inbox",
+                "rules": [
+                    {"match": "cameras/{camera}/**", "group": "Camera {camera}"},
+                    {"match": "projects/{project}/**", "group": "Project {project}"},
+                ],
+            },
+        },
+    )
+
+
+def make_tree(media: Path, count: int, size: int = 64 * 1024) -> dict[str, str]:
+    """Create `count` distinct video files over several folders; return path -> group."""
+    folders = [
+        ("cameras/front", "Camera front"),
+        ("cameras/back/2026", "Camera back"),
+        ("projects/alpha", "Project alpha"),
+        ("misc", "Inbox"),
+    ]
+    expected: dict[str, str] = {}
+    for index in range(count):
+        folder, group = folders[index % len(folders)]
+        path = media / folder / f"clip{index:04d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(index.to_bytes(4, "little") + os.urandom(size - 4))
+        expected[str(path)] = group
+    return expected
+
+
+def run_backfill(
+    config: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "daemon", "backfill", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(REKA_API_KEY=API_KEY),
+        check=False,
+    )
+
+
+def assert_uploaded_exactly_once(url: str, expected: dict[str, str]) -> list[dict[str, Any]]:
+    """Check the emulator holds one video per file, with the file's bytes, in its group."""
+    import httpx
+
+    records = emulator_records(url)
+    groups = {
+        g["group_id"]: g["name"]
+        for g in httpx.get(f"{url}/v2/video-groups", headers={"X-Api-Key": API_KEY}).json()[
+            "results"
+        ]
+    }
+    by_digest: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_digest.setdefault(record["digest"], []).append(record)
+    for path, group in expected.items():
+        found = by_digest.get(digest_of(Path(path)), [])
+        assert len(found) == 1, f"{path}: {len(found)} uploads"
+        assert groups.get(found[0]["group_id"]) == group, f"{path} in the wrong group"
+    assert len(records) == len(expected), f"{len(records)} videos for {len(expected)} files"
+    return records

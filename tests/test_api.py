@@ -280,15 +280,14 @@ def test_cancel_from_another_thread_stops_within_a_second(
 
     def run() -> None:
         try:
-            upload(
-                client, big, body_options={"cancel": cancel, "on_progress": lambda n: started.set()}
-            )
+            upload(client, big, cancel=cancel, on_progress=lambda n: started.set())
         except BaseException as exc:
             outcome.append(exc)
 
     worker = threading.Thread(target=run)
     worker.start()
-    assert started.wait(30)
+    wait_for(lambda: started.is_set() or not worker.is_alive(), message="upload progress")
+    assert started.is_set(), outcome
     cancelled_at = time.monotonic()
     cancel.set()
     worker.join(timeout=5)

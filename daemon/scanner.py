@@ -1,0 +1,94 @@
+"""Walking the roots: which wanted files exist, with one stat each (no content reads)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.journal import SeenFile
+from daemon.patterns import IgnoreRules
+from daemon.stability import FileStat
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    path: str
+    reason: str
+
+
+def stat_file(path: str | Path) -> FileStat | None:
+    """Given a path, return its stat, or None if it is gone or not a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not _is_regular(st.st_mode):
+        return None
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def walk(
+    root: Path,
+    ignore: IgnoreRules,
+    start: Path | None = None,
+    problems: list[ScanProblem] | None = None,
+) -> Iterator[SeenFile]:
+    """Given a root (and optionally a file or folder inside it), yield every wanted file.
+
+    Ignored folders are not entered; unreadable folders are reported in `problems`.
+    """
+    base = start or root
+    if base.is_file():
+        seen = _seen(root, str(base), ignore)
+        if seen is not None:
+            yield seen
+        return
+    stack = [str(base)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            if problems is not None:
+                problems.append(ScanProblem(folder, exc.strerror or str(exc)))
+            continue
+        for entry in entries:
+            rel = _relative(root, entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                if not ignore.ignores_dir(rel):
+                    stack.append(entry.path)
+            elif not ignore.ignores_file(rel):
+                seen = _from_entry(root, entry, rel)
+                if seen is not None:
+                    yield seen
+
+
+def _from_entry(root: Path, entry: os.DirEntry[str], rel: str) -> SeenFile | None:
+    try:
+        st = entry.stat()
+    except OSError:
+        return None
+    if not _is_regular(st.st_mode):
+        return None
+    stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    return SeenFile(entry.path, str(root), rel, stat, st.st_mtime_ns / 1e9)
+
+
+def _seen(root: Path, path: str, ignore: IgnoreRules) -> SeenFile | None:
+    rel = _relative(root, path)
+    if ignore.ignores_file(rel):
+        return None
+    stat = stat_file(path)
+    if stat is None:
+        return None
+    return SeenFile(path, str(root), rel, stat, stat.mtime_ns / 1e9)
+
+
+def _relative(root: Path, path: str) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _is_regular(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000

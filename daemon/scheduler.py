@@ -1,0 +1,249 @@
+"""The engine: short ticks that decide what is due, and hand it to the worker pools.
+
+How this works
+--------------
+* APScheduler 3 (``BackgroundScheduler``, in-memory store, coalescing, no misfire
+  limit so late ticks run rather than vanish) calls the ticks: ``dispatch``
+  (claim due uploads for free workers), ``poll`` (ask the API about stored
+  videos, file them into groups), ``settle`` (promote quiet, unchanged files)
+  and ``heartbeat`` (renew leases, publish pauses). Every tick takes ``now``,
+  so tests drive the engine step by step with no scheduler at all.
+* Uploads run on a bounded upload pool, never as APScheduler jobs; polls and
+  group moves run on a small control pool, so a long upload never delays them.
+  When an upload finishes, ``dispatch`` runs at once: a free worker never waits
+  for the next tick.
+* ``stop()`` stops claiming, cancels in-flight uploads (their jobs go back to
+  the queue without spending an attempt) and waits for the steps to record it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from daemon.api import ApiClient, ResponseInfo
+from daemon.config import Config, Secret
+from daemon.groups import GroupResolver
+from daemon.journal import Job, Journal
+from daemon.lifecycle import Event, State
+from daemon.pauses import ALL, PauseBoard, kind_of
+from daemon.retry import Backoff, server_wait
+from daemon.scanner import stat_file
+from daemon.service import owner_alive, owner_id
+from daemon.stability import Verdict, settle
+from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool
+
+log = structlog.get_logger("reka_sync.scheduler")
+AUTH_PAUSE = 60.0  # seconds between probes while the API refuses the key
+SETTLE_BATCH = 5000
+
+
+class Engine:
+    """Claims, dispatches, polls and files; owns the pools and the scheduler."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        key: Secret,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        lease_seconds: float | None = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.clock = clock
+        self.lease_seconds = lease_seconds or config.upload.lease_seconds
+        self.pauses = PauseBoard()
+        self.api = ApiClient(
+            config.api,
+            key,
+            max_connections=config.upload.workers + 2,
+            on_response=self._observe,
+            before_request=self._gate,
+        )
+        owner = owner_id()
+        self.ctx = Context(
+            config,
+            journal,
+            self.api,
+            GroupResolver(self.api, journal, config.groups.create_missing, clock),
+            config.groups.compiled(),
+            self.pauses,
+            owner,
+            clock,
+            rand,
+        )
+        self.steps = Steps(self.ctx)
+        self.uploads = WorkerPool(config.upload.workers, "reka-upload")
+        self.control = WorkerPool(1, "reka-control")
+        self._cancels: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._scheduler: BackgroundScheduler | None = None
+
+    @property
+    def owner(self) -> str:
+        return self.ctx.owner
+
+    # -- ticks -------------------------------------------------------------------------
+
+    def dispatch(self, now: float) -> int:
+        """Given the time, lease due uploads for free workers and start them; return how many."""
+        with self._lock:
+            if self._stopping.is_set() or self.pauses.blocking("uploads", now):
+                return 0
+            jobs = self.journal.claim_uploads(
+                self.owner, now, self.uploads.free, self.lease_seconds
+            )
+            for job in jobs:
+                cancel = threading.Event()
+                self._cancels[job.id] = cancel
+                self.uploads.submit(
+                    partial(self.steps.upload, job, cancel), partial(self._finished, job)
+                )
+            return len(jobs)
+
+    def _finished(self, job: Job) -> None:
+        with self._lock:
+            self._cancels.pop(job.id, None)
+        if not self._stopping.is_set():
+            self.dispatch(self.clock())
+
+    def poll(self, now: float) -> int:
+        """Given the time, hand due polls and group moves to the control pool; return jobs sent."""
+        if (
+            self._stopping.is_set()
+            or self.control.free == 0
+            or self.pauses.blocking("requests", now)
+        ):
+            return 0
+        polls = self.journal.jobs([State.UPLOADED], due_before=now, limit=POLL_BATCH * 4)
+        filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
+        if not polls and not filing:
+            return 0
+
+        def step() -> None:
+            for start in range(0, len(polls), POLL_BATCH):
+                self.steps.poll(polls[start : start + POLL_BATCH])
+            self.steps.file(filing)
+
+        self.control.submit(step, lambda: None)
+        return len(polls) + len(filing)
+
+    def settle(self, now: float) -> int:
+        """Given the time, promote discovered files that are complete; return how many."""
+        promoted = 0
+        settle_seconds = self.config.watch.settle_seconds
+        for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH):
+            if not Path(job.root).is_dir():
+                continue  # an unmounted share: its files are not missing
+            current = stat_file(job.path)
+            verdict = settle(job.stat, current, job.quiet_since, now, settle_seconds)
+            if verdict is Verdict.STABLE:
+                self.journal.transition(job.id, Event.SETTLED, now, next_attempt_at=now)
+                promoted += 1
+            elif verdict is Verdict.VANISHED:
+                self.journal.transition(job.id, Event.VANISHED, now)
+            elif verdict is Verdict.CHANGED and current is not None:
+                self.journal.annotate(
+                    job.id,
+                    now,
+                    "still changing",
+                    size=current.size,
+                    mtime_ns=current.mtime_ns,
+                    inode=current.inode,
+                    device=current.device,
+                    quiet_since=now,
+                )
+        return promoted
+
+    def heartbeat(self, now: float) -> None:
+        """Given the time, renew our leases, free those of dead local processes, publish pauses."""
+        self.journal.renew_leases(self.owner, now, self.lease_seconds)
+        self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
+        for pause in self.pauses.active(now):
+            self.journal.set_pause(pause.kind, pause.until, pause.reason)
+
+    def tick(self, now: float) -> None:
+        """Given the time, run every tick once (tests and one-shot callers)."""
+        self.heartbeat(now)
+        self.settle(now)
+        self.dispatch(now)
+        self.poll(now)
+
+    # -- the API's answers steer the pauses --------------------------------------------
+
+    def _gate(self, method: str, path: str) -> None:
+        self.pauses.check(kind_of(method, path), self.clock())
+
+    def _observe(self, info: ResponseInfo) -> None:
+        now = self.clock()
+        if info.status == 429:
+            wait = server_wait(info.retry_after, info.reset_after)
+            wait = wait if wait is not None else Backoff().delay(1, 1.0)
+            kind = kind_of(info.method, info.path)
+            pause = self.pauses.pause(
+                kind,
+                now + wait,
+                f"429 from the API (request {info.request_id}), retry-after {wait:g}s",
+            )
+            self.journal.set_pause(pause.kind, pause.until, pause.reason)
+            log.warning(
+                "rate limited; pausing", kind=kind, seconds=wait, request_id=info.request_id
+            )
+        elif info.status in (401, 403):
+            reason = (
+                f"the API refused the key (HTTP {info.status}); fix api_key_file or "
+                "$REKA_API_KEY, then `systemctl reload reka-sync`"
+            )
+            pause = self.pauses.pause(ALL, now + AUTH_PAUSE, reason)
+            self.journal.set_pause(pause.kind, pause.until, pause.reason)
+            log.error("API key refused; pausing all requests", status=info.status)
+        elif info.status < 400 and self.pauses.blocking(ALL, now) is None:
+            self.journal.clear_pause(ALL)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler's ticks on background threads."""
+        now = self.clock
+        scheduler = BackgroundScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        )
+        scheduler.add_job(lambda: self.dispatch(now()), "interval", seconds=0.5, id="dispatch")
+        scheduler.add_job(lambda: self.poll(now()), "interval", seconds=0.5, id="poll")
+        scheduler.add_job(lambda: self.settle(now()), "interval", seconds=1.0, id="settle")
+        scheduler.add_job(
+            lambda: self.heartbeat(now()),
+            "interval",
+            seconds=max(0.2, self.lease_seconds / 3),
+            id="heartbeat",
+        )
+        self.heartbeat(now())
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def stop(self) -> None:
+        """Stop claiming, cancel in-flight uploads, wait for every step to record its outcome."""
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        with self._lock:
+            for cancel in self._cancels.values():
+                cancel.set()
+        self.uploads.shutdown()
+        self.control.shutdown()
+        self.api.close()
+
+    def in_flight(self) -> dict[int, int]:
+        """Return bytes sent so far for each upload in flight, by job id."""
+        return dict(self.ctx.progress)

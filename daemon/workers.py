@@ -1,0 +1,483 @@
+"""The worker steps: each runs one step of one job (or one batch) and commits its outcome.
+
+A step never decides what is due (the scheduler does) and never leaves a job
+half-recorded: the journal is written before and after every request, so a
+crash between any two lines resumes from the journal.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.api import Accepted, ApiClient, Video
+from daemon.config import Config
+from daemon.errors import FileChanged, FileVanished, NotFound, RekaSyncError
+from daemon.fingerprint import digest_file, sample_file
+from daemon.groups import GroupResolver
+from daemon.journal import Job, Journal, LeaseLost
+from daemon.lifecycle import Event, State
+from daemon.pauses import UPLOADS, PauseBoard
+from daemon.retry import Action, Backoff, decide
+from daemon.rules import GroupRules
+from daemon.scanner import stat_file
+
+log = structlog.get_logger("reka_sync.workers")
+TWIN_WAIT = 2.0  # seconds to wait for a twin being sent before looking again
+POLL_BATCH = 50
+
+
+def marker(key: str) -> str:
+    """Given an upload key, return the marker written into the video's description."""
+    return f"[reka-sync:{key}]"
+
+
+@dataclass
+class Context:
+    """What every step needs; time and randomness are injected."""
+
+    config: Config
+    journal: Journal
+    api: ApiClient
+    groups: GroupResolver
+    rules: GroupRules
+    pauses: PauseBoard
+    owner: str
+    clock: Callable[[], float]
+    rand: Callable[[], float]
+    progress: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.config.upload.backoff_base, self.config.upload.backoff_cap)
+
+
+class _Defer(Exception):
+    """Put the job back without spending an attempt: wait `delay` seconds."""
+
+    def __init__(self, reason: str, delay: float) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Steps:
+    """The steps a worker can run."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -- upload ----------------------------------------------------------------------------
+
+    def upload(self, job: Job, cancel: threading.Event) -> None:
+        """Given a leased job, upload its file (or adopt, or dedupe it) and record the outcome."""
+        bound = log.bind(path=job.path, job=job.id)
+        sent = threading.Event()  # set once this step has begun sending
+        try:
+            self._upload(job, cancel, sent)
+        except LeaseLost as exc:
+            bound.warning("lease lost; another process carries on", reason=str(exc))
+        except _Defer as defer:
+            self._release(job, str(defer), defer.delay)
+        except (RekaSyncError, OSError) as exc:
+            self._after_failure(self.ctx.journal.get(job.id), exc, sent.is_set())
+        finally:
+            self.ctx.progress.pop(job.id, None)
+
+    def _upload(self, job: Job, cancel: threading.Event, sent: threading.Event) -> None:
+        ctx = self.ctx
+        current = stat_file(job.path)
+        if current is None:
+            raise FileVanished(f"{job.path} vanished before its upload")
+        if not current.same_content_as(job.stat):
+            raise FileChanged(f"{job.path} changed since it settled")
+        if job.outcome_unknown and job.upload_key and self._reconcile(job):
+            return
+        sample = sample_file(Path(job.path), job.size)
+        checked = self._dedupe(job, sample)
+        if checked is None:
+            return
+        decision = ctx.rules.decide(job.rel_path)
+        group_id = ctx.groups.resolve(decision.group) if decision.group else None
+        ctx.pauses.check(UPLOADS, ctx.clock())
+        key = job.upload_key or uuid.uuid4().hex
+        sending = ctx.journal.begin_send(
+            job.id,
+            ctx.owner,
+            ctx.clock(),
+            sample,
+            checked,
+            attempts=job.attempts + 1,
+            upload_key=key,
+            group_name=decision.group,
+            group_id=group_id,
+            last_error=None,
+        )
+        if sending is None:
+            raise _Defer("a file with the same content is being uploaded", TWIN_WAIT)
+        sent.set()
+        accepted = ctx.api.upload_file(
+            Path(job.path),
+            video_name=Path(job.path).name,
+            size=job.size,
+            description=f"{job.rel_path} {marker(key)}",
+            group_id=group_id,
+            cancel=cancel,
+            on_progress=lambda sent: ctx.progress.__setitem__(job.id, sent),
+        )
+        self._accepted(sending, accepted)
+
+    def _accepted(self, job: Job, accepted: Accepted) -> None:
+        ctx = self.ctx
+        now = ctx.clock()
+        job = ctx.journal.transition(
+            job.id,
+            Event.ACCEPTED,
+            now,
+            owner=ctx.owner,
+            video_id=accepted.video_id,
+            digest=accepted.digest,
+            sample_hash=accepted.sample_hash,
+            accepted_at=now,
+            remote_status=accepted.status,
+            outcome_unknown=0,
+            lease_owner=None,
+            lease_expires=None,
+            next_attempt_at=now + min(1.0, ctx.config.upload.poll_interval),
+            detail={
+                "video_id": accepted.video_id,
+                "request_id": accepted.request_id,
+                "bytes": accepted.bytes_sent,
+            },
+        )
+        after = stat_file(job.path)
+        if after is None or not after.same_content_as(job.stat):
+            self._discard_changed(job)
+
+    def _discard_changed(self, job: Job) -> None:
+        """The file changed while it was sent: delete the video, settle the file again."""
+        detail: dict[str, Any] = {"deleted_video": job.video_id}
+        try:
+            if job.video_id:
+                self.ctx.api.delete_video(job.video_id)
+        except RekaSyncError as exc:
+            detail = {"stale_video": job.video_id, "delete_failed": str(exc)}
+        self.ctx.journal.transition(
+            job.id,
+            Event.CHANGED,
+            self.ctx.clock(),
+            video_id=None,
+            digest=None,
+            upload_key=None,
+            accepted_at=None,
+            quiet_since=self.ctx.clock(),
+            attempts=max(0, job.attempts - 1),
+            last_error="changed during upload; sent again once it settles",
+            detail=detail,
+        )
+
+    def _reconcile(self, job: Job) -> bool:
+        """The last attempt's outcome is unknown: adopt its video if the API has it."""
+        ctx = self.ctx
+        assert job.upload_key is not None
+        videos = ctx.api.list_videos()
+        mine = [v for v in videos if v.description and marker(job.upload_key) in v.description]
+        if mine:
+            keep, *extra = mine
+            for video in extra:  # several attempts of one chain landed: keep one
+                ctx.api.delete_video(video.video_id)
+            self._adopt(job, keep, [v.video_id for v in extra])
+            return True
+        unknown = [
+            v for v in videos if v.status not in ("uploaded", "failed") and v.description is None
+        ]
+        if unknown and set(v.video_id for v in unknown) - ctx.journal.known_video_ids(
+            v.video_id for v in unknown
+        ):
+            age = ctx.clock() - job.updated_at
+            if age < ctx.config.upload.processing_deadline:
+                raise _Defer(
+                    "reconcile: the API is still storing videos whose marker it does not show yet",
+                    ctx.config.upload.poll_interval,
+                )
+        ctx.journal.annotate(
+            job.id,
+            ctx.clock(),
+            "reconciled",
+            owner=ctx.owner,
+            detail={"found": False},
+            outcome_unknown=0,
+        )
+        return False
+
+    def _adopt(self, job: Job, video: Video, deleted: list[str]) -> None:
+        now = self.ctx.clock()
+        self.ctx.journal.transition(
+            job.id,
+            Event.ADOPTED,
+            now,
+            owner=self.ctx.owner,
+            video_id=video.video_id,
+            digest=digest_file(Path(job.path)),
+            sample_hash=sample_file(Path(job.path), job.size),
+            accepted_at=now,
+            remote_status=video.status,
+            outcome_unknown=0,
+            lease_owner=None,
+            lease_expires=None,
+            next_attempt_at=now,
+            detail={"video_id": video.video_id, "deleted_extra": deleted}
+            if deleted
+            else {"video_id": video.video_id},
+        )
+
+    def _dedupe(self, job: Job, sample: str) -> list[int] | None:
+        """Record the job as a duplicate and return None if its content was uploaded already;
+        else return the ids of the twins whose digests differ."""
+        twins = self.ctx.journal.uploaded_twins(job.size, sample, job.id)
+        if not twins:
+            return []
+        digest = digest_file(Path(job.path))
+        twin = next((t for t in twins if t.digest == digest), None)
+        if twin is None:
+            return [t.id for t in twins]
+        self.ctx.journal.transition(
+            job.id,
+            Event.DUPLICATE,
+            self.ctx.clock(),
+            owner=self.ctx.owner,
+            video_id=twin.video_id,
+            digest=digest,
+            sample_hash=sample,
+            lease_owner=None,
+            lease_expires=None,
+            group_name=twin.group_name,
+            group_id=twin.group_id,
+            last_error=None,
+            detail={"duplicate_of": twin.path, "video_id": twin.video_id},
+        )
+        return None
+
+    def _release(self, job: Job, reason: str, delay: float) -> None:
+        now = self.ctx.clock()
+        current = self.ctx.journal.get(job.id)
+        if current.state is not State.UPLOADING or current.lease_owner != self.ctx.owner:
+            return
+        self.ctx.journal.transition(
+            job.id,
+            Event.RETRY,
+            now,
+            owner=self.ctx.owner,
+            next_attempt_at=now + delay,
+            attempts=job.attempts,
+            lease_owner=None,
+            lease_expires=None,
+            detail={"waiting": reason, "seconds": round(delay, 1)},
+        )
+
+    def _after_failure(self, job: Job, exc: Exception, sent: bool) -> None:
+        """Record a failed upload step. `sent` says whether this step began sending (and so
+        already counted its attempt and marked its outcome unknown)."""
+        ctx = self.ctx
+        now = ctx.clock()
+        if job.state is not State.UPLOADING or job.lease_owner != ctx.owner:
+            return
+        if isinstance(exc, NotFound) and exc.param == "group_id" and job.group_name:
+            ctx.groups.forget(job.group_name)
+            self._release(job, "group was deleted remotely; looking it up again", 0.0)
+            return
+        counted = job.attempts if sent else job.attempts + 1
+        decision = decide(exc, counted, ctx.config.upload.max_attempts, ctx.backoff, ctx.rand())
+        unknown = decision.outcome_unknown if sent else job.outcome_unknown
+        common: dict[str, Any] = {
+            "owner": ctx.owner,
+            "lease_owner": None,
+            "lease_expires": None,
+            "last_error": decision.reason,
+        }
+        if decision.action in (Action.FAIL, Action.RETRY):
+            event = Event.FAIL if decision.action is Action.FAIL else Event.RETRY
+            ctx.journal.transition(
+                job.id,
+                event,
+                now,
+                next_attempt_at=now + decision.delay,
+                attempts=counted,
+                outcome_unknown=unknown,
+                **common,
+                detail={"error": decision.reason, "retry_in": round(decision.delay, 1)},
+            )
+        else:
+            not_counted = job.attempts - 1 if sent else job.attempts
+            event = {Action.SETTLE: Event.CHANGED, Action.VANISHED: Event.VANISHED}.get(
+                decision.action, Event.RETRY
+            )
+            ctx.journal.transition(
+                job.id,
+                event,
+                now,
+                next_attempt_at=now + decision.delay,
+                quiet_since=now,
+                attempts=not_counted,
+                outcome_unknown=0 if sent else job.outcome_unknown,
+                **common,
+                detail={"error": decision.reason, "retry_in": round(decision.delay, 1)},
+            )
+        log.info(
+            "upload step failed", path=job.path, action=decision.action.value, error=decision.reason
+        )
+
+    # -- poll and file ---------------------------------------------------------------------
+
+    def poll(self, jobs: list[Job]) -> None:
+        """Given uploaded jobs, ask the API how their videos are and record what it says."""
+        ctx = self.ctx
+        try:
+            videos = {
+                v.video_id: v
+                for v in ctx.api.list_videos(ids=[j.video_id for j in jobs if j.video_id])
+            }
+        except RekaSyncError as exc:
+            log.info("poll failed; trying again later", error=str(exc))
+            return
+        for job in jobs:
+            self._polled(job, videos.get(job.video_id or ""))
+
+    def _polled(self, job: Job, video: Video | None) -> None:
+        ctx = self.ctx
+        now = ctx.clock()
+        upload = ctx.config.upload
+        if video is None:
+            self._restart(job, "the API no longer knows the video before it was stored", now)
+        elif video.status == "uploaded":
+            filed = job.group_id is None or video.group_id == job.group_id
+            ctx.journal.transition(
+                job.id,
+                Event.STORED_FILED if filed else Event.STORED,
+                now,
+                remote_status=video.status,
+                next_attempt_at=now,
+            )
+        elif video.status == "failed":
+            self._restart(job, f"the API failed to store the video: {video.error}", now)
+        elif now - (job.accepted_at or now) > upload.processing_deadline:
+            ctx.journal.transition(
+                job.id,
+                Event.FAIL,
+                now,
+                remote_status=video.status,
+                last_error=f"the API still reports status {video.status!r} "
+                f"after {upload.processing_deadline:.0f}s",
+            )
+        elif video.status != job.remote_status or now >= job.next_attempt_at:
+            ctx.journal.annotate(
+                job.id,
+                now,
+                "polled",
+                remote_status=video.status,
+                next_attempt_at=now + upload.poll_interval,
+            )
+
+    def _restart(self, job: Job, reason: str, now: float) -> None:
+        upload = self.ctx.config.upload
+        if job.attempts >= upload.max_attempts:
+            self.ctx.journal.transition(job.id, Event.FAIL, now, last_error=reason)
+            return
+        delay = self.ctx.backoff.delay(job.attempts, self.ctx.rand())
+        self.ctx.journal.transition(
+            job.id,
+            Event.RETRY,
+            now,
+            video_id=None,
+            digest=None,
+            upload_key=None,
+            accepted_at=None,
+            remote_status=None,
+            next_attempt_at=now + delay,
+            last_error=reason,
+            detail={"error": reason, "old_video": job.video_id},
+        )
+
+    def file(self, jobs: list[Job]) -> None:
+        """Given stored jobs waiting for their group, move their videos there."""
+        by_group: dict[str, list[Job]] = {}
+        for job in jobs:
+            if job.group_id and job.video_id:
+                by_group.setdefault(job.group_id, []).append(job)
+        for group_id, members in by_group.items():
+            self._move(group_id, members)
+
+    def _move(self, group_id: str, jobs: list[Job]) -> None:
+        ctx = self.ctx
+        try:
+            result = ctx.api.move_videos(group_id, [j.video_id for j in jobs if j.video_id])
+        except NotFound:
+            for job in jobs:
+                if job.group_name:
+                    ctx.groups.forget(job.group_name)
+                    new_id = ctx.groups.resolve(job.group_name)
+                    ctx.journal.annotate(job.id, ctx.clock(), "regroup", group_id=new_id)
+            return
+        except RekaSyncError as exc:
+            log.info("move to group failed; trying again later", error=str(exc))
+            return
+        moved = set(result.video_ids)
+        now = ctx.clock()
+        for job in jobs:
+            if job.video_id in moved:
+                ctx.journal.transition(job.id, Event.FILED, now, detail={"group": job.group_name})
+            else:
+                ctx.journal.annotate(
+                    job.id,
+                    now,
+                    "move refused",
+                    next_attempt_at=now + ctx.config.upload.poll_interval,
+                )
+
+
+class WorkerPool:
+    """A bounded pool of threads; `free` says how many more steps it can take now."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @property
+    def free(self) -> int:
+        with self._lock:
+            return self.size - self._running
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    def submit(self, step: Callable[[], None], on_done: Callable[[], None]) -> None:
+        """Given a step, run it on a worker thread, then call `on_done`."""
+        with self._lock:
+            self._running += 1
+
+        def run() -> None:
+            try:
+                step()
+            except Exception:
+                log.exception("worker step crashed")
+            finally:
+                with self._lock:
+                    self._running -= 1
+                on_done()
+
+        future: Future[None] = self._executor.submit(run)
+        del future
+
+    def shutdown(self) -> None:
+        """Wait for running steps to end."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
