@@ -22,7 +22,7 @@ from daemon.scanner import ScanProblem, walk
 from daemon.scheduler import Engine
 from daemon.service import on_stop_signals
 
-WAIT_STEP = 0.25  # seconds between looks at the journal while the engine works
+WAIT_STEP = 0.1  # seconds between looks at the journal while the engine works
 
 
 class UsageError(RekaSyncError):

@@ -171,6 +171,17 @@ class Pause:
     reason: str
 
 
+@dataclass(frozen=True)
+class Move:
+    """One job's change for `apply_many`: an event (or a note) and its column changes."""
+
+    job_id: int
+    event: Event | None
+    changes: dict[str, Any]
+    detail: dict[str, Any] | None = None
+    note: str = ""
+
+
 class LeaseLost(JournalError):
     """Another process took this job over after our lease expired; our result is dropped."""
 
@@ -193,6 +204,9 @@ class Journal:
         self._conn = conn
         self._db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
+        # Reads use their own connection, so they never wait for a commit's fsync.
+        self._reader = conn
+        self._read_lock = self._lock
         self.path = path
 
     @classmethod
@@ -241,10 +255,17 @@ class Journal:
         conn.execute("PRAGMA foreign_keys = ON")
         with self._write():
             migrations.apply(self._db)
+        self._reader = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+        )
+        self._reader.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._read_lock = threading.RLock()
 
     def close(self) -> None:
         """Close the connection; the file stays as it is."""
-        with self._lock:
+        with self._lock, self._read_lock:
+            if self._reader is not self._conn:
+                self._reader.close()
             self._conn.close()
 
     @contextmanager
@@ -259,8 +280,8 @@ class Journal:
             self._conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock, _mapped(self.path):
-            cursor = self._conn.execute(sql, params)
+        with self._read_lock, _mapped(self.path):
+            cursor = self._reader.execute(sql, params)
             cursor.row_factory = sqlite3.Row
             return list(cursor.fetchall())
 
@@ -366,6 +387,24 @@ class Journal:
         with self._write() as conn:
             row = _checked_row(conn, job_id, expect, owner)
             return self._apply(conn, row, event, now, changes, detail)
+
+    def apply_many(self, moves: Sequence[Move], now: float) -> None:
+        """Given several jobs' moves (an event, or a note if event is None), commit them at once."""
+        with self._write() as conn:
+            for move in moves:
+                row = _row_by_id(conn, move.job_id)
+                if move.event is None:
+                    self._update(
+                        conn,
+                        row,
+                        f"note:{move.note}",
+                        State(row["state"]),
+                        now,
+                        move.changes,
+                        move.detail,
+                    )
+                else:
+                    self._apply(conn, row, move.event, now, move.changes, move.detail)
 
     def annotate(
         self,
@@ -523,8 +562,8 @@ class Journal:
 
     def get(self, job_id: int) -> Job:
         """Given an id, return the job. Raise JournalError if there is none."""
-        with self._lock, _mapped(self.path):
-            return _job(_row_by_id(self._conn, job_id))
+        with self._read_lock, _mapped(self.path):
+            return _job(_row_by_id(self._reader, job_id))
 
     def find(self, path: str) -> Job | None:
         """Given an absolute path, return its job, or None if the journal never saw it."""
@@ -606,8 +645,8 @@ class Journal:
 
     def ids_of(self, paths: Iterable[str]) -> list[int]:
         """Given absolute paths, return the ids of those the journal knows."""
-        with self._lock, _mapped(self.path):
-            return [r["id"] for r in _rows_by_path(self._conn, list(paths)).values()]
+        with self._read_lock, _mapped(self.path):
+            return [r["id"] for r in _rows_by_path(self._reader, list(paths)).values()]
 
     def by_digest(self, digest: str) -> list[Job]:
         """Given a content digest, return the jobs whose upload of that content was accepted."""

@@ -53,6 +53,15 @@ class PauseBoard:
         with self._lock:
             self._pauses.pop(kind, None)
 
+    def take_over(self, kind: str, now: float) -> bool:
+        """Given a kind, forget its pause if it has expired; return True if one was forgotten."""
+        with self._lock:
+            pause = self._pauses.get(kind)
+            if pause is None or pause.until > now:
+                return False
+            del self._pauses[kind]
+            return True
+
     def blocking(self, kind: str, now: float) -> PauseState | None:
         """Given a kind and the time, return the pause that holds it back, if any."""
         with self._lock:

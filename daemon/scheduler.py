@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.api import ApiClient, ResponseInfo
 from daemon.config import Config, Secret
+from daemon.errors import RekaSyncError
 from daemon.groups import GroupResolver
 from daemon.journal import Job, Journal
 from daemon.lifecycle import Event, State
@@ -164,6 +166,8 @@ class Engine:
                     device=current.device,
                     quiet_since=now,
                 )
+        if promoted:
+            self.dispatch(now)
         return promoted
 
     def heartbeat(self, now: float) -> None:
@@ -208,29 +212,39 @@ class Engine:
             pause = self.pauses.pause(ALL, now + AUTH_PAUSE, reason)
             self.journal.set_pause(pause.kind, pause.until, pause.reason)
             log.error("API key refused; pausing all requests", status=info.status)
-        elif info.status < 400 and self.pauses.blocking(ALL, now) is None:
+        elif info.status < 400 and self.pauses.take_over(ALL, now):
             self.journal.clear_pause(ALL)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the scheduler's ticks on background threads."""
-        now = self.clock
+        """Start the scheduler's ticks on background threads; each runs once right away."""
         scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         )
-        scheduler.add_job(lambda: self.dispatch(now()), "interval", seconds=0.5, id="dispatch")
-        scheduler.add_job(lambda: self.poll(now()), "interval", seconds=0.5, id="poll")
-        scheduler.add_job(lambda: self.settle(now()), "interval", seconds=1.0, id="settle")
-        scheduler.add_job(
-            lambda: self.heartbeat(now()),
-            "interval",
-            seconds=max(0.2, self.lease_seconds / 3),
-            id="heartbeat",
-        )
-        self.heartbeat(now())
+        ticks: list[tuple[str, Callable[[float], object], float]] = [
+            ("heartbeat", self.heartbeat, max(0.2, self.lease_seconds / 3)),
+            ("settle", self.settle, 1.0),
+            ("dispatch", self.dispatch, 0.5),
+            ("poll", self.poll, 0.25),
+        ]
+        first = datetime.now(UTC)
+        for name, tick, seconds in ticks:
+            scheduler.add_job(
+                partial(self._run_tick, tick),
+                "interval",
+                seconds=seconds,
+                id=name,
+                next_run_time=first,
+            )
         scheduler.start()
         self._scheduler = scheduler
+
+    def _run_tick(self, tick: Callable[[float], object]) -> None:
+        try:
+            tick(self.clock())
+        except RekaSyncError as exc:
+            log.error("tick failed; it runs again shortly", tick=tick.__name__, error=str(exc))
 
     def stop(self) -> None:
         """Stop claiming, cancel in-flight uploads, wait for every step to record its outcome."""

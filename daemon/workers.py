@@ -22,7 +22,7 @@ from daemon.config import Config
 from daemon.errors import FileChanged, FileVanished, NotFound, RekaSyncError
 from daemon.fingerprint import digest_file, sample_file
 from daemon.groups import GroupResolver
-from daemon.journal import Job, Journal, LeaseLost
+from daemon.journal import Job, Journal, LeaseLost, Move
 from daemon.lifecycle import Event, State
 from daemon.pauses import UPLOADS, PauseBoard
 from daemon.retry import Action, Backoff, decide
@@ -336,7 +336,7 @@ class Steps:
     # -- poll and file ---------------------------------------------------------------------
 
     def poll(self, jobs: list[Job]) -> None:
-        """Given uploaded jobs, ask the API how their videos are and record what it says."""
+        """Given uploaded jobs, ask the API how their videos are and record it in one commit."""
         ctx = self.ctx
         try:
             videos = {
@@ -346,61 +346,57 @@ class Steps:
         except RekaSyncError as exc:
             log.info("poll failed; trying again later", error=str(exc))
             return
-        for job in jobs:
-            self._polled(job, videos.get(job.video_id or ""))
-
-    def _polled(self, job: Job, video: Video | None) -> None:
-        ctx = self.ctx
         now = ctx.clock()
-        upload = ctx.config.upload
+        moves = [self._polled(job, videos.get(job.video_id or ""), now) for job in jobs]
+        ctx.journal.apply_many([m for m in moves if m is not None], now)
+
+    def _polled(self, job: Job, video: Video | None, now: float) -> Move | None:
+        upload = self.ctx.config.upload
         if video is None:
-            self._restart(job, "the API no longer knows the video before it was stored", now)
-        elif video.status == "uploaded":
+            return self._restart(job, "the API no longer knows the video before it was stored")
+        if video.status == "uploaded":
             filed = job.group_id is None or video.group_id == job.group_id
-            ctx.journal.transition(
+            return Move(
                 job.id,
                 Event.STORED_FILED if filed else Event.STORED,
-                now,
-                remote_status=video.status,
-                next_attempt_at=now,
+                {"remote_status": video.status, "next_attempt_at": now},
             )
-        elif video.status == "failed":
-            self._restart(job, f"the API failed to store the video: {video.error}", now)
-        elif now - (job.accepted_at or now) > upload.processing_deadline:
-            ctx.journal.transition(
+        if video.status == "failed":
+            return self._restart(job, f"the API failed to store the video: {video.error}")
+        if now - (job.accepted_at or now) > upload.processing_deadline:
+            return Move(
                 job.id,
                 Event.FAIL,
-                now,
-                remote_status=video.status,
-                last_error=f"the API still reports status {video.status!r} "
-                f"after {upload.processing_deadline:.0f}s",
+                {
+                    "remote_status": video.status,
+                    "last_error": f"the API still reports status {video.status!r} after "
+                    f"{upload.processing_deadline:.0f}s",
+                },
             )
-        elif video.status != job.remote_status or now >= job.next_attempt_at:
-            ctx.journal.annotate(
-                job.id,
-                now,
-                "polled",
-                remote_status=video.status,
-                next_attempt_at=now + upload.poll_interval,
-            )
+        return Move(
+            job.id,
+            None,
+            {"remote_status": video.status, "next_attempt_at": now + upload.poll_interval},
+            note="polled",
+        )
 
-    def _restart(self, job: Job, reason: str, now: float) -> None:
-        upload = self.ctx.config.upload
-        if job.attempts >= upload.max_attempts:
-            self.ctx.journal.transition(job.id, Event.FAIL, now, last_error=reason)
-            return
+    def _restart(self, job: Job, reason: str) -> Move:
+        """The API lost or failed the video before storing it: upload again (a new chain)."""
+        if job.attempts >= self.ctx.config.upload.max_attempts:
+            return Move(job.id, Event.FAIL, {"last_error": reason})
         delay = self.ctx.backoff.delay(job.attempts, self.ctx.rand())
-        self.ctx.journal.transition(
+        return Move(
             job.id,
             Event.RETRY,
-            now,
-            video_id=None,
-            digest=None,
-            upload_key=None,
-            accepted_at=None,
-            remote_status=None,
-            next_attempt_at=now + delay,
-            last_error=reason,
+            {
+                "video_id": None,
+                "digest": None,
+                "upload_key": None,
+                "accepted_at": None,
+                "remote_status": None,
+                "next_attempt_at": self.ctx.clock() + delay,
+                "last_error": reason,
+            },
             detail={"error": reason, "old_video": job.video_id},
         )
 

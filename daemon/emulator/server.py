@@ -28,6 +28,7 @@ from daemon.emulator.faults import Fault, Faults, Quota
 from daemon.emulator.store import FEATURE_DEPENDENCIES, Store, StoreError, VideoRecord
 
 REQUEST_LOG_SIZE = 100_000
+SINK_BUFFERS = 4  # per upload: at most this many chunks wait for the disk
 
 
 @dataclass
@@ -81,14 +82,16 @@ class _Sink:
         self._handle: BinaryIO = path.open("wb")
         self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(4):
-            self._free.put(bytearray(multipart.CHUNK))
+        self._buffers = 0
         self._error: OSError | None = None
         self._writer = threading.Thread(target=self._write_loop, name="emulator-sink", daemon=True)
         self._writer.start()
 
     def write(self, data: memoryview) -> None:
         self.hash.update(data)
+        if self._free.empty() and self._buffers < SINK_BUFFERS:
+            self._buffers += 1
+            self._free.put(bytearray(len(data)))
         buffer = self._free.get()
         if len(buffer) < len(data):
             buffer = bytearray(len(data))

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -64,10 +65,21 @@ class RawSink:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 
 
+def memory_dir() -> str | None:
+    """Return a RAM-backed folder for the emulator's blobs if there is one (/dev/shm)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 class EmulatorProcess:
-    """`reka-sync emulator` as a subprocess on a free port."""
+    """`reka-sync emulator` as a subprocess on a free port.
+
+    Its blobs go to RAM (/dev/shm) when possible, so disk writeback of what it stores
+    does not decide the figures of the client under test.
+    """
 
     def __init__(self, data: Path, *extra: str) -> None:
+        self._tmp = tempfile.TemporaryDirectory(dir=memory_dir(), prefix="reka-bench-")
+        data = Path(self._tmp.name) / data.name
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -105,6 +117,7 @@ class EmulatorProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+        self._tmp.cleanup()
 
 
 def peak_rss_mib(pid: int) -> float:
