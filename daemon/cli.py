@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", cmd_check_config, "validate the configuration; print every problem")
     add("doctor", _later("doctor"), "check the key, reachability, inotify limits, mounts, journal")
     _emulator_flags(add("emulator", cmd_emulator, "run the built-in Reka Vision API emulator"))
-    add("demo", _later("demo"), "run the pipeline against the built-in emulator on a sample tree")
+    add("demo", cmd_demo, "run the pipeline against the built-in emulator on a sample tree")
     return parser
 
 
@@ -276,6 +276,14 @@ def _logging(args: argparse.Namespace, key: Secret | None) -> None:
     if key is not None:
         logs.register_secret(key)
     logs.configure(args.log_level, args.log_format)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the pipeline against the built-in emulator on a sample tree, then exit."""
+    from daemon import demo, logs
+
+    logs.configure("warning" if args.log_level == "info" else args.log_level, args.log_format)
+    return demo.run(sys.stdout)
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:

@@ -127,3 +127,13 @@ def test_status_without_a_journal_says_what_to_do(config_file: Path) -> None:
     done = reka("status", "--config", str(config_file))
     assert done.returncode == 1
     assert "no journal at" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_demo_runs_the_pipeline_and_leaves_nothing_behind() -> None:
+    done = reka("demo")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the API holds 6 videos" in done.stdout
+    assert "Camera front:" in done.stdout and "Project alpha:" in done.stdout
+    assert "(1 skipped as duplicates" in done.stdout
+    folder = done.stdout.split("sample tree: ")[1].split()[0]
+    assert not Path(folder).exists()
