@@ -85,7 +85,9 @@ class Steps:
             bound.warning("lease lost; another process carries on", reason=str(exc))
         except _Defer as defer:
             self._release(job, str(defer), defer.delay)
-        except (RekaSyncError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 (a bug must fail one file, not wedge its lease)
+            if not isinstance(exc, (RekaSyncError, OSError)):
+                bound.exception("upload step crashed")
             self._after_failure(self.ctx.journal.get(job.id), exc, sent.is_set())
         finally:
             self.ctx.progress.pop(job.id, None)
@@ -129,7 +131,7 @@ class Steps:
             description=f"{job.rel_path} {marker(key)}",
             group_id=group_id,
             cancel=cancel,
-            on_progress=lambda sent: ctx.progress.__setitem__(job.id, sent),
+            on_progress=lambda count: ctx.progress.__setitem__(job.id, count),
         )
         self._accepted(sending, accepted)
 

@@ -109,10 +109,9 @@ class EmulatorProcess:
 
     def delete_all(self) -> None:
         """Delete every stored video, so blobs do not pile up between rounds."""
-        for record in self.records():
-            httpx.delete(
-                f"{self.url}/v2/videos/{record['video_id']}", headers={"X-Api-Key": "bench"}
-            )
+        with httpx.Client(base_url=self.url, headers={"X-Api-Key": "bench"}) as client:
+            for record in self.records():
+                client.delete(f"/v2/videos/{record['video_id']}")
 
     def stop(self) -> None:
         self.proc.terminate()
