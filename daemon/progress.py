@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Never, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Never, TextIO
 
 from daemon.journal import Pause
 from daemon.lifecycle import FINISHED, State
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 PLAIN_EVERY = 10.0
 
@@ -21,9 +22,11 @@ class Progress:
         self._files = total_files
         self._bytes = total_bytes
         self._started = time.monotonic()
-        self._last_line = 0.0
+        self._last_line = self._started
         self._bar: tqdm[Never] | None = None
         if stream.isatty():
+            from tqdm import tqdm
+
             self._bar = tqdm(
                 total=total_bytes,
                 unit="B",
