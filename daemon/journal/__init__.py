@@ -26,175 +26,49 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
 from daemon.errors import JournalError
+from daemon.journal.records import (
+    JOB_COLUMNS,
+    WRITABLE,
+    HistoryEntry,
+    Job,
+    LeaseLost,
+    Move,
+    Pause,
+    ScanSummary,
+    SeenFile,
+)
+from daemon.journal.rows import (
+    checked_row,
+    log_event,
+    row_by_id,
+    rows_by_path,
+    sql_values,
+    stat_of,
+    to_job,
+)
+from daemon.journal.schema import APPLICATION_ID, migrations
 from daemon.lifecycle import Event, State, next_state
 from daemon.stability import FileStat
 
-APPLICATION_ID = 0x52534A31  # "RSJ1"
 BUSY_TIMEOUT_S = 10.0
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
-migrations = Migrations("reka-sync")
-
-
-@migrations(name="0001_initial")
-def _initial(db: sqlite_utils.Database) -> None:
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.executescript(_SCHEMA)
-
-
-_SCHEMA = """
-CREATE TABLE files (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    root TEXT NOT NULL,
-    rel_path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    device INTEGER NOT NULL,
-    quiet_since REAL NOT NULL,
-    sample_hash TEXT,
-    digest TEXT,
-    state TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 1,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_expires REAL,
-    upload_key TEXT,
-    outcome_unknown INTEGER NOT NULL DEFAULT 0,
-    video_id TEXT,
-    accepted_at REAL,
-    remote_status TEXT,
-    group_name TEXT,
-    group_id TEXT,
-    last_error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX files_state_due ON files(state, priority, next_attempt_at);
-CREATE INDEX files_twins ON files(size, sample_hash);
-CREATE INDEX files_video ON files(video_id);
-CREATE INDEX files_root ON files(root);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    file_id INTEGER NOT NULL REFERENCES files(id),
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    from_state TEXT,
-    to_state TEXT NOT NULL,
-    detail TEXT
-);
-CREATE INDEX events_file ON events(file_id, id);
-CREATE TABLE groups (
-    name TEXT PRIMARY KEY,
-    group_id TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE pauses (
-    kind TEXT PRIMARY KEY,
-    until REAL NOT NULL,
-    reason TEXT NOT NULL
-);
-"""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One file's row, as plain values."""
-
-    id: int
-    path: str
-    root: str
-    rel_path: str
-    size: int
-    mtime_ns: int
-    inode: int
-    device: int
-    quiet_since: float
-    sample_hash: str | None
-    digest: str | None
-    state: State
-    priority: int
-    attempts: int
-    next_attempt_at: float
-    lease_owner: str | None
-    lease_expires: float | None
-    upload_key: str | None
-    outcome_unknown: bool
-    video_id: str | None
-    accepted_at: float | None
-    remote_status: str | None
-    group_name: str | None
-    group_id: str | None
-    last_error: str | None
-    created_at: float
-    updated_at: float
-
-    @property
-    def stat(self) -> FileStat:
-        return FileStat(self.size, self.mtime_ns, self.inode, self.device)
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    at: float
-    event: str
-    from_state: str | None
-    to_state: str
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SeenFile:
-    """A file a scan or the watcher saw: where it is and what stat said."""
-
-    path: str
-    root: str
-    rel_path: str
-    stat: FileStat
-    quiet_since: float
-
-
-@dataclass(frozen=True)
-class Pause:
-    kind: str
-    until: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class Move:
-    """One job's change for `apply_many`: an event (or a note) and its column changes."""
-
-    job_id: int
-    event: Event | None
-    changes: dict[str, Any]
-    detail: dict[str, Any] | None = None
-    note: str = ""
-
-
-class LeaseLost(JournalError):
-    """Another process took this job over after our lease expired; our result is dropped."""
-
-
-@dataclass
-class ScanSummary:
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-
-
-_JOB_COLUMNS = tuple(f.name for f in fields(Job))
-_WRITABLE = frozenset(_JOB_COLUMNS) - {"id", "path", "state", "created_at"}
+__all__ = [
+    "HistoryEntry",
+    "Job",
+    "Journal",
+    "LeaseLost",
+    "Move",
+    "Pause",
+    "ScanSummary",
+    "SeenFile",
+]
 
 
 class Journal:
@@ -296,13 +170,13 @@ class Journal:
         summary = ScanSummary()
         batch = list(seen)
         with self._write() as conn:
-            known = _rows_by_path(conn, [s.path for s in batch])
+            known = rows_by_path(conn, [s.path for s in batch])
             for item in batch:
                 row = known.get(item.path)
                 if row is None:
                     self._insert(conn, item, now, priority)
                     summary.new += 1
-                elif _stat_of(row).same_content_as(item.stat) and row["state"] != State.MISSING:
+                elif stat_of(row).same_content_as(item.stat) and row["state"] != State.MISSING:
                     summary.unchanged += 1
                 elif self._note_change(conn, row, item, now):
                     summary.changed += 1
@@ -330,7 +204,7 @@ class Journal:
                 now,
             ),
         )
-        _log_event(
+        log_event(
             conn,
             int(cursor.lastrowid or 0),
             now,
@@ -385,14 +259,14 @@ class Journal:
         or not in the `expect`ed state.
         """
         with self._write() as conn:
-            row = _checked_row(conn, job_id, expect, owner)
+            row = checked_row(conn, job_id, expect, owner)
             return self._apply(conn, row, event, now, changes, detail)
 
     def apply_many(self, moves: Sequence[Move], now: float) -> None:
         """Given several jobs' moves (an event, or a note if event is None), commit them at once."""
         with self._write() as conn:
             for move in moves:
-                row = _row_by_id(conn, move.job_id)
+                row = row_by_id(conn, move.job_id)
                 if move.event is None:
                     self._update(
                         conn,
@@ -418,7 +292,7 @@ class Journal:
     ) -> Job:
         """Given a job, a note and column changes, commit them without a change of state."""
         with self._write() as conn:
-            row = _checked_row(conn, job_id, None, owner)
+            row = checked_row(conn, job_id, None, owner)
             return self._update(
                 conn, row, f"note:{note}", State(row["state"]), now, changes, detail
             )
@@ -443,7 +317,7 @@ class Journal:
         exclude = [job_id, *checked]
         marks = ", ".join("?" for _ in exclude)
         with self._write() as conn:
-            row = _checked_row(conn, job_id, State.UPLOADING, owner)
+            row = checked_row(conn, job_id, State.UPLOADING, owner)
             twin = conn.execute(
                 "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
                 f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
@@ -478,7 +352,7 @@ class Journal:
         changes: dict[str, Any],
         detail: dict[str, Any] | None,
     ) -> Job:
-        bad = set(changes) - _WRITABLE
+        bad = set(changes) - WRITABLE
         if bad:
             raise ValueError(f"not writable columns: {sorted(bad)}")
         old = State(row["state"])
@@ -486,10 +360,10 @@ class Journal:
         assignments = ", ".join(f"{name} = ?" for name in values)
         conn.execute(
             f"UPDATE files SET {assignments} WHERE id = ?",
-            [*_sql_values(values.values()), row["id"]],
+            [*sql_values(values.values()), row["id"]],
         )
-        _log_event(conn, row["id"], now, event, old, new, detail)
-        return _job(_row_by_id(conn, row["id"]))
+        log_event(conn, row["id"], now, event, old, new, detail)
+        return to_job(row_by_id(conn, row["id"]))
 
     def claim_uploads(self, owner: str, now: float, limit: int, lease_seconds: float) -> list[Job]:
         """Given a lease owner, atomically lease up to `limit` due uploads and return them.
@@ -509,7 +383,7 @@ class Journal:
             claimed = []
             for job_id, state in rows:
                 event = Event.RECLAIM if state == State.UPLOADING.value else Event.CLAIM
-                row = _row_by_id(conn, job_id)
+                row = row_by_id(conn, job_id)
                 claimed.append(
                     self._apply(
                         conn,
@@ -563,12 +437,12 @@ class Journal:
     def get(self, job_id: int) -> Job:
         """Given an id, return the job. Raise JournalError if there is none."""
         with self._read_lock, _mapped(self.path):
-            return _job(_row_by_id(self._reader, job_id))
+            return to_job(row_by_id(self._reader, job_id))
 
     def find(self, path: str) -> Job | None:
         """Given an absolute path, return its job, or None if the journal never saw it."""
-        rows = self._read(f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE path = ?", (path,))
-        return _job(rows[0]) if rows else None
+        rows = self._read(f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path = ?", (path,))
+        return to_job(rows[0]) if rows else None
 
     def jobs(
         self, states: Iterable[State], *, due_before: float | None = None, limit: int = 1000
@@ -576,31 +450,31 @@ class Journal:
         """Given states (and optionally a due time), return matching jobs, oldest due first."""
         names = [s.value for s in states]
         marks = ", ".join("?" for _ in names)
-        sql = f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE state IN ({marks})"
+        sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state IN ({marks})"
         params: list[Any] = list(names)
         if due_before is not None:
             sql += " AND next_attempt_at <= ?"
             params.append(due_before)
         sql += " ORDER BY priority, next_attempt_at, id LIMIT ?"
-        return [_job(r) for r in self._read(sql, [*params, limit])]
+        return [to_job(r) for r in self._read(sql, [*params, limit])]
 
     def twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
         """Given a size and byte sample, return other jobs that may hold the same content."""
         rows = self._read(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
             " AND id != ? ORDER BY id",
             (size, sample_hash, exclude_id),
         )
-        return [_job(r) for r in rows]
+        return [to_job(r) for r in rows]
 
     def uploaded_twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
         """Given a size and sample, return other jobs whose content reached the API."""
         rows = self._read(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
             " AND id != ? AND digest IS NOT NULL AND video_id IS NOT NULL ORDER BY id",
             (size, sample_hash, exclude_id),
         )
-        return [_job(r) for r in rows]
+        return [to_job(r) for r in rows]
 
     def known_video_ids(self, video_ids: Iterable[str]) -> set[str]:
         """Given remote video ids, return those the journal knows."""
@@ -638,24 +512,24 @@ class Journal:
             chunk = ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             rows = self._read(
-                f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
+                f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
             )
-            found.extend(_job(r) for r in rows)
+            found.extend(to_job(r) for r in rows)
         return sorted(found, key=lambda j: j.id)
 
     def ids_of(self, paths: Iterable[str]) -> list[int]:
         """Given absolute paths, return the ids of those the journal knows."""
         with self._read_lock, _mapped(self.path):
-            return [r["id"] for r in _rows_by_path(self._reader, list(paths)).values()]
+            return [r["id"] for r in rows_by_path(self._reader, list(paths)).values()]
 
     def by_digest(self, digest: str) -> list[Job]:
         """Given a content digest, return the jobs whose upload of that content was accepted."""
         rows = self._read(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE digest = ? AND video_id IS NOT NULL"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE digest = ? AND video_id IS NOT NULL"
             " ORDER BY id",
             (digest,),
         )
-        return [_job(r) for r in rows]
+        return [to_job(r) for r in rows]
 
     def counts(self) -> dict[State, int]:
         """Return how many files are in each state (every state present, zeros included)."""
@@ -683,18 +557,18 @@ class Journal:
     def recent_failures(self, limit: int = 10) -> list[Job]:
         """Return the most recently failed jobs, newest first."""
         rows = self._read(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE state = ?"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state = ?"
             " ORDER BY updated_at DESC LIMIT ?",
             (State.FAILED.value, limit),
         )
-        return [_job(r) for r in rows]
+        return [to_job(r) for r in rows]
 
     def paths_under(self, root: str) -> dict[str, FileStat]:
         """Given a root, return every recorded path under it with its recorded stat."""
         rows = self._read(
             "SELECT path, size, mtime_ns, inode, device FROM files WHERE root = ?", (root,)
         )
-        return {r["path"]: _stat_of(r) for r in rows}
+        return {r["path"]: stat_of(r) for r in rows}
 
     # -- groups and pauses -------------------------------------------------------------
 
@@ -777,75 +651,3 @@ def _mapped(path: Path) -> Iterator[None]:
         raise JournalError(f"journal {path}: {text}") from None
     except sqlite3.DatabaseError as exc:
         raise JournalError(f"journal {path} is damaged or not a database: {exc}") from None
-
-
-def _rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlite3.Row]:
-    found: dict[str, sqlite3.Row] = {}
-    for start in range(0, len(paths), 500):
-        chunk = paths[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        cursor = conn.execute(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE path IN ({marks})",
-            chunk,
-        )
-        cursor.row_factory = sqlite3.Row
-        found.update((r["path"], r) for r in cursor.fetchall())
-    return found
-
-
-def _checked_row(
-    conn: sqlite3.Connection, job_id: int, expect: State | None, owner: str | None
-) -> sqlite3.Row:
-    row = _row_by_id(conn, job_id)
-    if expect is not None and row["state"] != expect.value:
-        raise JournalError(f"job {job_id} is {row['state']}, not {expect.value}")
-    if owner is not None and row["lease_owner"] != owner:
-        raise LeaseLost(f"job {job_id} is now leased by {row['lease_owner']}, not {owner}")
-    return row
-
-
-def _row_by_id(conn: sqlite3.Connection, job_id: int) -> sqlite3.Row:
-    cursor = conn.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM files WHERE id = ?", (job_id,))
-    cursor.row_factory = sqlite3.Row
-    row: sqlite3.Row | None = cursor.fetchone()
-    if row is None:
-        raise JournalError(f"no job with id {job_id}")
-    return row
-
-
-def _log_event(
-    conn: sqlite3.Connection,
-    file_id: int,
-    now: float,
-    event: Event | str,
-    old: State | None,
-    new: State,
-    detail: dict[str, Any] | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO events (file_id, at, event, from_state, to_state, detail)"
-        " VALUES (?,?,?,?,?,?)",
-        (
-            file_id,
-            now,
-            str(event),
-            old.value if old else None,
-            new.value,
-            json.dumps(detail, sort_keys=True) if detail else None,
-        ),
-    )
-
-
-def _stat_of(row: sqlite3.Row) -> FileStat:
-    return FileStat(row["size"], row["mtime_ns"], row["inode"], row["device"])
-
-
-def _sql_values(values: Iterable[Any]) -> list[Any]:
-    return [int(v) if isinstance(v, bool) else v for v in values]
-
-
-def _job(row: sqlite3.Row) -> Job:
-    data = dict(zip(row.keys(), tuple(row), strict=True))
-    data["state"] = State(data["state"])
-    data["outcome_unknown"] = bool(data["outcome_unknown"])
-    return Job(**data)

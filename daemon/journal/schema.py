@@ -1,0 +1,73 @@
+"""The journal's schema, versioned with sqlite-utils' Migrations (one per change, never edited)."""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+APPLICATION_ID = 0x52534A31  # "RSJ1": PRAGMA application_id marks the file as ours
+
+migrations = Migrations("reka-sync")
+
+
+@migrations(name="0001_initial")
+def _initial(db: sqlite_utils.Database) -> None:
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.executescript(_SCHEMA)
+
+
+_SCHEMA = """
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    root TEXT NOT NULL,
+    rel_path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    device INTEGER NOT NULL,
+    quiet_since REAL NOT NULL,
+    sample_hash TEXT,
+    digest TEXT,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
+    upload_key TEXT,
+    outcome_unknown INTEGER NOT NULL DEFAULT 0,
+    video_id TEXT,
+    accepted_at REAL,
+    remote_status TEXT,
+    group_name TEXT,
+    group_id TEXT,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX files_state_due ON files(state, priority, next_attempt_at);
+CREATE INDEX files_twins ON files(size, sample_hash);
+CREATE INDEX files_video ON files(video_id);
+CREATE INDEX files_root ON files(root);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX events_file ON events(file_id, id);
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE pauses (
+    kind TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
