@@ -296,41 +296,30 @@ class Steps:
             return
         counted = job.attempts if sent else job.attempts + 1
         decision = decide(exc, counted, ctx.config.upload.max_attempts, ctx.backoff, ctx.rand())
-        unknown = decision.outcome_unknown if sent else job.outcome_unknown
-        common: dict[str, Any] = {
-            "owner": ctx.owner,
-            "lease_owner": None,
-            "lease_expires": None,
-            "last_error": decision.reason,
-        }
-        if decision.action in (Action.FAIL, Action.RETRY):
+        if decision.action in (Action.FAIL, Action.RETRY):  # the attempt counts
             event = Event.FAIL if decision.action is Action.FAIL else Event.RETRY
-            ctx.journal.transition(
-                job.id,
-                event,
-                now,
-                next_attempt_at=now + decision.delay,
-                attempts=counted,
-                outcome_unknown=unknown,
-                **common,
-                detail={"error": decision.reason, "retry_in": round(decision.delay, 1)},
-            )
-        else:
-            not_counted = job.attempts - 1 if sent else job.attempts
+            attempts = counted
+            unknown = decision.outcome_unknown if sent else job.outcome_unknown
+        else:  # not the file's fault (pause, shutdown, change): give the attempt back
             event = {Action.SETTLE: Event.CHANGED, Action.VANISHED: Event.VANISHED}.get(
                 decision.action, Event.RETRY
             )
-            ctx.journal.transition(
-                job.id,
-                event,
-                now,
-                next_attempt_at=now + decision.delay,
-                quiet_since=now,
-                attempts=not_counted,
-                outcome_unknown=0 if sent else job.outcome_unknown,
-                **common,
-                detail={"error": decision.reason, "retry_in": round(decision.delay, 1)},
-            )
+            attempts = job.attempts - 1 if sent else job.attempts
+            unknown = False if sent else job.outcome_unknown
+        ctx.journal.transition(
+            job.id,
+            event,
+            now,
+            owner=ctx.owner,
+            lease_owner=None,
+            lease_expires=None,
+            last_error=decision.reason,
+            next_attempt_at=now + decision.delay,
+            quiet_since=now if event is Event.CHANGED else job.quiet_since,
+            attempts=attempts,
+            outcome_unknown=unknown,
+            detail={"error": decision.reason, "retry_in": round(decision.delay, 1)},
+        )
         log.info(
             "upload step failed", path=job.path, action=decision.action.value, error=decision.reason
         )

@@ -271,3 +271,27 @@ def test_engine_ticks_can_be_driven_with_an_injected_clock(
         assert engine.dispatch(now[0]) >= 1
     finally:
         engine.stop()
+
+
+def test_the_key_never_reaches_output_logs_or_the_journal(tmp_path: Path, media: Path, emu) -> None:
+    make_tree(media, 6)
+    set_faults(
+        emu.url,
+        [{"kind": "server_error", "rate": 0.3}, {"kind": "drop_after_store", "rate": 0.2}],
+        seed=5,
+    )
+    config = engine_config(tmp_path, media, emu.url)
+    done = run_backfill(config, "--log-level", "debug", "--log-format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "upload step failed" in done.stderr, "the faults produced no log lines to check"
+    status = subprocess.run(
+        [PYTHON, "-m", "daemon", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=cli_env(REKA_API_KEY=API_KEY),
+        check=False,
+    )
+    for text in (done.stdout, done.stderr, status.stdout, status.stderr):
+        assert API_KEY not in text
+    for path in tmp_path.glob("journal.db*"):
+        assert API_KEY.encode() not in path.read_bytes()
