@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -237,14 +237,15 @@ class _Table:
         return value
 
     def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        items = self.get(name, list, list(default))
-        good: list[str] = []
-        for index, item in enumerate(items):
+        return tuple(value for _, value in self.indexed_strings(name, default))
+
+    def indexed_strings(self, name: str, default: tuple[str, ...]) -> Iterator[tuple[int, str]]:
+        """Yield (index, value) for each string of a list, reporting the others in order."""
+        for index, item in enumerate(self.get(name, list, list(default))):
             if isinstance(item, str):
-                good.append(item)
+                yield index, item
             else:
                 self.problem(f"{name}[{index}]", f"must be a string, not {_kind(item)}")
-        return tuple(good)
 
     def finish(self) -> None:
         for name in sorted(set(self.data) - self.seen):
@@ -341,7 +342,7 @@ def _journal(table: _Table, base: Path) -> JournalConfig:
 def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
     d = WatchConfig()
     roots: list[Path] = []
-    for index, value in enumerate(table.strings("roots", ())):
+    for index, value in table.indexed_strings("roots", ()):
         root = (base / Path(value).expanduser()).resolve()
         if not root.exists():
             warnings.append(
@@ -351,8 +352,9 @@ def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
         elif not root.is_dir():
             table.problem(f"roots[{index}]", f"{root} is not a directory")
         roots.append(root)
-    ignore = table.strings("ignore", d.ignore)
-    for index, pattern in enumerate(ignore):
+    ignore: list[str] = []
+    for index, pattern in table.indexed_strings("ignore", d.ignore):
+        ignore.append(pattern)
         try:
             compile_glob(pattern)
         except GlobError as exc:
@@ -369,7 +371,7 @@ def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
     config = WatchConfig(
         roots=tuple(roots),
         extensions=extensions,
-        ignore=ignore,
+        ignore=tuple(ignore),
         settle_seconds=table.get("settle_seconds", float, d.settle_seconds, _non_negative),
         rescan_interval=table.get("rescan_interval", float, d.rescan_interval, _positive),
         observer=observer,

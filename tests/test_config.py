@@ -217,3 +217,15 @@ def test_missing_config_file_exits_78(tmp_path: Path) -> None:
     )
     assert done.returncode == 78
     assert "no such file" in done.stderr
+
+
+def test_list_problems_keep_their_own_index_and_order(tmp_path: Path, clean_env: None) -> None:
+    not_a_dir = tmp_path / "file.txt"
+    not_a_dir.write_text("x")
+    found = problems_of({"watch": {"roots": [3, str(not_a_dir)], "ignore": [1, "a**b"]}}, tmp_path)
+    assert [p.split(":")[0] for p in found] == [
+        "watch.roots[0]",
+        "watch.roots[1]",
+        "watch.ignore[0]",
+        "watch.ignore[1]",
+    ]
