@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    add("run", _later("run"), "watch, upload, poll and file into groups until SIGTERM")
+    add("run", cmd_run, "watch, upload, poll and file into groups until SIGTERM")
     sub = add("backfill", cmd_backfill, "upload everything under the roots once, then exit")
     sub.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH", help="only these files or folders"
@@ -254,6 +254,16 @@ def cmd_rules(args: argparse.Namespace) -> int:
         group = f"group {decision.group!r}" if decision.group else "no group"
         print(f"{raw}: {group} ({decision.reason})")
     return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the service until SIGTERM or SIGINT."""
+    from daemon import runner
+
+    config = _config(args)
+    key = require_api_key(config)
+    _logging(args, key)
+    return runner.run(config, key)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:

@@ -33,13 +33,15 @@ from daemon.api import ApiClient, ResponseInfo
 from daemon.config import Config, Secret
 from daemon.errors import RekaSyncError
 from daemon.groups import GroupResolver
-from daemon.journal import Job, Journal
+from daemon.journal import Job, Journal, SeenFile
 from daemon.lifecycle import Event, State
+from daemon.patterns import IgnoreRules
 from daemon.pauses import ALL, PauseBoard, kind_of
 from daemon.retry import Backoff, server_wait
-from daemon.scanner import stat_file
+from daemon.scanner import stat_file, walk
 from daemon.service import owner_alive, owner_id
 from daemon.stability import Verdict, settle
+from daemon.watcher import Watcher
 from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool
 
 log = structlog.get_logger("reka_sync.scheduler")
@@ -59,6 +61,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         lease_seconds: float | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -91,6 +94,8 @@ class Engine:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
+        self.watcher = watcher
+        self.unavailable: set[Path] = set()
 
     @property
     def owner(self) -> str:
@@ -170,6 +175,40 @@ class Engine:
             self.dispatch(now)
         return promoted
 
+    def intake(self, now: float) -> int:
+        """Given the time, record what the watcher saw (live files go first); return how many."""
+        if self.watcher is None:
+            return 0
+        seen = self.watcher.drain()
+        if seen:
+            self.journal.record_scan(seen, now, priority=0)
+        return len(seen)
+
+    def rescan(self, now: float) -> int:
+        """Given the time, walk every root to catch what events missed; return files seen."""
+        ignore = IgnoreRules(self.config.watch.ignore, self.config.watch.extensions)
+        count = 0
+        for root in self.config.watch.roots:
+            if not root.is_dir():
+                if root not in self.unavailable:
+                    log.warning(
+                        "root unavailable (unmounted?); its files are not missing", root=str(root)
+                    )
+                self.unavailable.add(root)
+                continue
+            if root in self.unavailable:
+                log.info("root available again", root=str(root))
+                self.unavailable.discard(root)
+            batch: list[SeenFile] = []
+            for seen in walk(root, ignore):
+                batch.append(seen)
+                if len(batch) >= 2000:
+                    self.journal.record_scan(batch, now, priority=1)
+                    count, batch = count + len(batch), []
+            self.journal.record_scan(batch, now, priority=1)
+            count += len(batch)
+        return count
+
     def heartbeat(self, now: float) -> None:
         """Given the time, renew our leases, free those of dead local processes, publish pauses."""
         self.journal.renew_leases(self.owner, now, self.lease_seconds)
@@ -228,6 +267,9 @@ class Engine:
             ("dispatch", self.dispatch, 0.5),
             ("poll", self.poll, 0.25),
         ]
+        if self.watcher is not None:
+            ticks.append(("intake", self.intake, 0.25))
+            ticks.append(("rescan", self.rescan, self.config.watch.rescan_interval))
         first = datetime.now(UTC)
         for name, tick, seconds in ticks:
             scheduler.add_job(

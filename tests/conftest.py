@@ -34,7 +34,7 @@ def config_file(tmp_path: Path, media: Path) -> Path:
         tmp_path / "config.toml",
         {
             "journal": {"path": str(tmp_path / "journal.db")},
-            "watch": {"roots": [str(media)], "settle_seconds": 0},
+            "watch": {"roots": [str(media)], "settle_seconds": settle_seconds},
             "groups": {"rules": [{"match": "cameras/{camera}/**", "group": "Camera {camera}"}]},
         },
     )
@@ -119,14 +119,16 @@ def digest_of(path: Path) -> str:
     return f"xxh3-128:{xxh3_128(path.read_bytes()).hexdigest()}"
 
 
-def engine_config(tmp_path: Path, media: Path, url: str, **upload: Any) -> Path:
+def engine_config(
+    tmp_path: Path, media: Path, url: str, settle_seconds: float = 0, **upload: Any
+) -> Path:
     """Write a config for backfill/run against the emulator at `url`; return its path."""
     return write_config(
         tmp_path / "engine.toml",
         {
             "api": {"base_url": url},
             "journal": {"path": str(tmp_path / "journal.db")},
-            "watch": {"roots": [str(media)], "settle_seconds": 0},
+            "watch": {"roots": [str(media)], "settle_seconds": settle_seconds},
             "upload": {
                 "workers": 4,
                 "poll_interval": 0.2,

@@ -168,7 +168,7 @@ class Journal:
         changed and unchanged.
         """
         summary = ScanSummary()
-        batch = list(seen)
+        batch = list({item.path: item for item in seen}.values())  # last word per path
         with self._write() as conn:
             known = rows_by_path(conn, [s.path for s in batch])
             for item in batch:
@@ -649,5 +649,10 @@ def _mapped(path: Path) -> Iterator[None]:
                 "(and those of its folder)"
             ) from None
         raise JournalError(f"journal {path}: {text}") from None
+    except sqlite3.IntegrityError as exc:
+        raise JournalError(
+            f"journal {path}: a write broke a constraint ({exc}); "
+            "this is a bug in reka-sync, please report it"
+        ) from None
     except sqlite3.DatabaseError as exc:
         raise JournalError(f"journal {path} is damaged or not a database: {exc}") from None

@@ -1,0 +1,190 @@
+"""Watching the roots: filesystem events become hints; hints become journal records.
+
+How this works
+--------------
+* watchdog's handler runs on watchdog's thread. It does no I/O and cannot
+  raise (an exception would kill that thread): it only notes "something
+  happened to this path at this time" in a thread-safe map of hints.
+* ``drain()`` (called by the engine's intake tick) takes the hints, stats each
+  path once and returns what exists as ``SeenFile`` records whose quiet time
+  starts at the last event. A folder that appears (created, or moved in from
+  outside a root) is walked, because files moved in with it send no events.
+  Settling (quiet for ``settle_seconds`` and two agreeing stats) is the
+  engine's job; a close-after-write event never skips it.
+* Each root gets inotify on local filesystems and polling on network ones
+  (nfs, cifs/smb, sshfs and other fuse, 9p), read from the mount table, unless
+  ``watch.observer`` forces one. If inotify runs out of watches, the root is
+  polled instead and the log says which sysctl to raise. Ignored folders are
+  not entered by polling and produce no hints.
+* Events are hints only: the startup scan and the periodic rescan (the engine)
+  catch whatever events miss.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from daemon.config import WatchConfig
+from daemon.journal import SeenFile
+from daemon.patterns import IgnoreRules
+from daemon.scanner import stat_file, walk
+
+log = structlog.get_logger("reka_sync.watcher")
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs"}
+)
+POLL_SECONDS = 5.0
+
+
+def observer_kind(fstype: str, forced: str) -> str:
+    """Given a root's filesystem type and watch.observer, return "native" or "polling"."""
+    if forced in ("native", "polling"):
+        return forced
+    network = fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse")
+    return "polling" if network else "native"
+
+
+def filesystem_of(path: Path, mounts_text: str) -> str:
+    """Given a path and /proc/self/mounts text, return the type of the mount holding it."""
+    best, fstype = "", "unknown"
+    target = str(path)
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, parts[2]
+    return fstype
+
+
+@dataclass
+class Hint:
+    at: float
+    is_directory: bool
+
+
+class _Handler(FileSystemEventHandler):
+    """Notes paths that something happened to; nothing else (no I/O, never raises)."""
+
+    def __init__(self, note: Callable[[str, bool], None]) -> None:
+        self._note = note
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            for raw in (event.src_path, event.dest_path):
+                if raw:
+                    path = os.fsdecode(raw)
+                    self._note(path, event.is_directory)
+        except Exception:  # noqa: BLE001, S110 (raising here would kill watchdog's thread)
+            pass
+
+
+class Watcher:
+    """The observers over every root, and the hints they collect."""
+
+    def __init__(self, config: WatchConfig, clock: Callable[[], float]) -> None:
+        self._config = config
+        self._clock = clock
+        self._ignore = IgnoreRules(config.ignore, config.extensions)
+        self._lock = threading.Lock()
+        self._hints: dict[str, Hint] = {}
+        self._observers: dict[str, BaseObserver] = {}
+        self.kinds: dict[Path, str] = {}
+
+    def note(self, path: str, is_directory: bool) -> None:
+        """Given a path an event touched, remember it (called on watchdog's thread)."""
+        with self._lock:
+            self._hints[path] = Hint(self._clock(), is_directory)
+
+    def start(self) -> None:
+        """Place the watches on every root that exists now."""
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            mounts = ""
+        for root in self._config.roots:
+            if root.is_dir():
+                kind = observer_kind(filesystem_of(root, mounts), self._config.observer)
+                self._schedule(root, kind)
+
+    def _schedule(self, root: Path, kind: str) -> None:
+        observer = self._observer(kind)
+        try:
+            observer.schedule(_Handler(self.note), str(root), recursive=True)
+        except OSError as exc:
+            if kind != "native" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            log.warning(
+                "inotify watch limit reached; polling this root instead. Raise it with "
+                "`sysctl fs.inotify.max_user_watches=1048576` (see systemd/ for a "
+                "drop-in)",
+                root=str(root),
+            )
+            self._schedule(root, "polling")
+            return
+        self.kinds[root] = kind
+
+    def _observer(self, kind: str) -> BaseObserver:
+        if kind not in self._observers:
+            observer = PollingObserver(timeout=POLL_SECONDS) if kind == "polling" else Observer()
+            observer.daemon = True
+            observer.start()
+            self._observers[kind] = observer
+        return self._observers[kind]
+
+    def alive(self) -> bool:
+        """Return True if every observer thread is running."""
+        return all(o.is_alive() for o in self._observers.values())
+
+    def stop(self) -> None:
+        """Stop the observers and wait for their threads."""
+        for observer in self._observers.values():
+            observer.stop()
+        for observer in self._observers.values():
+            observer.join(timeout=10)
+
+    def drain(self) -> list[SeenFile]:
+        """Take the hints collected so far; return the wanted files they point at."""
+        with self._lock:
+            hints, self._hints = self._hints, {}
+        seen: list[SeenFile] = []
+        for path, hint in hints.items():
+            root = self._root_of(path)
+            if root is None:
+                continue
+            if hint.is_directory or os.path.isdir(path):
+                seen.extend(self._walk_new_folder(root, Path(path), hint.at))
+                continue
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            stat = None if self._ignore.ignores_file(rel) else stat_file(path)
+            if stat is not None:
+                seen.append(SeenFile(path, str(root), rel, stat, hint.at))
+        return seen
+
+    def _walk_new_folder(self, root: Path, folder: Path, at: float) -> list[SeenFile]:
+        rel = os.path.relpath(folder, root).replace(os.sep, "/")
+        if rel != "." and self._ignore.ignores_dir(rel):
+            return []
+        found = list(walk(root, self._ignore, folder)) if folder.is_dir() else []
+        return [SeenFile(f.path, f.root, f.rel_path, f.stat, max(f.quiet_since, at)) for f in found]
+
+    def _root_of(self, path: str) -> Path | None:
+        for root in self._config.roots:
+            if path == str(root) or path.startswith(str(root) + os.sep):
+                return root
+        return None

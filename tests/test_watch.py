@@ -1,0 +1,160 @@
+"""Watch mode: `reka-sync run` as a subprocess, real folders, real observers, the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    API_KEY,
+    PYTHON,
+    assert_uploaded_exactly_once,
+    cli_env,
+    emulator_records,
+    emulator_requests,
+    engine_config,
+    wait_for,
+)
+
+
+class Daemon:
+    """`reka-sync run` in the background, its JSON log lines collected as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(REKA_API_KEY=API_KEY),
+        )
+        self.lines: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        wait_for(
+            lambda: self.logged("reka-sync running") or self.proc.poll() is not None,
+            timeout=60,
+            message="the daemon to start",
+        )
+        assert self.proc.poll() is None, self.lines
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                self.lines.append({"event": line.strip()})
+
+    def logged(self, event: str) -> bool:
+        return any(line.get("event") == event for line in list(self.lines))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def watch_config(tmp_path: Path, media: Path, emu: Any) -> Path:
+    return engine_config(tmp_path, media, emu.url, settle_seconds=1)
+
+
+@pytest.fixture
+def daemon(watch_config: Path) -> Iterator[Daemon]:
+    running = Daemon(watch_config)
+    yield running
+    if running.proc.poll() is None:
+        running.stop()
+
+
+def write_slowly(path: Path, total: int, seconds: float) -> None:
+    """Write `total` bytes over about `seconds`, in small pieces."""
+    piece = 64 * 1024
+    pause = seconds / (total / piece)
+    done = threading.Event()
+    with path.open("wb") as handle:
+        for _ in range(total // piece):
+            handle.write(os.urandom(piece))
+            handle.flush()
+            done.wait(pause)  # the writer's own pace, not a wait for the daemon
+
+
+def test_files_arriving_every_way_are_uploaded_once_and_complete(
+    tmp_path: Path, media: Path, emu: Any, daemon: Daemon
+) -> None:
+    expected: dict[str, str] = {}
+    copied = media / "cameras" / "front" / "copied.mp4"
+    copied.parent.mkdir(parents=True)
+    copied.write_bytes(os.urandom(300_000))
+    expected[str(copied)] = "Camera front"
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(os.urandom(200_000))
+    moved = media / "moved-in.mp4"
+    os.rename(outside, moved)
+    expected[str(moved)] = "Inbox"
+    partial = media / "projects" / "alpha" / "download.mp4.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(os.urandom(250_000))
+    final = partial.with_name("download.mp4")
+    os.rename(partial, final)
+    expected[str(final)] = "Project alpha"
+    nested = media / "cameras" / "back" / "2026" / "11" / "23"
+    nested.mkdir(parents=True)
+    for index in range(3):
+        (nested / f"n{index}.mp4").write_bytes(os.urandom(100_000 + index))
+        expected[str(nested / f"n{index}.mp4")] = "Camera back"
+    slow = media / "slow.mp4"
+    write_slowly(slow, 4 * 1024 * 1024, seconds=4.0)  # 1 MiB/s, never quiet for 1 s
+    expected[str(slow)] = "Inbox"
+    wait_for(
+        lambda: len(emulator_records(emu.url)) >= len(expected),
+        timeout=90,
+        message="every file to be uploaded",
+    )
+    assert daemon.stop() == 0
+    assert_uploaded_exactly_once(emu.url, expected)
+    accepted = [
+        r
+        for r in emulator_requests(emu.url)
+        if (r["method"], r["path"], r["status"]) == ("POST", "/v2/videos", 202)
+    ]
+    assert len(accepted) == len(expected), "a file was sent before it was complete"
+
+
+def test_a_burst_of_files_misses_none(media: Path, emu: Any, daemon: Daemon) -> None:
+    folder = media / "burst"
+    folder.mkdir()
+    expected = {}
+    for index in range(1000):
+        path = folder / f"b{index:04d}.mp4"
+        path.write_bytes(index.to_bytes(4, "little") + os.urandom(2000))
+        expected[str(path)] = "Inbox"
+    wait_for(lambda: len(emulator_records(emu.url)) >= 1000, timeout=180, message="1000 uploads")
+    assert daemon.stop() == 0
+    assert_uploaded_exactly_once(emu.url, expected)
+
+
+def test_files_that_arrive_while_stopped_are_found_at_start(
+    media: Path, emu: Any, watch_config: Path
+) -> None:
+    first = Daemon(watch_config)
+    (media / "a.mp4").write_bytes(os.urandom(50_000))
+    wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="a.mp4")
+    assert first.stop() == 0
+    (media / "b.mp4").write_bytes(os.urandom(60_000))  # no daemon, no event
+    second = Daemon(watch_config)
+    try:
+        wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="b.mp4")
+    finally:
+        assert second.stop() == 0
+    assert_uploaded_exactly_once(
+        emu.url, {str(media / "a.mp4"): "Inbox", str(media / "b.mp4"): "Inbox"}
+    )
