@@ -34,7 +34,7 @@ def config_file(tmp_path: Path, media: Path) -> Path:
         tmp_path / "config.toml",
         {
             "journal": {"path": str(tmp_path / "journal.db")},
-            "watch": {"roots": [str(media)], "settle_seconds": settle_seconds},
+            "watch": {"roots": [str(media)], "settle_seconds": 0},
             "groups": {"rules": [{"match": "cameras/{camera}/**", "group": "Camera {camera}"}]},
         },
     )

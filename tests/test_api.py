@@ -357,3 +357,10 @@ def test_concurrent_uploads(
         thread.join(timeout=60)
     digests = {r["digest"] for r in emulator_records(emu.url)}
     assert digests == {digest_of(p) for p in paths}
+
+
+def test_the_request_log_can_be_read_again_and_again(emu: emulator.RunningEmulator) -> None:
+    for _ in range(3):
+        log = httpx.get(f"{emu.url}/_emulator/requests", timeout=5).json()["results"]
+    assert [entry["path"] for entry in log] == ["/_emulator/requests"] * 2
+    assert httpx.get(f"{emu.url}/v2/videos", headers={"X-Api-Key": API_KEY}, timeout=5).is_success

@@ -346,7 +346,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"faults": server.faults.describe()})
         elif (method, path) == ("GET", "/_emulator/requests"):
             with server.log_lock:
-                self._send(200, {"results": list(server.request_log)})
+                entries = list(server.request_log)
+            self._send(200, {"results": entries})
         else:
             raise StoreError(404, "not_found_error", f"no control endpoint {method} {path}")
 
