@@ -40,6 +40,11 @@ def walk(
     Ignored folders are not entered; unreadable folders are reported in `problems`.
     """
     base = start or root
+    if base != root:
+        parts = _relative(root, str(base)).split("/")
+        folders = parts if base.is_dir() else parts[:-1]
+        if any(ignore.ignores_dir("/".join(folders[: i + 1])) for i in range(len(folders))):
+            return  # inside an ignored tree
     if base.is_file():
         seen = _seen(root, str(base), ignore)
         if seen is not None:
@@ -59,7 +64,7 @@ def walk(
             if entry.is_dir(follow_symlinks=False):
                 if not ignore.ignores_dir(rel):
                     stack.append(entry.path)
-            elif not ignore.ignores_file(rel):
+            elif not ignore.ignores_file(rel, folders_checked=True):
                 seen = _from_entry(root, entry, rel)
                 if seen is not None:
                     yield seen
@@ -87,6 +92,9 @@ def _seen(root: Path, path: str, ignore: IgnoreRules) -> SeenFile | None:
 
 
 def _relative(root: Path, path: str) -> str:
+    prefix = str(root) + os.sep
+    if path.startswith(prefix):  # the walk's own paths: no need for relpath's normalising
+        return path[len(prefix) :].replace(os.sep, "/")
     return os.path.relpath(path, root).replace(os.sep, "/")
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class FileStat:
-    """What one `stat()` said about a file."""
+class FileStat(NamedTuple):
+    """What one `stat()` said about a file (a tuple: scans make one per file)."""
 
     size: int
     mtime_ns: int
@@ -16,13 +15,8 @@ class FileStat:
     device: int
 
     def same_content_as(self, other: FileStat) -> bool:
-        """Given another stat, return True if size, mtime and inode all agree."""
-        return (self.size, self.mtime_ns, self.inode, self.device) == (
-            other.size,
-            other.mtime_ns,
-            other.inode,
-            other.device,
-        )
+        """Given another stat, return True if size, mtime, inode and device all agree."""
+        return tuple.__eq__(self, other) is True
 
 
 class Verdict(StrEnum):

@@ -30,7 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -45,6 +56,19 @@ NETWORK_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs"}
 )
 POLL_SECONDS = 5.0
+# Not opened / closed-without-writing: our own scans open every folder, and on a big
+# tree those events alone overflow the inotify queue (which makes watchdog re-walk the
+# tree, which opens every folder again).
+WANTED_EVENTS = (
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+)
 
 
 def observer_kind(fstype: str, forced: str) -> str:
@@ -84,8 +108,6 @@ class _Handler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
-            if event.event_type in ("opened", "closed_no_write"):
-                return
             for raw in (event.src_path, event.dest_path):
                 if raw:
                     path = os.fsdecode(raw)
@@ -125,7 +147,9 @@ class Watcher:
     def _schedule(self, root: Path, kind: str) -> None:
         observer = self._observer(kind)
         try:
-            observer.schedule(_Handler(self.note), str(root), recursive=True)
+            observer.schedule(
+                _Handler(self.note), str(root), recursive=True, event_filter=list(WANTED_EVENTS)
+            )
         except OSError as exc:
             if kind != "native" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise

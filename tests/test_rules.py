@@ -90,3 +90,16 @@ def test_ignored_folders_are_pruned() -> None:
     assert rules.ignores_dir("raw")
     assert rules.ignores_dir(".git")
     assert not rules.ignores_dir("cameras/front")
+
+
+def test_a_walk_started_inside_an_ignored_tree_finds_nothing(tmp_path) -> None:
+    from daemon.scanner import walk
+
+    inner = tmp_path / "x" / "#recycle" / "sub"
+    inner.mkdir(parents=True)
+    (inner / "a.mp4").write_bytes(b"x")
+    (tmp_path / "x" / "b.mp4").write_bytes(b"x")
+    rules = IgnoreRules([], ["mp4"])
+    assert list(walk(tmp_path, rules, inner)) == []
+    assert [s.rel_path for s in walk(tmp_path, rules)] == ["x/b.mp4"]
+    assert [s.rel_path for s in walk(tmp_path, rules, tmp_path / "x")] == ["x/b.mp4"]

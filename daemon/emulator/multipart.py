@@ -20,6 +20,10 @@ class MultipartError(ValueError):
     """The body is not well-formed multipart/form-data."""
 
 
+class BodyEnded(MultipartError):
+    """The connection ended before Content-Length bytes arrived."""
+
+
 class Reader(Protocol):
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
@@ -135,7 +139,7 @@ class _Stream:
             raise MultipartError("a part header or field is too long")
         got = self._reader.readinto(self._view[self._end : self._end + room])
         if not got:
-            raise MultipartError("body ended before Content-Length bytes arrived")
+            raise BodyEnded("body ended before Content-Length bytes arrived")
         self._left -= got
         self._end += got
         return True

@@ -330,7 +330,7 @@ class Handler(BaseHTTPRequestHandler):
     def _control(self, method: str, path: str) -> None:
         server = self.server
         if (method, path) == ("GET", "/_emulator/videos"):
-            videos = [_record_json(v, time.time()) for v in server.store.videos.values()]
+            videos = [_record_json(v, time.time()) for v in server.store.all_videos()]
             self._send(200, {"results": videos})
         elif (method, path) == ("GET", "/_emulator/faults"):
             self._send(200, {"faults": server.faults.describe()})
@@ -392,7 +392,15 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.faults.draw("drop_mid_body", True):
             reader = _HalfReader(self.rfile, length)
         try:
-            form = multipart.parse(reader, length, _boundary(self.headers), open_sink)
+            try:
+                form = multipart.parse(reader, length, _boundary(self.headers), open_sink)
+            except multipart.BodyEnded:
+                raise _Drop from None  # the client went away mid-body: nothing to answer
+            except multipart.MultipartError as exc:
+                self.close_connection = True
+                raise StoreError(
+                    400, "validation_error", f"malformed multipart body: {exc}", "file"
+                ) from None
             self.body_read = True
             for sink in sinks:
                 sink.close()

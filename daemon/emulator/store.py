@@ -119,6 +119,11 @@ class Store:
         with self._lock:
             self._owned_group(owner, group_id)
 
+    def all_videos(self) -> list[VideoRecord]:
+        """Return every video of every key (for the control endpoint)."""
+        with self._lock:
+            return list(self.videos.values())
+
     def video(self, owner: str, video_id: str) -> VideoRecord:
         with self._lock:
             return self._owned_video(owner, video_id)

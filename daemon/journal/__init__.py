@@ -169,10 +169,24 @@ class Journal:
         """
         summary = ScanSummary()
         batch = list({item.path: item for item in seen}.values())  # last word per path
+        recorded = self._recorded_stats([item.path for item in batch])
+        todo = []
+        for item in batch:
+            known = recorded.get(item.path)
+            if (
+                known is not None
+                and known[0].same_content_as(item.stat)
+                and known[1] != (State.MISSING.value)
+            ):
+                summary.unchanged += 1
+            else:
+                todo.append(item)
+        if not todo:
+            return summary  # an unchanged tree costs reads only, no write transaction
         with self._write() as conn:
-            known = rows_by_path(conn, [s.path for s in batch])
-            for item in batch:
-                row = known.get(item.path)
+            rows = rows_by_path(conn, [item.path for item in todo])
+            for item in todo:
+                row = rows.get(item.path)
                 if row is None:
                     self._insert(conn, item, now, priority)
                     summary.new += 1
@@ -183,6 +197,21 @@ class Journal:
                 else:
                     summary.unchanged += 1
         return summary
+
+    def _recorded_stats(self, paths: list[str]) -> dict[str, tuple[FileStat, str]]:
+        found: dict[str, tuple[FileStat, str]] = {}
+        with self._read_lock, _mapped(self.path):
+            for start in range(0, len(paths), 900):
+                chunk = paths[start : start + 900]
+                marks = ", ".join("?" for _ in chunk)
+                rows = self._reader.execute(
+                    "SELECT path, size, mtime_ns, inode, device, state FROM files"
+                    f" WHERE path IN ({marks})",
+                    chunk,
+                )
+                for path, size, mtime_ns, inode, device, state in rows:
+                    found[path] = (FileStat(size, mtime_ns, inode, device), state)
+        return found
 
     def _insert(self, conn: sqlite3.Connection, item: SeenFile, now: float, priority: int) -> None:
         s = item.stat

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon.errors import JournalError
 from daemon.lifecycle import Event, State
@@ -56,9 +56,9 @@ class HistoryEntry:
     detail: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class SeenFile:
-    """A file a scan or the watcher saw: where it is and what stat said."""
+class SeenFile(NamedTuple):
+    """A file a scan or the watcher saw: where it is and what stat said (a tuple: one per file
+    of a scan)."""
 
     path: str
     root: str
