@@ -249,6 +249,7 @@ class Steps:
         twin = next((t for t in twins if t.digest == digest), None)
         if twin is None:
             return [t.id for t in twins]
+        group_name, group_id, detail = self._follow_move(job, twin)
         self.ctx.journal.transition(
             job.id,
             Event.DUPLICATE,
@@ -259,12 +260,30 @@ class Steps:
             sample_hash=sample,
             lease_owner=None,
             lease_expires=None,
-            group_name=twin.group_name,
-            group_id=twin.group_id,
+            group_name=group_name,
+            group_id=group_id,
             last_error=None,
-            detail={"duplicate_of": twin.path, "video_id": twin.video_id},
+            detail={"duplicate_of": twin.path, "video_id": twin.video_id, **detail},
         )
         return None
+
+    def _follow_move(self, job: Job, twin: Job) -> tuple[str | None, str | None, dict[str, Any]]:
+        """A file moved (its twin's path is gone): if its rule now names another group, move
+        the video there. Return the group the video is in, and what happened."""
+        decision = self.ctx.rules.decide(job.rel_path)
+        if (
+            stat_file(twin.path) is not None
+            or not twin.video_id
+            or (decision.group is None or decision.group == twin.group_name)
+        ):
+            return twin.group_name, twin.group_id, {}
+        group_id = self.ctx.groups.resolve(decision.group)
+        self.ctx.api.move_videos(group_id, [twin.video_id])
+        return (
+            decision.group,
+            group_id,
+            {"moved_from_group": twin.group_name, "moved_to_group": decision.group},
+        )
 
     def _release(self, job: Job, reason: str, delay: float) -> None:
         now = self.ctx.clock()

@@ -158,3 +158,40 @@ def test_files_that_arrive_while_stopped_are_found_at_start(
     assert_uploaded_exactly_once(
         emu.url, {str(media / "a.mp4"): "Inbox", str(media / "b.mp4"): "Inbox"}
     )
+
+
+def test_a_done_file_moved_to_another_rule_is_regrouped_not_reuploaded(
+    media: Path, emu: Any, daemon: Daemon
+) -> None:
+    source = media / "misc" / "clip.mp4"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(os.urandom(120_000))
+    wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="the upload")
+    target = media / "cameras" / "garden" / "clip.mp4"
+    target.parent.mkdir(parents=True)
+    wait_for(lambda: daemon_done(emu.url), timeout=60, message="the video to be stored")
+    os.rename(source, target)
+    wait_for(
+        lambda: group_of_only_video(emu.url) == "Camera garden",
+        timeout=60,
+        message="the video to move to the new rule's group",
+    )
+    assert daemon.stop() == 0
+    assert len(emulator_records(emu.url)) == 1
+
+
+def daemon_done(url: str) -> bool:
+    return all(r["status"] == "uploaded" for r in emulator_records(url))
+
+
+def group_of_only_video(url: str) -> str | None:
+    import httpx
+
+    [record] = emulator_records(url)
+    groups = {
+        g["group_id"]: g["name"]
+        for g in httpx.get(f"{url}/v2/video-groups", headers={"X-Api-Key": API_KEY}).json()[
+            "results"
+        ]
+    }
+    return groups.get(record["group_id"])
