@@ -95,7 +95,6 @@ class Engine:
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
         self.watcher = watcher
-        self.unavailable: set[Path] = set()
 
     @property
     def owner(self) -> str:
@@ -189,16 +188,16 @@ class Engine:
         ignore = IgnoreRules(self.config.watch.ignore, self.config.watch.extensions)
         count = 0
         for root in self.config.watch.roots:
-            if not root.is_dir():
-                if root not in self.unavailable:
+            available = root.is_dir()
+            if self.journal.set_root_available(str(root), available, now):
+                if available:
+                    log.info("root available", root=str(root))
+                else:
                     log.warning(
                         "root unavailable (unmounted?); its files are not missing", root=str(root)
                     )
-                self.unavailable.add(root)
+            if not available:
                 continue
-            if root in self.unavailable:
-                log.info("root available again", root=str(root))
-                self.unavailable.discard(root)
             batch: list[SeenFile] = []
             for seen in walk(root, ignore):
                 batch.append(seen)

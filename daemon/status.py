@@ -31,6 +31,10 @@ def status_report(journal: Journal, now: float) -> dict[str, Any]:
             for p in journal.pauses(now)
         ],
         "recent_failures": [_brief(job, now) for job in journal.recent_failures(10)],
+        "unavailable_roots": [
+            {"root": root, "since": _iso(since)}
+            for root, since in sorted(journal.unavailable_roots().items())
+        ],
     }
 
 
@@ -58,6 +62,11 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(
             f"PAUSED {pause['kind']} until {pause['until']} "
             f"({pause['seconds_left']:.0f}s): {pause['reason']}"
+        )
+    for root in report["unavailable_roots"]:
+        lines.append(
+            f"UNAVAILABLE root {root['root']} since {root['since']} (not mounted?); "
+            "its files wait, they are not missing"
         )
     if report["oldest_queued_seconds"] is not None:
         lines.append(f"oldest queued file waits {report['oldest_queued_seconds']:.0f}s")

@@ -95,6 +95,8 @@ class Steps:
     def _upload(self, job: Job, cancel: threading.Event, sent: threading.Event) -> None:
         ctx = self.ctx
         current = stat_file(job.path)
+        if current is None and not Path(job.root).is_dir():
+            raise _Defer("its root is unavailable (unmounted?)", ctx.config.watch.rescan_interval)
         if current is None:
             raise FileVanished(f"{job.path} vanished before its upload")
         if not current.same_content_as(job.stat):

@@ -120,7 +120,12 @@ def digest_of(path: Path) -> str:
 
 
 def engine_config(
-    tmp_path: Path, media: Path, url: str, settle_seconds: float = 0, **upload: Any
+    tmp_path: Path,
+    media: Path,
+    url: str,
+    settle_seconds: float = 0,
+    rescan_interval: float = 300,
+    **upload: Any,
 ) -> Path:
     """Write a config for backfill/run against the emulator at `url`; return its path."""
     return write_config(
@@ -128,7 +133,11 @@ def engine_config(
         {
             "api": {"base_url": url},
             "journal": {"path": str(tmp_path / "journal.db")},
-            "watch": {"roots": [str(media)], "settle_seconds": settle_seconds},
+            "watch": {
+                "roots": [str(media)],
+                "settle_seconds": settle_seconds,
+                "rescan_interval": rescan_interval,
+            },
             "upload": {
                 "workers": 4,
                 "poll_interval": 0.2,

@@ -195,3 +195,47 @@ def group_of_only_video(url: str) -> str | None:
         ]
     }
     return groups.get(record["group_id"])
+
+
+def test_an_unmounted_root_is_unavailable_not_missing(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=1, rescan_interval=0.5)
+    (media / "kept.mp4").write_bytes(os.urandom(80_000))
+    daemon = Daemon(config)
+    try:
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="kept.mp4")
+        away = tmp_path / "unmounted"
+        os.rename(media, away)  # a renamed folder stands in for an unmounted share
+
+        def status() -> dict[str, Any]:
+            done = subprocess.run(
+                [PYTHON, "-m", "daemon", "status", "--json", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                env=cli_env(),
+                check=False,
+            )
+            return json.loads(done.stdout) if done.returncode == 0 else {}
+
+        report = wait_for(
+            lambda: (r := status()).get("unavailable_roots") and r,
+            timeout=60,
+            message="the root to be reported unavailable",
+        )
+        assert report["unavailable_roots"][0]["root"] == str(media)
+        assert report["counts"]["missing"] == 0
+        os.rename(away, media)
+        wait_for(
+            lambda: status().get("unavailable_roots") == [],
+            timeout=60,
+            message="the root to be available again",
+        )
+        (media / "after.mp4").write_bytes(os.urandom(90_000))
+        wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="after.mp4")
+    finally:
+        assert daemon.stop() == 0
+    assert status()["counts"]["missing"] == 0
+    assert_uploaded_exactly_once(
+        emu.url, {str(media / "kept.mp4"): "Inbox", str(media / "after.mp4"): "Inbox"}
+    )

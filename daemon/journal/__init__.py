@@ -639,6 +639,24 @@ class Journal:
         rows = self._read("SELECT kind, until, reason FROM pauses WHERE until > ?", (now,))
         return [Pause(r["kind"], r["until"], r["reason"]) for r in rows]
 
+    def set_root_available(self, root: str, available: bool, now: float) -> bool:
+        """Given a root and whether it can be read, record a change; return True if it changed."""
+        rows = self._read("SELECT available FROM roots WHERE path = ?", (root,))
+        if rows and bool(rows[0][0]) == available:
+            return False
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO roots (path, available, since) VALUES (?,?,?) ON CONFLICT(path)"
+                " DO UPDATE SET available = excluded.available, since = excluded.since",
+                (root, int(available), now),
+            )
+        return True
+
+    def unavailable_roots(self) -> dict[str, float]:
+        """Return the roots last seen unavailable, with since when."""
+        rows = self._read("SELECT path, since FROM roots WHERE available = 0")
+        return {r["path"]: r["since"] for r in rows}
+
     def check_integrity(self) -> str:
         """Return SQLite's integrity-check verdict ("ok" when healthy)."""
         return str(self._read("PRAGMA quick_check")[0][0])

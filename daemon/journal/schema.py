@@ -71,3 +71,11 @@ CREATE TABLE pauses (
     reason TEXT NOT NULL
 );
 """
+
+
+@migrations(name="0002_roots")
+def _roots(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE roots"
+        " (path TEXT PRIMARY KEY, available INTEGER NOT NULL, since REAL NOT NULL)"
+    )
