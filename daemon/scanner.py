@@ -50,6 +50,7 @@ def walk(
         if seen is not None:
             yield seen
         return
+    skip = len(os.path.join(str(root), ""))  # entry.path is root + "/" + the relative path
     stack = [str(base)]
     while stack:
         folder = stack.pop()
@@ -60,7 +61,7 @@ def walk(
                 problems.append(ScanProblem(folder, exc.strerror or str(exc)))
             continue
         for entry in entries:
-            rel = _relative(root, entry.path)
+            rel = entry.path[skip:] if os.sep == "/" else _relative(root, entry.path)
             if entry.is_dir(follow_symlinks=False):
                 if not ignore.ignores_dir(rel):
                     stack.append(entry.path)

@@ -54,7 +54,6 @@ from daemon.journal.rows import (
 )
 from daemon.journal.schema import APPLICATION_ID, migrations
 from daemon.lifecycle import Event, State, next_state
-from daemon.stability import FileStat
 
 BUSY_TIMEOUT_S = 10.0
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
@@ -170,14 +169,11 @@ class Journal:
         summary = ScanSummary()
         batch = list({item.path: item for item in seen}.values())  # last word per path
         recorded = self._recorded_stats([item.path for item in batch])
+        missing = State.MISSING.value
         todo = []
         for item in batch:
-            known = recorded.get(item.path)
-            if (
-                known is not None
-                and known[0].same_content_as(item.stat)
-                and known[1] != (State.MISSING.value)
-            ):
+            known = recorded.get(item.path)  # (size, mtime_ns, inode, device, state)
+            if known is not None and known[:4] == item.stat and known[4] != missing:
                 summary.unchanged += 1
             else:
                 todo.append(item)
@@ -198,8 +194,8 @@ class Journal:
                     summary.unchanged += 1
         return summary
 
-    def _recorded_stats(self, paths: list[str]) -> dict[str, tuple[FileStat, str]]:
-        found: dict[str, tuple[FileStat, str]] = {}
+    def _recorded_stats(self, paths: list[str]) -> dict[str, tuple[Any, ...]]:
+        found: dict[str, tuple[Any, ...]] = {}
         with self._read_lock, _mapped(self.path):
             for start in range(0, len(paths), 900):
                 chunk = paths[start : start + 900]
@@ -209,8 +205,7 @@ class Journal:
                     f" WHERE path IN ({marks})",
                     chunk,
                 )
-                for path, size, mtime_ns, inode, device, state in rows:
-                    found[path] = (FileStat(size, mtime_ns, inode, device), state)
+                found.update((row[0], row[1:]) for row in rows)
         return found
 
     def _insert(self, conn: sqlite3.Connection, item: SeenFile, now: float, priority: int) -> None:
@@ -592,14 +587,14 @@ class Journal:
         )
         return [to_job(r) for r in rows]
 
-    def paths_under(self, root: str) -> dict[str, FileStat]:
-        """Given a root, return every recorded path under it with its recorded stat."""
-        rows = self._read(
-            "SELECT path, size, mtime_ns, inode, device FROM files WHERE root = ?", (root,)
-        )
-        return {r["path"]: stat_of(r) for r in rows}
-
-    # -- groups and pauses -------------------------------------------------------------
+    def recorded_under(self, root: str) -> dict[str, tuple[Any, ...]]:
+        """Given a root, return path -> (size, mtime_ns, inode, device, state) for its files."""
+        with self._read_lock, _mapped(self.path):
+            rows = self._reader.execute(
+                "SELECT path, size, mtime_ns, inode, device, state FROM files WHERE root = ?",
+                (root,),
+            )
+            return {row[0]: row[1:] for row in rows}
 
     def group_ids(self) -> dict[str, str]:
         """Return the cached group name → id map."""
