@@ -239,3 +239,32 @@ def test_an_unmounted_root_is_unavailable_not_missing(
     assert_uploaded_exactly_once(
         emu.url, {str(media / "kept.mp4"): "Inbox", str(media / "after.mp4"): "Inbox"}
     )
+
+
+def test_a_file_deleted_before_upload_is_missing_and_nothing_is_sent(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=3)
+    daemon = Daemon(config)
+    doomed = media / "doomed.mp4"
+    try:
+        doomed.write_bytes(os.urandom(70_000))
+
+        def state() -> str | None:
+            done = subprocess.run(
+                [PYTHON, "-m", "daemon", "show", str(doomed), "--json", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                env=cli_env(),
+                check=False,
+            )
+            return json.loads(done.stdout)["state"] if done.returncode == 0 else None
+
+        wait_for(lambda: state() == "discovered", timeout=30, message="the file to be seen")
+        doomed.unlink()
+        (media / "kept.mp4").write_bytes(os.urandom(60_000))
+        wait_for(lambda: state() == "missing", timeout=30, message="the file to be missing")
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=30, message="kept.mp4")
+    finally:
+        assert daemon.stop() == 0
+    assert_uploaded_exactly_once(emu.url, {str(media / "kept.mp4"): "Inbox"})
