@@ -482,15 +482,6 @@ class Journal:
         sql += " ORDER BY priority, next_attempt_at, id LIMIT ?"
         return [to_job(r) for r in self._read(sql, [*params, limit])]
 
-    def twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
-        """Given a size and byte sample, return other jobs that may hold the same content."""
-        rows = self._read(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
-            " AND id != ? ORDER BY id",
-            (size, sample_hash, exclude_id),
-        )
-        return [to_job(r) for r in rows]
-
     def uploaded_twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
         """Given a size and sample, return other jobs whose content reached the API."""
         rows = self._read(
@@ -545,15 +536,6 @@ class Journal:
         """Given absolute paths, return the ids of those the journal knows."""
         with self._read_lock, _mapped(self.path):
             return [r["id"] for r in rows_by_path(self._reader, list(paths)).values()]
-
-    def by_digest(self, digest: str) -> list[Job]:
-        """Given a content digest, return the jobs whose upload of that content was accepted."""
-        rows = self._read(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE digest = ? AND video_id IS NOT NULL"
-            " ORDER BY id",
-            (digest,),
-        )
-        return [to_job(r) for r in rows]
 
     def counts(self) -> dict[State, int]:
         """Return how many files are in each state (every state present, zeros included)."""
