@@ -45,6 +45,7 @@ from daemon.journal.records import (
 )
 from daemon.journal.rows import (
     checked_row,
+    in_chunks,
     log_event,
     row_by_id,
     rows_by_path,
@@ -197,9 +198,7 @@ class Journal:
     def _recorded_stats(self, paths: list[str]) -> dict[str, tuple[Any, ...]]:
         found: dict[str, tuple[Any, ...]] = {}
         with self._read_lock, _mapped(self.path):
-            for start in range(0, len(paths), 900):
-                chunk = paths[start : start + 900]
-                marks = ", ".join("?" for _ in chunk)
+            for chunk, marks in in_chunks(paths, 900):
                 rows = self._reader.execute(
                     "SELECT path, size, mtime_ns, inode, device, state FROM files"
                     f" WHERE path IN ({marks})",
@@ -493,22 +492,16 @@ class Journal:
 
     def known_video_ids(self, video_ids: Iterable[str]) -> set[str]:
         """Given remote video ids, return those the journal knows."""
-        ids = list(video_ids)
         known: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in in_chunks(video_ids):
             rows = self._read(f"SELECT video_id FROM files WHERE video_id IN ({marks})", chunk)
             known.update(r[0] for r in rows)
         return known
 
     def tally(self, job_ids: Iterable[int]) -> dict[State, tuple[int, int]]:
         """Given job ids, return how many of them, and how many bytes, are in each state."""
-        ids = list(job_ids)
         counts = dict.fromkeys(State, (0, 0))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in in_chunks(job_ids):
             rows = self._read(
                 f"SELECT state, count(*), total(size) FROM files WHERE id IN ({marks})"
                 " GROUP BY state",
@@ -521,11 +514,8 @@ class Journal:
 
     def jobs_by_ids(self, job_ids: Iterable[int]) -> list[Job]:
         """Given job ids, return those jobs (in id order)."""
-        ids = list(job_ids)
         found: list[Job] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in in_chunks(job_ids):
             rows = self._read(
                 f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
             )

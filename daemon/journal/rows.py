@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from daemon.errors import JournalError
@@ -13,11 +13,18 @@ from daemon.lifecycle import Event, State
 from daemon.stability import FileStat
 
 
+def in_chunks(values: Iterable[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
+    """Given values for an `IN (...)` clause, yield them in chunks with their `?, ?` marks,
+    so no query passes more variables than SQLite allows."""
+    items = list(values)
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        yield chunk, ", ".join("?" for _ in chunk)
+
+
 def rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlite3.Row]:
     found: dict[str, sqlite3.Row] = {}
-    for start in range(0, len(paths), 500):
-        chunk = paths[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
+    for chunk, marks in in_chunks(paths):
         cursor = conn.execute(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path IN ({marks})",
             chunk,
