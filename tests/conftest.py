@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -208,3 +209,27 @@ def assert_uploaded_exactly_once(url: str, expected: dict[str, str]) -> list[dic
         assert groups.get(found[0]["group_id"]) == group, f"{path} in the wrong group"
     assert len(records) == len(expected), f"{len(records)} videos for {len(expected)} files"
     return records
+
+
+def start_backfill(config: Path, *args: str, capture: bool = False) -> subprocess.Popen[str]:
+    """Start `reka-sync backfill` in the background; its output is kept only if `capture`."""
+    stream = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [PYTHON, "-m", "daemon", "backfill", "--config", str(config), *args],
+        stdout=stream,
+        stderr=stream,
+        text=True,
+        env=cli_env(REKA_API_KEY=API_KEY),
+    )
+
+
+def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None:
+    """Run `reka-sync status|show ... --json` (no key); return its report, or None on failure."""
+    done = subprocess.run(
+        [PYTHON, "-m", "daemon", command, *args, "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    return dict(json.loads(done.stdout)) if done.returncode == 0 else None

@@ -23,8 +23,10 @@ from tests.conftest import (
     emulator_requests,
     engine_config,
     make_tree,
+    report_json,
     run_backfill,
     set_faults,
+    start_backfill,
     wait_for,
 )
 
@@ -125,12 +127,7 @@ def test_sigkill_at_random_moments_never_duplicates(tmp_path: Path, media: Path,
     config = engine_config(tmp_path, media, emu.url, workers=3)
     rng = random.Random(11)
     for _ in range(20):
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "daemon", "backfill", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=cli_env(REKA_API_KEY=API_KEY),
-        )
+        proc = start_backfill(config)
         try:
             proc.wait(timeout=rng.uniform(0.3, 2.0))
         except subprocess.TimeoutExpired:
@@ -151,13 +148,7 @@ def test_a_file_changed_during_its_upload_is_not_done_with_old_content(
     path.write_bytes(os.urandom(32 * 1024 * 1024))
     set_faults(emu.url, [{"kind": "latency", "scope": "upload", "count": 1, "seconds": 2.0}])
     config = engine_config(tmp_path, media, emu.url)
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "daemon", "backfill", "--config", str(config), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(REKA_API_KEY=API_KEY),
-    )
+    proc = start_backfill(config, "--json", capture=True)
     journal_path = tmp_path / "journal.db"
 
     def sending() -> bool:
@@ -210,26 +201,12 @@ def test_status_shows_a_rate_limit_pause(tmp_path: Path, media: Path) -> None:
     try:
         make_tree(media, 3)
         config = engine_config(tmp_path, media, running.url)
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "daemon", "backfill", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=cli_env(REKA_API_KEY=API_KEY),
-        )
+        proc = start_backfill(config)
         try:
 
             def paused() -> dict | None:
-                status = subprocess.run(
-                    [PYTHON, "-m", "daemon", "status", "--json", "--config", str(config)],
-                    capture_output=True,
-                    text=True,
-                    env=cli_env(),
-                    check=False,
-                )
-                if status.returncode != 0:
-                    return None
-                report = json.loads(status.stdout)
-                return report if report["pauses"] else None
+                report = report_json("status", config)
+                return report if report and report["pauses"] else None
 
             report = wait_for(paused, timeout=60, message="a pause in status")
             pause = report["pauses"][0]

@@ -21,6 +21,7 @@ from tests.conftest import (
     emulator_records,
     emulator_requests,
     engine_config,
+    report_json,
     wait_for,
 )
 
@@ -209,14 +210,7 @@ def test_an_unmounted_root_is_unavailable_not_missing(
         os.rename(media, away)  # a renamed folder stands in for an unmounted share
 
         def status() -> dict[str, Any]:
-            done = subprocess.run(
-                [PYTHON, "-m", "daemon", "status", "--json", "--config", str(config)],
-                capture_output=True,
-                text=True,
-                env=cli_env(),
-                check=False,
-            )
-            return json.loads(done.stdout) if done.returncode == 0 else {}
+            return report_json("status", config) or {}
 
         report = wait_for(
             lambda: (r := status()).get("unavailable_roots") and r,
@@ -251,14 +245,8 @@ def test_a_file_deleted_before_upload_is_missing_and_nothing_is_sent(
         doomed.write_bytes(os.urandom(70_000))
 
         def state() -> str | None:
-            done = subprocess.run(
-                [PYTHON, "-m", "daemon", "show", str(doomed), "--json", "--config", str(config)],
-                capture_output=True,
-                text=True,
-                env=cli_env(),
-                check=False,
-            )
-            return json.loads(done.stdout)["state"] if done.returncode == 0 else None
+            report = report_json("show", config, str(doomed))
+            return report["state"] if report else None
 
         wait_for(lambda: state() == "discovered", timeout=30, message="the file to be seen")
         doomed.unlink()
