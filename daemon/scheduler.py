@@ -186,7 +186,6 @@ class Engine:
     def rescan(self, now: float) -> int:
         """Given the time, walk every root to catch what events missed; return files seen."""
         ignore = IgnoreRules(self.config.watch.ignore, self.config.watch.extensions)
-        missing = State.MISSING.value
         count = 0
         for root in self.config.watch.roots:
             available = root.is_dir()
@@ -199,18 +198,27 @@ class Engine:
                     )
             if not available:
                 continue
-            known = self.journal.recorded_under(str(root))  # one read, compared in memory
-            batch: list[SeenFile] = []
-            for seen in walk(root, ignore):
-                count += 1
-                recorded = known.get(seen.path)
-                if recorded is not None and recorded[:4] == seen.stat and recorded[4] != missing:
-                    continue
-                batch.append(seen)
-                if len(batch) >= 2000:
-                    self.journal.record_scan(batch, now, priority=1)
-                    batch = []
-            self.journal.record_scan(batch, now, priority=1)
+            count += self._rescan_root(root, ignore, now)
+        return count
+
+    def _rescan_root(self, root: Path, ignore: IgnoreRules, now: float) -> int:
+        known = self.journal.recorded_under(str(root))  # one read, compared in memory
+        missing = State.MISSING.value
+        batch: list[SeenFile] = []
+        count = changed = 0
+        for seen in walk(root, ignore):
+            count += 1
+            recorded = known.get(seen.path)
+            if recorded is not None and recorded[:4] == seen.stat and recorded[4] != missing:
+                continue
+            batch.append(seen)
+            changed += 1
+            if len(batch) >= 2000:
+                self.journal.record_scan(batch, now, priority=1)
+                batch = []
+        self.journal.record_scan(batch, now, priority=1)
+        if changed:
+            log.info("scan found new or changed files", root=str(root), files=changed)
         return count
 
     def heartbeat(self, now: float) -> None:

@@ -13,16 +13,16 @@ How this works
   engine's job; a close-after-write event never skips it.
 * Each root gets inotify on local filesystems and polling on network ones
   (nfs, cifs/smb, sshfs and other fuse, 9p), read from the mount table, unless
-  ``watch.observer`` forces one. If inotify runs out of watches, the root is
-  polled instead and the log says which sysctl to raise. Ignored folders are
-  not entered by polling and produce no hints.
+  ``watch.observer`` forces one. If inotify runs out of watches, even for one
+  folder deep down, the root is polled instead (from the next intake tick) and
+  the log says which sysctl to raise. Ignored folders get no inotify watch and
+  are not listed by polling (``daemon/watches.py``).
 * Events are hints only: the startup scan and the periodic rescan (the engine)
   catch whatever events miss.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 from collections.abc import Callable
@@ -42,14 +42,13 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from daemon.config import WatchConfig
 from daemon.journal import SeenFile
 from daemon.patterns import IgnoreRules
 from daemon.scanner import stat_file, walk
+from daemon.watches import OUT_OF_WATCHES, NativeObserver, Placement, polling_observer
 
 log = structlog.get_logger("reka_sync.watcher")
 NETWORK_FILESYSTEMS = frozenset(
@@ -126,6 +125,8 @@ class Watcher:
         self._lock = threading.Lock()
         self._hints: dict[str, Hint] = {}
         self._observers: dict[str, BaseObserver] = {}
+        self._watches: dict[Path, ObservedWatch] = {}
+        self._placement = Placement(config.roots, self._ignore)
         self.kinds: dict[Path, str] = {}
 
     def note(self, path: str, is_directory: bool) -> None:
@@ -143,29 +144,50 @@ class Watcher:
             if root.is_dir():
                 kind = observer_kind(filesystem_of(root, mounts), self._config.observer)
                 self._schedule(root, kind)
+        self._poll_exhausted_roots()
 
     def _schedule(self, root: Path, kind: str) -> None:
         observer = self._observer(kind)
         try:
-            observer.schedule(
+            watch = observer.schedule(
                 _Handler(self.note), str(root), recursive=True, event_filter=list(WANTED_EVENTS)
             )
         except OSError as exc:
-            if kind != "native" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
+            if kind != "native" or exc.errno not in OUT_OF_WATCHES:
                 raise
-            log.warning(
-                "inotify watch limit reached; polling this root instead. Raise it with "
-                "`sysctl fs.inotify.max_user_watches=1048576` (see systemd/ for a "
-                "drop-in)",
-                root=str(root),
-            )
+            self._placement.take_exhausted()
+            self._warn_out_of_watches(root)
             self._schedule(root, "polling")
             return
         self.kinds[root] = kind
+        self._watches[root] = watch
+
+    def _poll_exhausted_roots(self) -> None:
+        """Move every root that ran out of inotify watches to polling, and look it over."""
+        for name in self._placement.take_exhausted():
+            root = Path(name)
+            if self.kinds.get(root) != "native":
+                continue
+            self._warn_out_of_watches(root)
+            self._observers["native"].unschedule(self._watches.pop(root))
+            self._schedule(root, "polling")
+            self.note(name, is_directory=True)
+
+    def _warn_out_of_watches(self, root: Path) -> None:
+        log.warning(
+            "inotify watch limit reached; polling this root instead. Raise it with "
+            "`sysctl fs.inotify.max_user_watches=1048576` (systemd/60-reka-sync.conf is a "
+            "drop-in for /etc/sysctl.d)",
+            root=str(root),
+        )
 
     def _observer(self, kind: str) -> BaseObserver:
         if kind not in self._observers:
-            observer = PollingObserver(timeout=POLL_SECONDS) if kind == "polling" else Observer()
+            observer = (
+                polling_observer(self._placement, POLL_SECONDS)
+                if kind == "polling"
+                else NativeObserver(self._placement)
+            )
             observer.daemon = True
             observer.start()
             self._observers[kind] = observer
@@ -184,6 +206,7 @@ class Watcher:
 
     def drain(self) -> list[SeenFile]:
         """Take the hints collected so far; return the wanted files they point at."""
+        self._poll_exhausted_roots()
         with self._lock:
             hints, self._hints = self._hints, {}
         seen: list[SeenFile] = []

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,52 +12,14 @@ import pytest
 
 from tests.conftest import (
     API_KEY,
-    PYTHON,
+    Daemon,
     assert_uploaded_exactly_once,
-    cli_env,
     emulator_records,
     emulator_requests,
     engine_config,
     report_json,
     wait_for,
 )
-
-
-class Daemon:
-    """`reka-sync run` in the background, its JSON log lines collected as they come."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(REKA_API_KEY=API_KEY),
-        )
-        self.lines: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        wait_for(
-            lambda: self.logged("reka-sync running") or self.proc.poll() is not None,
-            timeout=60,
-            message="the daemon to start",
-        )
-        assert self.proc.poll() is None, self.lines
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                self.lines.append({"event": line.strip()})
-
-    def logged(self, event: str) -> bool:
-        return any(line.get("event") == event for line in list(self.lines))
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
 
 
 @pytest.fixture
