@@ -105,7 +105,7 @@ class IgnoreRules:
         compiled = [compile_glob(g) for g in globs]
         # One alternation instead of one match per glob: this runs for every file of a scan.
         patterns = [re.sub(r"\(\?P<\w+>", "(?:", g.regex.pattern) for g in compiled]
-        self._any = re.compile("|".join(f"(?:{p})" for p in patterns) or "(?!)")
+        self._any = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
         self._extensions = frozenset(e.lower().lstrip(".") for e in extensions)
 
     def ignores_dir(self, rel_dir: str) -> bool:
@@ -113,6 +113,8 @@ class IgnoreRules:
         name = rel_dir.rsplit("/", 1)[-1]
         if _builtin_ignored(name):
             return True
+        if self._any is None:
+            return False
         return bool(self._any.fullmatch(rel_dir) or self._any.fullmatch(rel_dir + "/"))
 
     def ignores_file(self, rel_path: str, *, folders_checked: bool = False) -> bool:
@@ -120,15 +122,15 @@ class IgnoreRules:
 
         `folders_checked` says its folders already passed `ignores_dir` (a walk).
         """
-        name = rel_path.rsplit("/", 1)[-1]
+        name = rel_path[rel_path.rfind("/") + 1 :]
+        dot = name.rfind(".")
+        if dot <= 0 or name[dot + 1 :].lower() not in self._extensions:
+            return True  # checked first: it is the cheap test that turns most files away
         if _builtin_ignored(name) or (
             not folders_checked and any(_builtin_ignored(s) for s in rel_path.split("/"))
         ):
             return True
-        suffix = name.rsplit(".", 1)
-        if len(suffix) != 2 or suffix[1].lower() not in self._extensions:
-            return True
-        return self._any.fullmatch(rel_path) is not None
+        return self._any is not None and self._any.fullmatch(rel_path) is not None
 
 
 def _builtin_ignored(name: str) -> bool:

@@ -50,15 +50,26 @@ def walk(
         if seen is not None:
             yield seen
         return
+    for path, rel, st in walk_stats(root, ignore, str(base), problems):
+        stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+        yield SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9)
+
+
+def walk_stats(
+    root: Path, ignore: IgnoreRules, folder: str, problems: list[ScanProblem] | None = None
+) -> Iterator[tuple[str, str, os.stat_result]]:
+    """Given a root and a folder in it, yield (path, relative path, stat) per wanted file.
+
+    The raw form of `walk`, for the rescan: it compares stats before building records.
+    """
     skip = len(os.path.join(str(root), ""))  # entry.path is root + "/" + the relative path
-    stack = [str(base)]
+    stack = [folder]
     while stack:
-        folder = stack.pop()
         try:
-            entries = list(os.scandir(folder))
+            entries = list(os.scandir(stack.pop()))
         except OSError as exc:
             if problems is not None:
-                problems.append(ScanProblem(folder, exc.strerror or str(exc)))
+                problems.append(ScanProblem(exc.filename, exc.strerror or str(exc)))
             continue
         for entry in entries:
             rel = entry.path[skip:] if os.sep == "/" else _relative(root, entry.path)
@@ -66,20 +77,12 @@ def walk(
                 if not ignore.ignores_dir(rel):
                     stack.append(entry.path)
             elif not ignore.ignores_file(rel, folders_checked=True):
-                seen = _from_entry(root, entry, rel)
-                if seen is not None:
-                    yield seen
-
-
-def _from_entry(root: Path, entry: os.DirEntry[str], rel: str) -> SeenFile | None:
-    try:
-        st = entry.stat()
-    except OSError:
-        return None
-    if not _is_regular(st.st_mode):
-        return None
-    stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-    return SeenFile(entry.path, str(root), rel, stat, st.st_mtime_ns / 1e9)
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                if _is_regular(st.st_mode):
+                    yield entry.path, rel, st
 
 
 def _seen(root: Path, path: str, ignore: IgnoreRules) -> SeenFile | None:

@@ -38,9 +38,9 @@ from daemon.lifecycle import Event, State
 from daemon.patterns import IgnoreRules
 from daemon.pauses import ALL, PauseBoard, kind_of
 from daemon.retry import Backoff, server_wait
-from daemon.scanner import stat_file, walk
+from daemon.scanner import stat_file, walk_stats
 from daemon.service import owner_alive, owner_id
-from daemon.stability import Verdict, settle
+from daemon.stability import FileStat, Verdict, settle
 from daemon.watcher import Watcher
 from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool
 
@@ -203,15 +203,14 @@ class Engine:
 
     def _rescan_root(self, root: Path, ignore: IgnoreRules, now: float) -> int:
         known = self.journal.recorded_under(str(root))  # one read, compared in memory
-        missing = State.MISSING.value
         batch: list[SeenFile] = []
         count = changed = 0
-        for seen in walk(root, ignore):
+        for path, rel, st in walk_stats(root, ignore, str(root)):
             count += 1
-            recorded = known.get(seen.path)
-            if recorded is not None and recorded[:4] == seen.stat and recorded[4] != missing:
+            if (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) in known:
                 continue
-            batch.append(seen)
+            stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+            batch.append(SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9))
             changed += 1
             if len(batch) >= 2000:
                 self.journal.record_scan(batch, now, priority=1)

@@ -559,14 +559,19 @@ class Journal:
         )
         return [to_job(r) for r in rows]
 
-    def recorded_under(self, root: str) -> dict[str, tuple[Any, ...]]:
-        """Given a root, return path -> (size, mtime_ns, inode, device, state) for its files."""
+    def recorded_under(self, root: str) -> set[tuple[str, int, int, int, int]]:
+        """Given a root, return (path, size, mtime_ns, inode, device) of its present files.
+
+        Files recorded as missing are left out: seeing one again is news.
+        """
         with self._read_lock, _mapped(self.path):
-            rows = self._reader.execute(
-                "SELECT path, size, mtime_ns, inode, device, state FROM files WHERE root = ?",
-                (root,),
+            return set(
+                self._reader.execute(
+                    "SELECT path, size, mtime_ns, inode, device FROM files"
+                    " WHERE root = ? AND state != ?",
+                    (root, State.MISSING.value),
+                )
             )
-            return {row[0]: row[1:] for row in rows}
 
     def group_ids(self) -> dict[str, str]:
         """Return the cached group name → id map."""
