@@ -6,6 +6,7 @@ A fault is ``{"kind": K, "rate": 0..1, "count": N or null, "scope": "upload"|"al
 * ``server_error``: answer 500 ``server_error`` (an upload's body is read first)
 * ``rate_limit``: answer 429 ``rate_limit_error`` with ``retry-after: S``
 * ``latency``: wait S seconds before answering
+* ``slow_body``: read an upload's body at most ``bytes_per_second`` (a slow link)
 * ``drop_mid_body``: close the connection after reading half an upload's body
 * ``drop_after_store``: store the upload, then close the connection without answering
 * ``processing_failure``: the upload ends ``failed`` with an ``error``
@@ -25,11 +26,12 @@ KINDS = (
     "server_error",
     "rate_limit",
     "latency",
+    "slow_body",
     "drop_mid_body",
     "drop_after_store",
     "processing_failure",
 )
-UPLOAD_ONLY = ("drop_mid_body", "drop_after_store", "processing_failure")
+UPLOAD_ONLY = ("slow_body", "drop_mid_body", "drop_after_store", "processing_failure")
 DAY = 86400.0
 
 
@@ -40,6 +42,7 @@ class Fault:
     count: int | None = None
     scope: str = "all"
     seconds: float = 1.0
+    bytes_per_second: float = 1_000_000.0
     fired: int = 0
 
     @classmethod
@@ -60,6 +63,7 @@ class Fault:
             None if count is None else int(count),
             scope,
             float(data.get("seconds", 1.0)),
+            float(data.get("bytes_per_second", 1_000_000.0)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +73,7 @@ class Fault:
             "count": self.count,
             "scope": self.scope,
             "seconds": self.seconds,
+            "bytes_per_second": self.bytes_per_second,
             "fired": self.fired,
         }
 

@@ -134,6 +134,25 @@ class _HalfReader:
         return got
 
 
+class _SlowReader:
+    """A body reader capped at a rate, like a slow link (the waits are the fault itself)."""
+
+    def __init__(self, reader: multipart.Reader, bytes_per_second: float) -> None:
+        self._reader = reader
+        self._rate = max(1.0, bytes_per_second)
+        self._start = time.monotonic()
+        self._read = 0
+
+    def readinto(self, buffer: memoryview, /) -> int | None:
+        piece = max(1, int(self._rate / 20))  # twenty reads a second
+        got = self._reader.readinto(buffer[:piece])
+        self._read += got or 0
+        ahead = self._read / self._rate - (time.monotonic() - self._start)
+        if ahead > 0:
+            time.sleep(ahead)
+        return got
+
+
 Route = tuple[str, re.Pattern[str], str]
 _ID = r"(?P<ident>[0-9a-fA-F-]{36})"
 ROUTES: list[Route] = [
@@ -389,8 +408,10 @@ class Handler(BaseHTTPRequestHandler):
             return sinks[-1]
 
         reader: multipart.Reader = self.rfile
+        if slow := self.server.faults.draw("slow_body", True):
+            reader = _SlowReader(reader, slow.bytes_per_second)
         if self.server.faults.draw("drop_mid_body", True):
-            reader = _HalfReader(self.rfile, length)
+            reader = _HalfReader(reader, length)
         try:
             try:
                 form = multipart.parse(reader, length, _boundary(self.headers), open_sink)
