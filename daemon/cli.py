@@ -263,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     key = require_api_key(config)
     _logging(args, key)
-    return runner.run(config, key)
+    return runner.run(config, key, Path(args.config))
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from daemon.rules import GroupRules, Rule
 DEFAULT_CONFIG_PATH = Path("/etc/reka-sync/config.toml")
 CREDENTIAL_NAME = "reka-api-key"
 OBSERVERS = ("auto", "native", "polling")
+MAX_WORKERS = 64  # upload.workers at most
 T = TypeVar("T")
 
 
@@ -384,7 +385,7 @@ def _upload(table: _Table) -> UploadConfig:
     d = UploadConfig()
 
     def workers_ok(v: int) -> str | None:
-        return None if 1 <= v <= 64 else "must be between 1 and 64"
+        return None if 1 <= v <= MAX_WORKERS else f"must be between 1 and {MAX_WORKERS}"
 
     def attempts_ok(v: int) -> str | None:
         return None if v >= 1 else "must be 1 or more"

@@ -58,8 +58,8 @@ class Progress:
         rate = bytes_done / max(now - self._started, 1e-6)
         eta = (self._bytes - bytes_done) / rate if rate > 0 else float("inf")
         print(
-            f"backfill: {files_done}/{self._files} files, {_size(bytes_done)}/"
-            f"{_size(self._bytes)}, {_size(rate)}/s, ETA {_eta(eta)} {note}".rstrip(),
+            f"backfill: {files_done}/{self._files} files, {human_size(bytes_done)}/"
+            f"{human_size(self._bytes)}, {human_size(rate)}/s, ETA {_eta(eta)} {note}".rstrip(),
             file=self._stream,
             flush=True,
         )
@@ -70,7 +70,8 @@ class Progress:
             self._bar.close()
 
 
-def _size(count: float) -> str:
+def human_size(count: float) -> str:
+    """Given a byte count, return it in B, KiB, MiB, GiB or TiB with one decimal."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024:
             return f"{count:.1f} {unit}"

@@ -30,7 +30,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.api import ApiClient, ResponseInfo
-from daemon.config import Config, Secret
+from daemon.config import MAX_WORKERS, Config, Secret
 from daemon.errors import RekaSyncError
 from daemon.groups import GroupResolver
 from daemon.journal import Job, Journal, SeenFile
@@ -46,6 +46,9 @@ from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool
 
 log = structlog.get_logger("reka_sync.scheduler")
 AUTH_PAUSE = 60.0  # seconds between probes while the API refuses the key
+HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
+STALLED = 30.0  # seconds without a heartbeat or dispatch tick before we call it stuck
+LIVELY_TICKS = ("heartbeat", "dispatch")
 SETTLE_BATCH = 5000
 
 
@@ -68,37 +71,62 @@ class Engine:
         self.clock = clock
         self.lease_seconds = lease_seconds or config.upload.lease_seconds
         self.pauses = PauseBoard()
-        self.api = ApiClient(
-            config.api,
-            key,
-            max_connections=config.upload.workers + 2,
-            on_response=self._observe,
-            before_request=self._gate,
-        )
-        owner = owner_id()
-        self.ctx = Context(
-            config,
-            journal,
-            self.api,
-            GroupResolver(self.api, journal, config.groups.create_missing, clock),
-            config.groups.compiled(),
-            self.pauses,
-            owner,
-            clock,
-            rand,
-        )
+        self._owner = owner_id()
+        self._rand = rand
+        self._retired: list[ApiClient] = []
+        self.api, self.ctx = self._context(config, key, {})
         self.steps = Steps(self.ctx)
-        self.uploads = WorkerPool(config.upload.workers, "reka-upload")
+        self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
         self.control = WorkerPool(1, "reka-control")
         self._cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
+        self._last_run: dict[str, float] = {}
         self.watcher = watcher
+
+    def _context(
+        self, config: Config, key: Secret, progress: dict[int, int]
+    ) -> tuple[ApiClient, Context]:
+        api = ApiClient(
+            config.api,
+            key,
+            max_connections=MAX_WORKERS + 2,
+            on_response=self._observe,
+            before_request=self._gate,
+        )
+        groups = GroupResolver(api, self.journal, config.groups.create_missing, self.clock)
+        ctx = Context(
+            config,
+            self.journal,
+            api,
+            groups,
+            config.groups.compiled(),
+            self.pauses,
+            self._owner,
+            self.clock,
+            self._rand,
+            progress,
+        )
+        return api, ctx
+
+    def reconfigure(self, config: Config, key: Secret, watcher: Watcher | None) -> None:
+        """Given a new (valid) config, key and watcher, use them for all work from now on.
+
+        Steps in flight finish with what they started with; nothing is cancelled.
+        """
+        api, ctx = self._context(config, key, self.ctx.progress)
+        with self._lock:
+            self._retired.append(self.api)
+            self.config, self.api, self.ctx, self.steps = config, api, ctx, Steps(ctx)
+            self.watcher = watcher
+            self.uploads.resize(config.upload.workers)
+        if self._scheduler is not None:
+            self._schedule_rescan(self._scheduler, config.watch.rescan_interval, soon=True)
 
     @property
     def owner(self) -> str:
-        return self.ctx.owner
+        return self._owner
 
     # -- ticks -------------------------------------------------------------------------
 
@@ -222,7 +250,7 @@ class Engine:
 
     def heartbeat(self, now: float) -> None:
         """Given the time, renew our leases, free those of dead local processes, publish pauses."""
-        self.journal.renew_leases(self.owner, now, self.lease_seconds)
+        self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight())
         self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
         for pause in self.pauses.active(now):
             self.journal.set_pause(pause.kind, pause.until, pause.reason)
@@ -273,43 +301,64 @@ class Engine:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         )
         ticks: list[tuple[str, Callable[[float], object], float]] = [
-            ("heartbeat", self.heartbeat, max(0.2, self.lease_seconds / 3)),
+            ("heartbeat", self.heartbeat, min(HEARTBEAT, max(0.2, self.lease_seconds / 3))),
             ("settle", self.settle, 1.0),
             ("dispatch", self.dispatch, 0.5),
             ("poll", self.poll, 0.25),
+            ("intake", self.intake, 0.25),
         ]
-        if self.watcher is not None:
-            ticks.append(("intake", self.intake, 0.25))
-            ticks.append(("rescan", self.rescan, self.config.watch.rescan_interval))
         first = datetime.now(UTC)
+        self._last_run = {name: self.clock() for name, _, _ in ticks}
         for name, tick, seconds in ticks:
             scheduler.add_job(
-                partial(self._run_tick, tick),
+                partial(self._run_tick, name, tick),
                 "interval",
                 seconds=seconds,
                 id=name,
                 next_run_time=first,
             )
+        if self.watcher is not None:
+            self._schedule_rescan(scheduler, self.config.watch.rescan_interval, soon=True)
         scheduler.start()
         self._scheduler = scheduler
 
-    def _run_tick(self, tick: Callable[[float], object]) -> None:
+    def _schedule_rescan(self, scheduler: BackgroundScheduler, seconds: float, soon: bool) -> None:
+        scheduler.add_job(
+            partial(self._run_tick, "rescan", self.rescan),
+            "interval",
+            seconds=seconds,
+            id="rescan",
+            next_run_time=datetime.now(UTC) if soon else None,
+            replace_existing=True,
+        )
+
+    def _run_tick(self, name: str, tick: Callable[[float], object]) -> None:
         try:
             tick(self.clock())
         except RekaSyncError as exc:
-            log.error("tick failed; it runs again shortly", tick=tick.__name__, error=str(exc))
+            log.error("tick failed; it runs again shortly", tick=name, error=str(exc))
+        finally:
+            self._last_run[name] = self.clock()
+
+    def alive(self, now: float) -> bool:
+        """Given the time, return True if the scheduler runs and its short ticks keep coming."""
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running or self._stopping.is_set():
+            return False
+        return all(now - self._last_run.get(name, now) < STALLED for name in LIVELY_TICKS)
 
     def stop(self) -> None:
         """Stop claiming, cancel in-flight uploads, wait for every step to record its outcome."""
         self._stopping.set()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)
         with self._lock:
             for cancel in self._cancels.values():
                 cancel.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
         self.uploads.shutdown()
         self.control.shutdown()
-        self.api.close()
+        for api in [*self._retired, self.api]:
+            api.close()
 
     def in_flight(self) -> dict[int, int]:
         """Return bytes sent so far for each upload in flight, by job id."""

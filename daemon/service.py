@@ -1,4 +1,4 @@
-"""Process-level concerns: signals (and, later, sd_notify). Handlers only set flags."""
+"""Process-level concerns: signals, sd_notify, and who owns a lease. Handlers only set flags."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from types import FrameType
 
 
@@ -25,6 +26,63 @@ def on_stop_signals(stop: Callable[[], None]) -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stopping
+
+
+def on_reload_signal(reload: threading.Event) -> None:
+    """Given an event, set it at SIGHUP (the service loop reloads the configuration)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        reload.set()
+
+    signal.signal(signal.SIGHUP, handler)
+
+
+class Notifier:
+    """sd_notify(3) without libsystemd: one datagram per message to $NOTIFY_SOCKET.
+
+    With no NOTIFY_SOCKET (not started by systemd, or Type= is not notify) every
+    method does nothing. A message that cannot be sent is dropped: systemd's own
+    timeouts then say what went wrong.
+    """
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        address = environ.get("NOTIFY_SOCKET", "")
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", str(os.getpid()))
+        mine = usec.isdigit() and pid == str(os.getpid())
+        self.watchdog_seconds = int(usec) / 1e6 if mine else None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._address)
+
+    def send(self, *lines: str) -> None:
+        """Given KEY=VALUE lines, send them to systemd as one message."""
+        if not self._address:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto("\n".join(lines).encode(), self._address)
+        except OSError:
+            pass
+
+    def ready(self, status: str) -> None:
+        self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+
+    def status(self, status: str) -> None:
+        self.send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def reloading(self) -> None:
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={now_usec}", "STATUS=reloading the configuration")
+
+    def stopping(self, status: str, extend_seconds: float) -> None:
+        extend = f"EXTEND_TIMEOUT_USEC={int(extend_seconds * 1e6)}"
+        self.send("STOPPING=1", f"STATUS={status}", extend)
 
 
 def _start_ticks(pid: int) -> str | None:

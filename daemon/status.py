@@ -8,18 +8,20 @@ from typing import Any
 
 from daemon.journal import HistoryEntry, Job, Journal
 from daemon.lifecycle import State
+from daemon.progress import human_size
 
 
 def status_report(journal: Journal, now: float) -> dict[str, Any]:
     """Given the journal and the time, return counts, in-flight work, pauses and recent failures."""
     counts = journal.counts()
     in_flight = journal.jobs([State.UPLOADING, State.UPLOADED, State.FILING], limit=50)
+    sent = journal.progress()
     waiting = journal.jobs([State.QUEUED, State.RETRY_WAIT], limit=1)
     return {
         "journal": str(journal.path),
         "counts": {state.value: n for state, n in counts.items()},
         "total": sum(counts.values()),
-        "in_flight": [_brief(job, now) for job in in_flight],
+        "in_flight": [_with_progress(_brief(job, now), job, sent) for job in in_flight],
         "oldest_queued_seconds": round(now - waiting[0].created_at, 1) if waiting else None,
         "pauses": [
             {
@@ -50,6 +52,17 @@ def _brief(job: Job, now: float) -> dict[str, Any]:
     }
 
 
+def _with_progress(
+    brief: dict[str, Any], job: Job, sent: dict[int, tuple[int, float]]
+) -> dict[str, Any]:
+    if job.id in sent:
+        count, _ = sent[job.id]
+        brief["sent_bytes"] = count
+        brief["size"] = job.size
+        brief["percent"] = round(100 * count / job.size, 1) if job.size else 100.0
+    return brief
+
+
 def format_status(report: dict[str, Any]) -> str:
     """Given a status report, return it as lines for a person."""
     lines = [f"journal: {report['journal']}  ({report['total']} files)"]
@@ -72,13 +85,16 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"oldest queued file waits {report['oldest_queued_seconds']:.0f}s")
     if report["in_flight"]:
         lines.append("in flight:")
-        lines.extend(
-            f"  {j['state']:<10} {j['path']} (attempt {j['attempts']})" for j in report["in_flight"]
-        )
+        lines.extend(_in_flight_line(j) for j in report["in_flight"])
     if report["recent_failures"]:
         lines.append("recent failures:")
         lines.extend(f"  {j['path']}: {j['error']}" for j in report["recent_failures"])
     return "\n".join(lines)
+
+
+def _in_flight_line(job: dict[str, Any]) -> str:
+    sent = f" {job['percent']:.0f}% of {human_size(job['size'])}" if "percent" in job else ""
+    return f"  {job['state']:<10}{sent} {job['path']} (attempt {job['attempts']})"
 
 
 def show_report(job: Job, history: list[HistoryEntry]) -> dict[str, Any]:

@@ -452,21 +452,27 @@ class Steps:
 class WorkerPool:
     """A bounded pool of threads; `free` says how many more steps it can take now."""
 
-    def __init__(self, size: int, name: str) -> None:
+    def __init__(self, size: int, name: str, most: int | None = None) -> None:
         self.size = size
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+        # Threads start on demand, up to `most`; `size` caps how many steps run at once.
+        self._executor = ThreadPoolExecutor(max_workers=most or size, thread_name_prefix=name)
         self._lock = threading.Lock()
         self._running = 0
 
     @property
     def free(self) -> int:
         with self._lock:
-            return self.size - self._running
+            return max(0, self.size - self._running)
 
     @property
     def running(self) -> int:
         with self._lock:
             return self._running
+
+    def resize(self, size: int) -> None:
+        """Given a new size, let that many steps run at once (running ones carry on)."""
+        with self._lock:
+            self.size = size
 
     def submit(self, step: Callable[[], None], on_done: Callable[[], None]) -> None:
         """Given a step, run it on a worker thread, then call `on_done`."""

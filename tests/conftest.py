@@ -240,13 +240,13 @@ def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None
 class Daemon:
     """`reka-sync run` in the background, its JSON log lines collected as they come."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, **env: str) -> None:
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=cli_env(REKA_API_KEY=API_KEY),
+            env=cli_env(REKA_API_KEY=API_KEY, **env),
         )
         self.lines: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -425,14 +425,33 @@ class Journal:
                 )
             return claimed
 
-    def renew_leases(self, owner: str, now: float, lease_seconds: float) -> int:
-        """Given an owner, push its leases' expiry to now + lease_seconds; return how many."""
+    def renew_leases(
+        self, owner: str, now: float, lease_seconds: float, sent: Mapping[int, int] | None = None
+    ) -> int:
+        """Given an owner, push its leases' expiry to now + lease_seconds; return how many.
+
+        `sent` (bytes sent so far by file id) replaces the owner's progress for `status`.
+        """
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE files SET lease_expires = ? WHERE lease_owner = ? AND state = ?",
                 (now + lease_seconds, owner, State.UPLOADING.value),
             )
+            conn.execute("DELETE FROM progress WHERE owner = ?", (owner,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO progress (file_id, owner, sent, at) VALUES (?, ?, ?, ?)",
+                [(file_id, owner, count, now) for file_id, count in (sent or {}).items()],
+            )
             return cursor.rowcount
+
+    def progress(self) -> dict[int, tuple[int, float]]:
+        """Return file id -> (bytes sent, when) for uploads in flight, as their owners last said."""
+        rows = self._read(
+            "SELECT p.file_id, p.sent, p.at FROM progress p JOIN files f ON f.id = p.file_id"
+            " WHERE f.state = ?",
+            (State.UPLOADING.value,),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def expire_leases(self, is_dead: Callable[[str], bool]) -> int:
         """Given a test of owners, end at once the leases held by dead ones; return how many."""

@@ -79,3 +79,11 @@ def _roots(db: sqlite_utils.Database) -> None:
         "CREATE TABLE roots"
         " (path TEXT PRIMARY KEY, available INTEGER NOT NULL, since REAL NOT NULL)"
     )
+
+
+@migrations(name="0003_progress")
+def _progress(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE progress (file_id INTEGER PRIMARY KEY, owner TEXT NOT NULL,"
+        " sent INTEGER NOT NULL, at REAL NOT NULL)"
+    )

@@ -1,0 +1,195 @@
+"""`reka-sync run` as systemd sees it: sd_notify, SIGTERM mid-upload, SIGHUP reloads.
+
+The daemon is a subprocess; NOTIFY_SOCKET points at a datagram socket the test owns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from tests.conftest import (
+    Daemon,
+    assert_uploaded_exactly_once,
+    emulator_records,
+    engine_config,
+    report_json,
+    set_faults,
+    wait_for,
+)
+from tests.test_watches import inotify_watches
+
+GIB = 1 << 30
+
+
+def sender_pid(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """Given recvmsg's ancillary data, return the sender's pid from SCM_CREDENTIALS."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            return int(struct.unpack("iII", data[:12])[0])
+    return 0
+
+
+class NotifyListener:
+    """The systemd end of NOTIFY_SOCKET: collects each message as a dict of its fields."""
+
+    def __init__(self, path: Path, journal: Path) -> None:
+        self.path = path
+        self.journal = journal
+        self.messages: list[dict[str, str]] = []
+        self.at_ready: dict[str, Any] = {}
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # as systemd does
+        self._sock.bind(str(path))
+        self._sock.settimeout(0.2)
+        self._closed = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data, ancillary, _, _ = self._sock.recvmsg(65536, socket.CMSG_SPACE(12))
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+            if "READY" in fields and not self.at_ready:
+                self.at_ready = self._look_at(sender_pid(ancillary))
+            self.messages.append(fields)
+
+    def _look_at(self, pid: int) -> dict[str, Any]:
+        """What is true the instant READY=1 arrives: watches placed, migrations applied."""
+        with sqlite3.connect(self.journal) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        return {"pid": pid, "watches": inotify_watches(pid), "tables": tables}
+
+    def kinds(self) -> list[str]:
+        order = ("READY", "STOPPING", "RELOADING", "WATCHDOG", "STATUS")
+        return [next(k for k in order if k in m) for m in list(self.messages)]
+
+    def statuses(self) -> list[str]:
+        return [m["STATUS"] for m in list(self.messages) if "STATUS" in m]
+
+    def close(self) -> None:
+        self._closed.set()
+        self._sock.close()
+
+
+def test_systemd_hears_ready_then_status_and_watchdog_then_stopping(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    (media / "cameras" / "door").mkdir(parents=True)
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=1)
+    listener = NotifyListener(tmp_path / "notify.sock", tmp_path / "journal.db")
+    try:
+        daemon = Daemon(config, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000")
+        wait_for(lambda: listener.at_ready, timeout=30, message="READY=1")
+        (media / "cameras" / "door" / "visit.mp4").write_bytes(os.urandom(50_000))
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="the upload")
+        wait_for(
+            lambda: any("done 1" in s for s in listener.statuses()),
+            timeout=60,
+            message="a STATUS line with the upload counted",
+        )
+        assert daemon.stop() == 0
+        wait_for(lambda: "STOPPING" in listener.kinds(), timeout=10, message="STOPPING=1")
+    finally:
+        listener.close()
+    kinds = listener.kinds()
+    assert kinds[0] == "READY", kinds
+    assert kinds.count("READY") == 1
+    assert kinds.count("WATCHDOG") >= 2
+    assert kinds[-1] == "STOPPING" and kinds.count("STOPPING") == 1, kinds
+    stopping = listener.messages[-1]
+    assert int(stopping["EXTEND_TIMEOUT_USEC"]) > 0
+    assert listener.at_ready["pid"] == daemon.proc.pid
+    assert listener.at_ready["watches"] == 3, "root, cameras, cameras/door watched before READY"
+    assert {"files", "events", "progress"} <= listener.at_ready["tables"]
+
+
+def test_sigterm_mid_upload_exits_0_fast_and_the_file_goes_up_once_after_restart(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    big = media / "big.mp4"
+    with big.open("wb") as handle:
+        handle.write(os.urandom(1 << 20))
+        handle.truncate(GIB)
+    set_faults(emu.url, [{"kind": "slow_body", "bytes_per_second": 40_000_000}])
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
+    daemon = Daemon(config)
+
+    def sent() -> int:
+        report = report_json("status", config) or {"in_flight": []}
+        return sum(job.get("sent_bytes", 0) for job in report["in_flight"])
+
+    wait_for(lambda: sent() > 64 << 20, timeout=60, message="64 MiB of the upload sent")
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    code = daemon.proc.wait(timeout=30)
+    took = time.monotonic() - started
+    assert code == 0
+    assert took < 5, f"stopping took {took:.1f}s"
+    shown = report_json("show", config, str(big))
+    # Re-queued: released to retry_wait, due at once, the attempt given back.
+    assert shown is not None and shown["state"] == "retry_wait", shown
+    assert shown["attempts"] == 0, "a cancelled upload spends no attempt"
+    assert "cancelled" in shown["last_error"] and not shown["outcome_unknown"]
+    assert shown["next_attempt_at"] <= time.time()
+    assert emulator_records(emu.url) == []
+    set_faults(emu.url, [])
+    again = Daemon(config)
+    try:
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=120, message="the upload")
+    finally:
+        assert again.stop() == 0
+    assert_uploaded_exactly_once(emu.url, {str(big): "Inbox"})
+
+
+def test_sighup_refuses_a_bad_config_then_adds_a_root_and_a_rule(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=1)
+    second = tmp_path / "second"
+    (second / "shows" / "tides").mkdir(parents=True)
+    data = tomllib.loads(config.read_text())
+    daemon = Daemon(config)
+    try:
+        data["upload"]["workers"] = 0
+        config.write_text(tomli_w.dumps(data))
+        daemon.proc.send_signal(signal.SIGHUP)
+        refused = "configuration not reloaded; the one in use stays. Fix these, then reload again"
+        wait_for(lambda: daemon.logged(refused), timeout=30, message="the refusal")
+        [line] = [line for line in daemon.lines if line.get("event") == refused]
+        assert any(p.startswith("upload.workers:") for p in line["problems"]), line
+        before = media / "before.mp4"
+        before.write_bytes(os.urandom(40_000))
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="before.mp4")
+
+        data["upload"]["workers"] = 2
+        data["watch"]["roots"].append(str(second))
+        data["groups"]["rules"].append({"match": "shows/{show}/**", "group": "Show {show}"})
+        config.write_text(tomli_w.dumps(data))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.logged("configuration reloaded"), timeout=30, message="reload")
+        episode = second / "shows" / "tides" / "ep1.mp4"
+        episode.write_bytes(os.urandom(45_000))
+        wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="ep1.mp4")
+        wait_for(
+            lambda: (report_json("show", config, str(episode)) or {}).get("state") == "done",
+            timeout=60,
+            message="ep1.mp4 filed",
+        )
+    finally:
+        assert daemon.stop() == 0
+    assert_uploaded_exactly_once(emu.url, {str(before): "Inbox", str(episode): "Show tides"})
