@@ -77,20 +77,20 @@ class Steps:
 
     def upload(self, job: Job, cancel: threading.Event) -> None:
         """Given a leased job, upload its file (or adopt, or dedupe it) and record the outcome."""
-        bound = log.bind(path=job.path, job=job.id)
         sent = threading.Event()  # set once this step has begun sending
-        try:
-            self._upload(job, cancel, sent)
-        except LeaseLost as exc:
-            bound.warning("lease lost; another process carries on", reason=str(exc))
-        except _Defer as defer:
-            self._release(job, str(defer), defer.delay)
-        except Exception as exc:  # noqa: BLE001 (a bug must fail one file, not wedge its lease)
-            if not isinstance(exc, (RekaSyncError, OSError)):
-                bound.exception("upload step crashed")
-            self._after_failure(self.ctx.journal.get(job.id), exc, sent.is_set())
-        finally:
-            self.ctx.progress.pop(job.id, None)
+        with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
+            try:
+                self._upload(job, cancel, sent)
+            except LeaseLost as exc:
+                log.warning("lease lost; another process carries on", reason=str(exc))
+            except _Defer as defer:
+                self._release(job, str(defer), defer.delay)
+            except Exception as exc:  # a bug must fail one file, not wedge its lease
+                if not isinstance(exc, (RekaSyncError, OSError)):
+                    log.exception("upload step crashed")
+                self._after_failure(self.ctx.journal.get(job.id), exc, sent.is_set())
+            finally:
+                self.ctx.progress.pop(job.id, None)
 
     def _upload(self, job: Job, cancel: threading.Event, sent: threading.Event) -> None:
         ctx = self.ctx
@@ -159,6 +159,13 @@ class Steps:
                 "request_id": accepted.request_id,
                 "bytes": accepted.bytes_sent,
             },
+        )
+        log.info(
+            "uploaded",
+            video_id=accepted.video_id,
+            request_id=accepted.request_id,
+            bytes=accepted.bytes_sent,
+            group=job.group_name,
         )
         after = stat_file(job.path)
         if after is None or not after.same_content_as(job.stat):
@@ -342,7 +349,10 @@ class Steps:
             detail={"error": decision.reason, "retry_in": round(decision.delay, 1)},
         )
         log.info(
-            "upload step failed", path=job.path, action=decision.action.value, error=decision.reason
+            "upload step failed",
+            action=decision.action.value,
+            error=decision.reason,
+            request_id=getattr(exc, "request_id", None),
         )
 
     # -- poll and file ---------------------------------------------------------------------

@@ -52,11 +52,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """Return an environment for running reka-sync as a subprocess."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REKA_API_KEY", "CREDENTIALS_DIRECTORY", "REKA_SYNC_CONFIG", "NOTIFY_SOCKET")
-    }
+    owned = ("REKA_API_KEY", "CREDENTIALS_DIRECTORY", "REKA_SYNC_CONFIG")
+    systemd = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+    env = {k: v for k, v in os.environ.items() if k not in owned + systemd}
     env.update(extra)
     return env
 

@@ -5,11 +5,14 @@ The daemon is a subprocess; NOTIFY_SOCKET points at a datagram socket the test o
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import sqlite3
 import struct
+import subprocess
 import threading
 import time
 import tomllib
@@ -19,11 +22,15 @@ from typing import Any
 import tomli_w
 
 from tests.conftest import (
+    API_KEY,
+    PYTHON,
     Daemon,
     assert_uploaded_exactly_once,
+    cli_env,
     emulator_records,
     engine_config,
     report_json,
+    run_backfill,
     set_faults,
     wait_for,
 )
@@ -193,3 +200,37 @@ def test_sighup_refuses_a_bad_config_then_adds_a_root_and_a_rule(
     finally:
         assert daemon.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(before): "Inbox", str(episode): "Show tides"})
+
+
+def test_logs_carry_file_context_and_journald_gets_priority_prefixes(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    clip = media / "clip.mp4"
+    clip.write_bytes(os.urandom(30_000))
+    (media / "gone.mp4").write_bytes(os.urandom(30_000))
+    set_faults(emu.url, [{"kind": "server_error", "count": 1, "scope": "upload"}])
+    config = engine_config(tmp_path, media, emu.url)
+    log_file = tmp_path / "stderr.log"
+    with log_file.open("w") as stderr:
+        st = os.fstat(stderr.fileno())
+        done = subprocess.run(
+            [PYTHON, "-m", "daemon", "backfill", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=cli_env(REKA_API_KEY=API_KEY, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"),
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0
+    lines = log_file.read_text().splitlines()
+    assert lines and all(re.match(r"<[2-7]>", line) for line in lines), lines
+    failed = [line for line in lines if "upload step failed" in line]
+    assert failed and failed[0].startswith("<6>")
+    assert "request_id=" in failed[0] and "path=" in failed[0] and "job=" in failed[0]
+    uploaded = [line for line in lines if "] uploaded " in line or " uploaded " in line]
+    assert len(uploaded) == 2, lines
+    assert not any(re.search(r"\d{4}-\d\d-\d\dT\d\d:", line) for line in lines), "no timestamps"
+
+    report = run_backfill(config, "--log-format", "json")  # nothing left to do: a quiet run
+    assert report.returncode == 0
+    assert all(json.loads(line) for line in report.stderr.splitlines())
