@@ -9,6 +9,7 @@ rate-limit headers are handed to ``on_response``. The key is sent as
 
 from __future__ import annotations
 
+import email.utils
 import json
 import mimetypes
 import socket
@@ -51,6 +52,7 @@ class ResponseInfo:
     remaining: int | None
     reset_after: float | None
     retry_after: float | None
+    server_date: float | None = None  # the Date header, as epoch seconds
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,15 @@ def _info(method: str, path: str, response: httpx.Response) -> ResponseInfo:
         _int(headers.get("x-ratelimit-requests-remaining")),
         _seconds(headers.get("x-ratelimit-requests-reset")),
         _seconds(headers.get("retry-after")),
+        _http_date(headers.get("date")),
     )
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _int(value: str | None) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -99,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("rules", cmd_rules, "which group each path would go to, and which rule decided")
     sub.add_argument("paths", nargs="+", metavar="PATH")
     add("check-config", cmd_check_config, "validate the configuration; print every problem")
-    add("doctor", _later("doctor"), "check the key, reachability, inotify limits, mounts, journal")
+    doctor = add(
+        "doctor", cmd_doctor, "check the key, reachability, clock, inotify limits, mounts, journal"
+    )
+    _json_flag(doctor)
     _emulator_flags(add("emulator", cmd_emulator, "run the built-in Reka Vision API emulator"))
     add("demo", cmd_demo, "run the pipeline against the built-in emulator on a sample tree")
     return parser
@@ -178,6 +182,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         journal.close()
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check what the service depends on; exit 1 if any check fails."""
+    from daemon import doctor
+
+    config = _config(args)
+    try:
+        key = resolve_api_key(config)
+    except ConfigError:
+        key = None  # doctor's key check says why
+    _logging(args, key)
+    checks = doctor.run_checks(config)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
+    else:
+        print(doctor.format_checks(checks))
+    return EXIT_FAILED if any(c.level == "fail" for c in checks) else EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -322,11 +344,3 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     )
     emulator.serve(args.host, args.port, args.data, settings, faults, args.seed)
     return EXIT_OK
-
-
-def _later(name: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"reka-sync: `{name}` is not available in this version yet", file=sys.stderr)
-        return EXIT_FAILED
-
-    return handler

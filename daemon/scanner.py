@@ -104,3 +104,25 @@ def _relative(root: Path, path: str) -> str:
 
 def _is_regular(mode: int) -> bool:
     return (mode & 0o170000) == 0o100000
+
+
+def count_folders(root: Path, ignore: IgnoreRules, problems: list[ScanProblem]) -> int:
+    """Given a root, return how many folders in it are watched (itself included).
+
+    Unreadable folders are counted and reported in `problems`.
+    """
+    skip = len(os.path.join(str(root), ""))
+    count, stack = 0, [str(root)]
+    while stack:
+        folder = stack.pop()
+        count += 1
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False) and not ignore.ignores_dir(
+                        entry.path[skip:].replace(os.sep, "/")
+                    ):
+                        stack.append(entry.path)
+        except OSError as exc:
+            problems.append(ScanProblem(folder, exc.strerror or str(exc)))
+    return count

@@ -649,8 +649,11 @@ class Journal:
         return {r["path"]: r["since"] for r in rows}
 
     def check_integrity(self) -> str:
-        """Return SQLite's integrity-check verdict ("ok" when healthy)."""
-        return str(self._read("PRAGMA quick_check")[0][0])
+        """Return SQLite's integrity-check verdict ("ok" when healthy, else what is wrong)."""
+        try:
+            return "; ".join(str(row[0]) for row in self._read("PRAGMA quick_check"))
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
 
 
 def _refuse_foreign_file(path: Path) -> None:
