@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import TextIO
 
 from daemon import backfill, emulator
 from daemon.api import ApiClient
-from daemon.config import ApiConfig, Secret, load_config
+from daemon.config import ApiConfig, Config, Secret, load_config
+from daemon.lifecycle import State
+from daemon.runner import Service
+from daemon.service import Notifier
 
 DEMO_KEY = Secret("demo-key-not-secret")
+WATCH_DEADLINE = 60.0  # seconds for the dropped files to be uploaded and filed
 SAMPLES = {
     "cameras/front/2026-11-01 morning.mp4": 900_000,
     "cameras/front/2026-11-01 evening.mp4": 700_000,
@@ -25,6 +31,11 @@ SAMPLES = {
     "projects/alpha/interview take 1.mov": 2_000_000,
     "projects/alpha/interview take 2.mov": 1_500_000,
     "holiday/beach.mp4": 600_000,
+}
+ARRIVALS = {  # dropped in while the service watches, each a different way
+    "cameras/garage/2026-11-03 delivery.mp4": "created in a new folder",
+    "projects/beta/rough cut.mov": "written as .part, then renamed",
+    "holiday/sunset.mp4": "copied in",
 }
 LITTER = [
     "cameras/front/.DS_Store",
@@ -74,7 +85,7 @@ path = "{folder / "journal.db"}"
 
 [watch]
 roots = ["{folder / "media"}"]
-settle_seconds = 0
+settle_seconds = 1
 
 [upload]
 workers = 3
@@ -122,7 +133,10 @@ def run(out: TextIO) -> int:
                 out=io.StringIO(),
                 err=io.StringIO(),
             )
-            if _print_groups(config.api, out) != len(SAMPLES):
+            print(f"\n3. reka-sync run, watching; {len(ARRIVALS)} more videos arrive:", file=out)
+            if not watch_and_drop(config, folder, out):
+                code = 1
+            if _print_groups(config.api, out) != len(SAMPLES) + len(ARRIVALS):
                 print("   unexpected: the API should hold one video per sample", file=out)
                 code = 1
         finally:
@@ -131,12 +145,57 @@ def run(out: TextIO) -> int:
     return code
 
 
+def watch_and_drop(config: Config, folder: Path, out: TextIO) -> bool:
+    """Run the service, drop files into the tree, wait until each is in its group.
+
+    Return True if every one of them was uploaded and filed within the deadline.
+    """
+    service = Service(config, DEMO_KEY, folder / "config.toml", Notifier({}))
+    service.start()
+    try:
+        started = time.monotonic()
+        for index, (rel, how) in enumerate(ARRIVALS.items()):
+            _drop(folder, rel, how, index)
+        pending = {str(folder / "media" / rel): rel for rel in ARRIVALS}
+        deadline = started + WATCH_DEADLINE
+        while pending and time.monotonic() < deadline:
+            for job in service.journal.jobs_by_ids(service.journal.ids_of(pending)):
+                if job.state is State.DONE:
+                    seconds = time.monotonic() - started
+                    rel = pending.pop(job.path)
+                    print(f"   + {rel} -> {job.group_name} ({seconds:.1f}s)", file=out)
+            service.stop.wait(0.1)
+        for rel in pending.values():
+            print(f"   ! {rel} did not arrive in {WATCH_DEADLINE:.0f}s", file=out)
+        return not pending
+    finally:
+        service.shutdown()
+
+
+def _drop(folder: Path, rel: str, how: str, index: int) -> None:
+    target = folder / "media" / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = tiny_mp4(800_000, 100 + index)
+    if how.startswith("written as .part"):
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(data)
+        partial.rename(target)
+    elif how == "copied in":
+        outside = folder / "outside.tmp"
+        outside.write_bytes(data)
+        shutil.copyfile(outside, target)
+    else:
+        target.write_bytes(data)
+
+
 def _print_groups(api_config: ApiConfig, out: TextIO) -> int:
     """Print each group's videos as the API lists them; return how many videos it holds."""
     client = ApiClient(api_config, DEMO_KEY)
     try:
         videos = client.list_videos()
-        print(f"   the API holds {len(videos)} videos\n\n3. what landed in which group:", file=out)
+        print(
+            f"\n   the API holds {len(videos)} videos\n\n4. what landed in which group:", file=out
+        )
         names = {g.group_id: g.name for g in client.list_groups()}
         by_group: dict[str, list[str]] = {}
         for video in videos:

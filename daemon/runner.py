@@ -54,22 +54,30 @@ class Service:
         on_stop_signals(self.stop.set)
         on_reload_signal(self.reload)
         try:
-            self._watcher().start()
-            self.engine.start()
-            log.info(
-                "reka-sync running",
-                roots=[str(r) for r in self.config.watch.roots],
-                observers={str(k): v for k, v in self._watcher().kinds.items()},
-                workers=self.config.upload.workers,
-            )
+            self.start()
             self.notifier.ready(self.status_line())
             return self._supervise()
         finally:
             self.notifier.stopping("stopping: uploads in flight go back to the queue", DRAIN)
-            self.engine.stop()
-            self._watcher().stop()
-            self.journal.close()
-            log.info("stopped")
+            self.shutdown()
+
+    def start(self) -> None:
+        """Place the watches and start the engine's ticks."""
+        self._watcher().start()
+        self.engine.start()
+        log.info(
+            "reka-sync running",
+            roots=[str(r) for r in self.config.watch.roots],
+            observers={str(k): v for k, v in self._watcher().kinds.items()},
+            workers=self.config.upload.workers,
+        )
+
+    def shutdown(self) -> None:
+        """Re-queue uploads in flight, stop the engine and the observers, close the journal."""
+        self.engine.stop()
+        self._watcher().stop()
+        self.journal.close()
+        log.info("stopped")
 
     def _supervise(self) -> int:
         last_status = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -132,8 +133,18 @@ def test_status_without_a_journal_says_what_to_do(config_file: Path) -> None:
 def test_demo_runs_the_pipeline_and_leaves_nothing_behind() -> None:
     done = reka("demo")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "the API holds 6 videos" in done.stdout
+    assert "the API holds 9 videos" in done.stdout  # 6 samples by backfill, 3 by watch mode
     assert "Camera front:" in done.stdout and "Project alpha:" in done.stdout
     assert "(1 skipped as duplicates" in done.stdout
+    for arrival in (
+        "+ cameras/garage/2026-11-03 delivery.mp4 -> Camera garage",
+        "+ projects/beta/rough cut.mov -> Project beta",
+        "+ holiday/sunset.mp4 -> Inbox",
+    ):
+        assert arrival in done.stdout
     folder = done.stdout.split("sample tree: ")[1].split()[0]
     assert not Path(folder).exists()
+    url = done.stdout.split("emulator: ")[1].split()[0]
+    host, port = url.removeprefix("http://").split(":")
+    with pytest.raises(ConnectionRefusedError):  # the emulator is gone with the demo
+        socket.create_connection((host, int(port)), timeout=5).close()
