@@ -238,9 +238,9 @@ def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None
 class Daemon:
     """`reka-sync run` in the background, its JSON log lines collected as they come."""
 
-    def __init__(self, config: Path, **env: str) -> None:
+    def __init__(self, config: Path, *args: str, **env: str) -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
+            [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -29,6 +29,7 @@ from tests.conftest import (
     cli_env,
     emulator_records,
     engine_config,
+    make_tree,
     report_json,
     run_backfill,
     set_faults,
@@ -234,3 +235,74 @@ def test_logs_carry_file_context_and_journald_gets_priority_prefixes(
     report = run_backfill(config, "--log-format", "json")  # nothing left to do: a quiet run
     assert report.returncode == 0
     assert all(json.loads(line) for line in report.stderr.splitlines())
+
+
+def test_the_key_appears_nowhere_after_faults_failures_and_every_command(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    expected = make_tree(media, 12, size=20_000)
+    set_faults(
+        emu.url,
+        [
+            {"kind": "server_error", "rate": 0.3},
+            {"kind": "drop_after_store", "rate": 0.2},
+            {"kind": "rate_limit", "count": 1, "seconds": 1},
+            {"kind": "processing_failure", "count": 2},
+        ],
+        seed=7,
+    )
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5, max_attempts=2)
+    daemon = Daemon(config, "--log-level", "debug")
+    try:
+        settled = wait_for(
+            lambda: (s := report_json("status", config)) and _settled(s, len(expected)) and s,
+            timeout=120,
+            message="every file done or failed",
+        )
+        assert settled["counts"]["failed"] >= 1, "no failure was exercised"
+        outputs = [reka(command, config) for command in EVERY_COMMAND]
+        outputs.append(reka(("show", next(iter(expected)), "--json"), config))
+        outputs.append(reka(("rules", next(iter(expected))), config))
+        outputs.append(reka(("doctor",), config, key="a-wrong-key-12345"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.logged("configuration reloaded"), timeout=30, message="reload")
+    finally:
+        assert daemon.stop() == 0
+    texts = [*outputs, json.dumps(daemon.lines)]
+    assert any("upload step failed" in text for text in texts)
+    for secret in (API_KEY, "a-wrong-key-12345"):
+        for text in texts:
+            assert secret not in text
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+
+
+EVERY_COMMAND = [
+    ("status",),
+    ("status", "--json"),
+    ("retry", "--all-failed"),
+    ("check-config",),
+    ("doctor",),
+    ("doctor", "--json"),
+    ("backfill",),
+    ("backfill", "--dry-run", "--json"),
+]
+
+
+def _settled(report: dict[str, Any], files: int) -> bool:
+    counts = report["counts"]
+    return bool(counts["done"] + counts["failed"] + counts["skipped"] == files)
+
+
+def reka(args: tuple[str, ...], config: Path, key: str = API_KEY) -> str:
+    """Run a reka-sync command with the key in its environment; return all it printed."""
+    done = subprocess.run(
+        [PYTHON, "-m", "daemon", *args, "--config", str(config), "--log-level", "debug"],
+        capture_output=True,
+        text=True,
+        env=cli_env(REKA_API_KEY=key),
+        timeout=300,
+        check=False,
+    )
+    return f"{args} exit {done.returncode}\n{done.stdout}\n{done.stderr}"
