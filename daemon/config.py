@@ -75,6 +75,7 @@ class WatchConfig:
     settle_seconds: float = 15.0
     rescan_interval: float = 300.0
     observer: str = "auto"
+    mp4_index_wait: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,7 @@ def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
         settle_seconds=table.get("settle_seconds", float, d.settle_seconds, _non_negative),
         rescan_interval=table.get("rescan_interval", float, d.rescan_interval, _positive),
         observer=observer,
+        mp4_index_wait=table.get("mp4_index_wait", float, d.mp4_index_wait, _non_negative),
     )
     table.finish()
     return config

@@ -97,7 +97,7 @@ for _state in _CHANGEABLE:
 for _state in _PRE_UPLOAD:
     _TABLE[(_state, Event.VANISHED)] = State.MISSING
     _TABLE[(_state, Event.IGNORE)] = State.SKIPPED
-for _state in (State.UPLOADING, State.UPLOADED, State.FILING, State.QUEUED, State.RETRY_WAIT):
+for _state in (*_PRE_UPLOAD, State.UPLOADED, State.FILING):
     _TABLE[(_state, Event.FAIL)] = State.FAILED
 for _state in (State.FAILED, State.MISSING, State.SKIPPED):
     _TABLE[(_state, Event.REQUEUE)] = State.DISCOVERED

@@ -31,6 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.api import ApiClient, ResponseInfo
 from daemon.config import MAX_WORKERS, Config, Secret
+from daemon.container import Index, mp4_index, wants_check
 from daemon.errors import RekaSyncError
 from daemon.groups import GroupResolver
 from daemon.journal import Job, Journal, SeenFile
@@ -40,7 +41,7 @@ from daemon.pauses import ALL, PauseBoard, kind_of
 from daemon.retry import Backoff, server_wait
 from daemon.scanner import stat_file, walk_stats
 from daemon.service import owner_alive, owner_id
-from daemon.stability import FileStat, Verdict, settle
+from daemon.stability import FileStat, Verdict, await_index, settle
 from daemon.watcher import Watcher
 from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool
 
@@ -50,6 +51,7 @@ HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
 STALLED = 30.0  # seconds without a heartbeat or dispatch tick before we call it stuck
 LIVELY_TICKS = ("heartbeat", "dispatch")
 SETTLE_BATCH = 5000
+WAITING_FOR_INDEX = "waiting for the MP4/MOV index (moov box): still being written?"
 
 
 class Engine:
@@ -183,7 +185,11 @@ class Engine:
             current = stat_file(job.path)
             verdict = settle(job.stat, current, job.quiet_since, now, settle_seconds)
             if verdict is Verdict.STABLE:
-                self.journal.transition(job.id, Event.SETTLED, now, next_attempt_at=now)
+                verdict = self._check_index(job, now)
+            if verdict is Verdict.STABLE:
+                waited = job.last_error == WAITING_FOR_INDEX
+                changes = {"last_error": None} if waited else {}
+                self.journal.transition(job.id, Event.SETTLED, now, next_attempt_at=now, **changes)
                 promoted += 1
             elif verdict is Verdict.VANISHED:
                 self.journal.transition(job.id, Event.VANISHED, now)
@@ -201,6 +207,24 @@ class Engine:
         if promoted:
             self.dispatch(now)
         return promoted
+
+    def _check_index(self, job: Job, now: float) -> Verdict:
+        """A stable MP4/MOV waits for its moov box; one that never gets it is failed."""
+        patience = self.config.watch.mp4_index_wait
+        if patience <= 0 or not wants_check(job.path):
+            return Verdict.STABLE
+        has_index = mp4_index(job.path) is not Index.MISSING
+        verdict = await_index(has_index, job.quiet_since, now, patience)
+        if verdict is Verdict.NO_INDEX_YET and job.last_error != WAITING_FOR_INDEX:
+            self.journal.annotate(job.id, now, WAITING_FOR_INDEX, last_error=WAITING_FOR_INDEX)
+        elif verdict is Verdict.NO_INDEX:
+            reason = (
+                f"an MP4/MOV without its index (moov box) after {patience:.0f}s of quiet: cut "
+                "short? Re-export or repair it; a changed file is picked up again"
+            )
+            self.journal.transition(job.id, Event.FAIL, now, last_error=reason)
+            log.warning("incomplete video; not uploading it", path=job.path, reason=reason)
+        return verdict
 
     def intake(self, now: float) -> int:
         """Given the time, record what the watcher saw (live files go first); return how many."""

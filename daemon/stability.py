@@ -24,6 +24,8 @@ class Verdict(StrEnum):
     WAIT = "wait"  # not quiet long enough yet
     CHANGED = "changed"  # the stat moved: restart the quiet time
     VANISHED = "vanished"  # no longer there
+    NO_INDEX_YET = "no_index_yet"  # an MP4/MOV, stable, but its moov box is not there yet
+    NO_INDEX = "no_index"  # stable without a moov box for longer than we wait: cut short
 
 
 def settle(
@@ -45,3 +47,12 @@ def settle(
     if now - quiet_since < settle_seconds:
         return Verdict.WAIT
     return Verdict.STABLE
+
+
+def await_index(has_index: bool, quiet_since: float, now: float, patience: float) -> Verdict:
+    """Given whether a stable MP4/MOV has its moov box, and how long it has been quiet,
+    return STABLE (upload it), NO_INDEX_YET (wait) or NO_INDEX (give up on it).
+    """
+    if has_index:
+        return Verdict.STABLE
+    return Verdict.NO_INDEX if now - quiet_since >= patience else Verdict.NO_INDEX_YET

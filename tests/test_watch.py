@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
+from daemon.demo import tiny_mp4
 from tests.conftest import (
     API_KEY,
     Daemon,
@@ -215,3 +218,40 @@ def test_a_file_deleted_before_upload_is_missing_and_nothing_is_sent(
     finally:
         assert daemon.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(media / "kept.mp4"): "Inbox"})
+
+
+def test_an_mp4_waits_for_its_index_and_one_cut_short_fails(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
+    data = tomllib.loads(config.read_text())
+    data["watch"]["mp4_index_wait"] = 4
+    config.write_text(tomli_w.dumps(data))
+    whole = tiny_mp4(300_000, 7)
+    recording, cut = media / "recording.mp4", media / "cut.mp4"
+    moov_at = whole.rindex(b"moov") - 4
+    recording.write_bytes(whole[:moov_at])  # media data written, the index not yet
+    cut.write_bytes(tiny_mp4(200_000, 8)[:150_000])
+    daemon = Daemon(config)
+    try:
+
+        def shown(path: Path) -> dict[str, Any]:
+            return report_json("show", config, str(path)) or {}
+
+        waiting = "waiting for the MP4/MOV index (moov box): still being written?"
+        wait_for(
+            lambda: shown(recording).get("last_error") == waiting,
+            timeout=30,
+            message="the recording to wait for its index",
+        )
+        assert emulator_records(emu.url) == []
+        with recording.open("ab") as handle:
+            handle.write(whole[moov_at:])  # the recorder finishes
+        wait_for(lambda: shown(recording).get("state") == "done", timeout=60, message="upload")
+        failed = wait_for(
+            lambda: (s := shown(cut)).get("state") == "failed" and s, timeout=30, message="cut"
+        )
+        assert "without its index" in failed["last_error"]
+    finally:
+        assert daemon.stop() == 0
+    assert_uploaded_exactly_once(emu.url, {str(recording): "Inbox"})
