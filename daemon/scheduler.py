@@ -238,20 +238,28 @@ class Engine:
     def rescan(self, now: float) -> int:
         """Given the time, walk every root to catch what events missed; return files seen."""
         ignore = IgnoreRules(self.config.watch.ignore, self.config.watch.extensions)
-        count = 0
+        self.check_roots(now)
+        return sum(
+            self._rescan_root(root, ignore, now)
+            for root in self.config.watch.roots
+            if root.is_dir()
+        )
+
+    def check_roots(self, now: float) -> None:
+        """Given the time, record which roots are there; watch returning ones, rescan them."""
         for root in self.config.watch.roots:
             available = root.is_dir()
-            if self.journal.set_root_available(str(root), available, now):
-                if available:
-                    log.info("root available", root=str(root))
-                else:
-                    log.warning(
-                        "root unavailable (unmounted?); its files are not missing", root=str(root)
-                    )
-            if not available:
-                continue
-            count += self._rescan_root(root, ignore, now)
-        return count
+            changed = self.journal.set_root_available(str(root), available, now)
+            if changed and not available:
+                log.warning("root unavailable (unmounted?); its files wait", root=str(root))
+                if self.watcher is not None:
+                    self.watcher.unwatch(root)
+            elif changed:
+                log.info("root available", root=str(root))
+            if available and self.watcher is not None:
+                self.watcher.watch(root)  # nothing to do if it has its watch
+                if changed and self._scheduler is not None:
+                    self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
 
     def _rescan_root(self, root: Path, ignore: IgnoreRules, now: float) -> int:
         known = self.journal.recorded_under(str(root))  # one read, compared in memory
@@ -278,6 +286,8 @@ class Engine:
         self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
         for pause in self.pauses.active(now):
             self.journal.set_pause(pause.kind, pause.until, pause.reason)
+        if self.watcher is not None:
+            self.check_roots(now)
 
     def tick(self, now: float) -> None:
         """Given the time, run every tick once (tests and one-shot callers)."""

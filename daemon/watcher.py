@@ -126,6 +126,7 @@ class Watcher:
         self._hints: dict[str, Hint] = {}
         self._observers: dict[str, BaseObserver] = {}
         self._watches: dict[Path, ObservedWatch] = {}
+        self._placing = threading.RLock()  # watch/unwatch (rescan) vs fallback (intake)
         self._placement = Placement(config.roots, self._ignore)
         self.kinds: dict[Path, str] = {}
 
@@ -136,15 +137,29 @@ class Watcher:
 
     def start(self) -> None:
         """Place the watches on every root that exists now."""
-        try:
-            mounts = Path("/proc/self/mounts").read_text()
-        except OSError:
-            mounts = ""
         for root in self._config.roots:
             if root.is_dir():
-                kind = observer_kind(filesystem_of(root, mounts), self._config.observer)
-                self._schedule(root, kind)
+                self.watch(root)
         self._poll_exhausted_roots()
+
+    def watch(self, root: Path) -> None:
+        """Given a root that is there (again), place its watch unless it has one."""
+        with self._placing:
+            if root in self._watches:
+                return
+            try:
+                mounts = Path("/proc/self/mounts").read_text()
+            except OSError:
+                mounts = ""
+            self._schedule(root, observer_kind(filesystem_of(root, mounts), self._config.observer))
+
+    def unwatch(self, root: Path) -> None:
+        """Given a root that went away (unmounted), drop its watch; `watch` places it again."""
+        with self._placing:
+            watch = self._watches.pop(root, None)
+            kind = self.kinds.pop(root, None)
+            if watch is not None and kind is not None:
+                self._observers[kind].unschedule(watch)
 
     def _schedule(self, root: Path, kind: str) -> None:
         observer = self._observer(kind)
@@ -153,11 +168,14 @@ class Watcher:
                 _Handler(self.note), str(root), recursive=True, event_filter=list(WANTED_EVENTS)
             )
         except OSError as exc:
-            if kind != "native" or exc.errno not in OUT_OF_WATCHES:
-                raise
-            self._placement.take_exhausted()
-            self._warn_out_of_watches(root)
-            self._schedule(root, "polling")
+            if kind == "native" and exc.errno in OUT_OF_WATCHES:
+                self._placement.take_exhausted()
+                self._warn_out_of_watches(root)
+                self._schedule(root, "polling")
+            else:  # gone again, or unreadable: the rescan and `doctor` say more
+                log.error(
+                    "cannot watch root; only rescans will see it", root=str(root), error=str(exc)
+                )
             return
         self.kinds[root] = kind
         self._watches[root] = watch
@@ -166,11 +184,12 @@ class Watcher:
         """Move every root that ran out of inotify watches to polling, and look it over."""
         for name in self._placement.take_exhausted():
             root = Path(name)
-            if self.kinds.get(root) != "native":
-                continue
-            self._warn_out_of_watches(root)
-            self._observers["native"].unschedule(self._watches.pop(root))
-            self._schedule(root, "polling")
+            with self._placing:
+                if self.kinds.get(root) != "native":
+                    continue
+                self._warn_out_of_watches(root)
+                self._observers["native"].unschedule(self._watches.pop(root))
+                self._schedule(root, "polling")
             self.note(name, is_directory=True)
 
     def _warn_out_of_watches(self, root: Path) -> None:

@@ -255,3 +255,24 @@ def test_an_mp4_waits_for_its_index_and_one_cut_short_fails(
     finally:
         assert daemon.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(recording): "Inbox"})
+
+
+def test_a_root_that_appears_after_start_gets_its_watch(tmp_path: Path, emu: Any) -> None:
+    share = tmp_path / "share"  # not there yet: a share mounted after the daemon started
+    config = engine_config(tmp_path, share, emu.url, settle_seconds=0.5, rescan_interval=3600)
+    daemon = Daemon(config)
+    try:
+
+        def unavailable() -> list[Any]:
+            return list((report_json("status", config) or {}).get("unavailable_roots", [None]))
+
+        wait_for(lambda: len(unavailable()) == 1, timeout=30, message="the root to be missing")
+        share.mkdir()
+        wait_for(lambda: daemon.logged("root available"), timeout=30, message="the root back")
+        wait_for(lambda: unavailable() == [], timeout=30, message="status to say so")
+        arrived = share / "arrived.mp4"
+        arrived.write_bytes(os.urandom(30_000))  # the next rescan is an hour away: events only
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=30, message="the upload")
+    finally:
+        assert daemon.stop() == 0
+    assert_uploaded_exactly_once(emu.url, {str(arrived): "Inbox"})
