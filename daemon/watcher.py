@@ -23,6 +23,7 @@ How this works
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -162,15 +163,15 @@ class Watcher:
                 self._observers[kind].unschedule(watch)
 
     def _schedule(self, root: Path, kind: str) -> None:
-        observer = self._observer(kind)
         try:
+            observer = self._observer(kind)  # inotify_init can fail too (max_user_instances)
             watch = observer.schedule(
                 _Handler(self.note), str(root), recursive=True, event_filter=list(WANTED_EVENTS)
             )
         except OSError as exc:
             if kind == "native" and exc.errno in OUT_OF_WATCHES:
                 self._placement.take_exhausted()
-                self._warn_out_of_watches(root)
+                self._warn_out_of_watches(root, exc.errno)
                 self._schedule(root, "polling")
             else:  # gone again, or unreadable: the rescan and `doctor` say more
                 log.error(
@@ -192,10 +193,12 @@ class Watcher:
                 self._schedule(root, "polling")
             self.note(name, is_directory=True)
 
-    def _warn_out_of_watches(self, root: Path) -> None:
+    def _warn_out_of_watches(self, root: Path, error: int = errno.ENOSPC) -> None:
+        limit = "instance" if error == errno.EMFILE else "watch"
+        setting = "max_user_instances=512" if limit == "instance" else "max_user_watches=1048576"
         log.warning(
-            "inotify watch limit reached; polling this root instead. Raise it with "
-            "`sysctl fs.inotify.max_user_watches=1048576` (systemd/60-reka-sync.conf is a "
+            f"inotify {limit} limit reached; polling this root instead. Raise it with "
+            f"`sysctl fs.inotify.{setting}` (systemd/60-reka-sync.conf is a "
             "drop-in for /etc/sysctl.d)",
             root=str(root),
         )

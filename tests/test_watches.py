@@ -140,3 +140,38 @@ def test_events_lost_to_a_queue_overflow_are_found_by_the_rescan(
     )
     assert found >= 250, f"the rescan found what events missed (found {found})"
     assert_uploaded_exactly_once(emu.url, expected)
+
+
+def every_inotify_instance() -> int:
+    """Return how many inotify instances all processes hold."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+            except OSError:
+                continue
+    return count
+
+
+def test_no_inotify_instance_left_means_polling_not_a_crash(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
+    with kernel_limit("max_user_instances", every_inotify_instance()):
+        daemon = Daemon(config)
+    try:
+        [running] = [line for line in daemon.lines if line.get("event") == "reka-sync running"]
+        assert running["observers"] == {str(media): "polling"}
+        assert any(
+            "inotify instance limit reached" in str(line.get("event")) for line in daemon.lines
+        )
+        (media / "clip.mp4").write_bytes(os.urandom(30_000))
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="clip.mp4")
+    finally:
+        assert daemon.stop() == 0
+    assert_uploaded_exactly_once(emu.url, {str(media / "clip.mp4"): "Inbox"})
