@@ -10,6 +10,8 @@ migrations applied) and the watches are placed.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -29,12 +31,19 @@ log = structlog.get_logger("reka_sync.run")
 SUPERVISE_EVERY = 1.0  # seconds between liveness checks (and watchdog pings)
 STATUS_EVERY = 5.0  # seconds between STATUS= lines
 DRAIN = 30.0  # what we ask systemd for while uploads in flight are put back
+STOP_GRACE = 1.5  # seconds an aborted step may take to record its outcome
 
 
 def run(config: Config, key: Secret, config_path: Path) -> int:
     """Given the config, key and config file, serve until SIGTERM/SIGINT (0) or an error (1)."""
     service = Service(config, key, config_path, Notifier())
-    return service.serve()
+    code = service.serve()
+    if not service.drained:
+        # A thread is stuck in a network call and would hold the exit open: leave now.
+        # The journal is closed; that upload's row says its outcome is unknown.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 class Service:
@@ -46,6 +55,7 @@ class Service:
         self.notifier = notifier
         self.stop = threading.Event()
         self.reload = threading.Event()
+        self.drained = True
         self.journal = Journal.open(config.journal.path)
         self.engine = Engine(config, self.journal, key, watcher=Watcher(config.watch, time.time))
 
@@ -74,7 +84,7 @@ class Service:
 
     def shutdown(self) -> None:
         """Re-queue uploads in flight, stop the engine and the observers, close the journal."""
-        self.engine.stop()
+        self.drained = self.engine.stop(grace=STOP_GRACE)
         self._watcher().stop()
         self.journal.close()
         log.info("stopped")

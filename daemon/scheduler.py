@@ -381,18 +381,27 @@ class Engine:
             return False
         return all(now - self._last_run.get(name, now) < STALLED for name in LIVELY_TICKS)
 
-    def stop(self) -> None:
-        """Stop claiming, cancel in-flight uploads, wait for every step to record its outcome."""
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop claiming, cancel in-flight uploads, wait for the steps to record their outcome.
+
+        Given a grace in seconds, wait no longer than that for steps stuck in a network
+        call (a stalled server); return False if one still runs. Its journal row already
+        says its outcome is unknown, and the next start settles it (reconcile).
+        """
         self._stopping.set()
         with self._lock:
             for cancel in self._cancels.values():
                 cancel.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
-        self.uploads.shutdown()
-        self.control.shutdown()
-        for api in [*self._retired, self.api]:
-            api.close()
+        drained = self.uploads.shutdown(grace)
+        drained = self.control.shutdown(grace) and drained
+        if drained:
+            for api in [*self._retired, self.api]:
+                api.close()
+        else:
+            log.warning("a step is stuck in a network call; the next start settles it")
+        return drained
 
     def in_flight(self) -> dict[int, int]:
         """Return bytes sent so far for each upload in flight, by job id."""

@@ -466,7 +466,7 @@ class WorkerPool:
         self.size = size
         # Threads start on demand, up to `most`; `size` caps how many steps run at once.
         self._executor = ThreadPoolExecutor(max_workers=most or size, thread_name_prefix=name)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._running = 0
 
     @property
@@ -497,11 +497,18 @@ class WorkerPool:
             finally:
                 with self._lock:
                     self._running -= 1
+                    self._lock.notify_all()
                 on_done()
 
         future: Future[None] = self._executor.submit(run)
         del future
 
-    def shutdown(self) -> None:
-        """Wait for running steps to end."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Wait (at most `timeout` seconds) for running steps to end; return True if they did.
+
+        A step still running after that is left to finish or die with the process.
+        """
+        with self._lock:
+            ended = self._lock.wait_for(lambda: self._running == 0, timeout)
+        self._executor.shutdown(wait=ended, cancel_futures=True)
+        return ended

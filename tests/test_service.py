@@ -306,3 +306,33 @@ def reka(args: tuple[str, ...], config: Path, key: str = API_KEY) -> str:
         check=False,
     )
     return f"{args} exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+
+
+def test_sigterm_while_the_server_stalls_still_exits_fast_and_nothing_is_lost(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    clip = media / "clip.mp4"
+    clip.write_bytes(os.urandom(64 << 20))
+    # The server sits on the request for a minute without reading the body: our writes block.
+    set_faults(emu.url, [{"kind": "latency", "seconds": 60, "count": 1, "scope": "upload"}])
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
+    daemon = Daemon(config)
+    wait_for(
+        lambda: (report_json("show", config, str(clip)) or {}).get("state") == "uploading",
+        timeout=60,
+        message="the upload to start",
+    )
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    code = daemon.proc.wait(timeout=30)
+    took = time.monotonic() - started
+    assert code == 0
+    assert took < 5, f"stopping took {took:.1f}s"
+    assert daemon.logged("a step is stuck in a network call; the next start settles it")
+    set_faults(emu.url, [])
+    again = Daemon(config)
+    try:
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=120, message="the upload")
+    finally:
+        assert again.stop() == 0
+    assert_uploaded_exactly_once(emu.url, {str(clip): "Inbox"})
