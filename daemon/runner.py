@@ -92,7 +92,9 @@ class Service:
     def _supervise(self) -> int:
         last_status = time.monotonic()
         stalled = False
-        while not self.stop.wait(SUPERVISE_EVERY):
+        watchdog = self.notifier.watchdog_seconds
+        every = SUPERVISE_EVERY if watchdog is None else min(SUPERVISE_EVERY, watchdog / 2)
+        while not self.stop.wait(every):
             if self.reload.is_set():
                 self.reload.clear()
                 self.apply_reload()

@@ -53,10 +53,6 @@ class Notifier:
         mine = usec.isdigit() and pid == str(os.getpid())
         self.watchdog_seconds = int(usec) / 1e6 if mine else None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def send(self, *lines: str) -> None:
         """Given KEY=VALUE lines, send them to systemd as one message."""
         if not self._address:
@@ -68,19 +64,25 @@ class Notifier:
             pass
 
     def ready(self, status: str) -> None:
+        """Given a status line, tell systemd we are up (again, after a reload)."""
         self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
 
     def status(self, status: str) -> None:
+        """Given a status line, show it in `systemctl status`."""
         self.send(f"STATUS={status}")
 
     def watchdog(self) -> None:
-        self.send("WATCHDOG=1")
+        """Tell systemd's watchdog we are alive (call only when we are); no-op without one."""
+        if self.watchdog_seconds is not None:
+            self.send("WATCHDOG=1")
 
     def reloading(self) -> None:
+        """Tell systemd a configuration reload has begun; `ready` ends it."""
         now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={now_usec}", "STATUS=reloading the configuration")
 
     def stopping(self, status: str, extend_seconds: float) -> None:
+        """Given a status line and seconds, say we are stopping and ask for that much time."""
         extend = f"EXTEND_TIMEOUT_USEC={int(extend_seconds * 1e6)}"
         self.send("STOPPING=1", f"STATUS={status}", extend)
 
