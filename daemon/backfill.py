@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,6 +17,7 @@ from daemon.errors import RekaSyncError
 from daemon.fingerprint import digest_file, sample_file
 from daemon.journal import Job, Journal, SeenFile
 from daemon.lifecycle import ACTIVE, State
+from daemon.mounts import probe
 from daemon.patterns import IgnoreRules
 from daemon.progress import Progress
 from daemon.scanner import ScanProblem, walk
@@ -34,10 +36,12 @@ class Scan:
     files: list[SeenFile] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     unavailable: list[Path] = field(default_factory=list)
+    mounted: dict[str, str] = field(default_factory=dict)  # root -> its mount point
 
 
-def scan(config: Config, paths: list[Path]) -> Scan:
-    """Given the config and optional paths inside its roots, return the wanted files there.
+def scan(config: Config, paths: list[Path], last_mounts: Mapping[str, str]) -> Scan:
+    """Given the config, optional paths inside its roots and where roots were mounted,
+    return the wanted files there.
 
     Raise UsageError if a path is outside every root.
     """
@@ -53,8 +57,10 @@ def scan(config: Config, paths: list[Path]) -> Scan:
             raise UsageError(f"{raw} does not exist")
         targets.append((root, path))
     for root in config.watch.roots if not paths else []:
-        if root.is_dir():
+        there, point = probe(root, last_mounts.get(str(root)))
+        if there:
             targets.append((root, None))
+            result.mounted[str(root)] = point
         else:
             result.unavailable.append(root)
     for root, start in targets:
@@ -73,16 +79,18 @@ def run(
     err: TextIO = sys.stderr,
 ) -> int:
     """Given the config, back the roots (or `paths`) up once; return the exit code."""
-    found = scan(config, paths)
-    for root in found.unavailable:
-        print(f"reka-sync: warning: {root} is unavailable (not mounted?); skipped", file=err)
-    for problem in found.problems:
-        print(f"reka-sync: warning: cannot read {problem.path}: {problem.reason}", file=err)
     journal = Journal.open(config.journal.path)
     try:
+        found = scan(config, paths, journal.root_mounts())
+        for root in found.unavailable:
+            print(f"reka-sync: warning: {root} is unavailable (not mounted?); skipped", file=err)
+        for problem in found.problems:
+            print(f"reka-sync: warning: cannot read {problem.path}: {problem.reason}", file=err)
         if dry_run:
             return _dry_run(config, journal, found.files, as_json, out)
         assert key is not None
+        for mounted, point in found.mounted.items():
+            journal.set_root_available(mounted, True, time.time(), point)
         ids = _record(journal, found.files)
         interrupted = _drive(config, journal, key, ids, err)
         summary = summarise(journal.jobs_by_ids(ids), interrupted)

@@ -16,9 +16,9 @@ from daemon.api import ApiClient, ResponseInfo
 from daemon.config import Config, resolve_api_key
 from daemon.errors import AuthError, ConfigError, JournalError, RekaSyncError
 from daemon.journal import Journal
+from daemon.mounts import mount_of, observer_kind, probe, read_mounts
 from daemon.patterns import IgnoreRules
 from daemon.scanner import ScanProblem, count_folders
-from daemon.watcher import filesystem_of, observer_kind
 
 CLOCK_WARN, CLOCK_FAIL = 5.0, 120.0  # seconds of skew against the API's Date header
 INOTIFY = Path("/proc/sys/fs/inotify")
@@ -37,7 +37,7 @@ class Check:
 def run_checks(config: Config) -> list[Check]:
     """Given the config, run every check; return them in the order they ran."""
     checks = check_api(config)
-    folders, root_checks = check_roots(config)
+    folders, root_checks = check_roots(config, last_mounts(config.journal.path))
     checks += root_checks
     checks.append(check_inotify(folders))
     checks.append(check_journal(config.journal.path))
@@ -101,17 +101,36 @@ def check_clock(server: float | None, local: float) -> Check:
     return Check("ok", "clock", f"within {CLOCK_WARN:.0f}s of the API's clock")
 
 
-def check_roots(config: Config) -> tuple[int, list[Check]]:
-    """Given the config, check each root; return the folders inotify must watch, and checks."""
+def last_mounts(path: Path) -> dict[str, str]:
+    """Given the journal's path, return where each root was mounted when last there."""
+    if not path.exists():
+        return {}
+    try:
+        journal = Journal.open(path, readonly=True)
+    except JournalError:
+        return {}  # check_journal reports it
+    try:
+        return journal.root_mounts()
+    except JournalError:
+        return {}
+    finally:
+        journal.close()
+
+
+def check_roots(config: Config, mounted: dict[str, str]) -> tuple[int, list[Check]]:
+    """Given the config and where roots were mounted, check each; return folders and checks."""
     if not config.watch.roots:
         return 0, [Check("warn", "roots", "no roots configured", "set watch.roots")]
-    try:
-        mounts = Path("/proc/self/mounts").read_text()
-    except OSError:
-        mounts = ""
+    mounts = read_mounts()
     ignore = IgnoreRules(config.watch.ignore, config.watch.extensions)
     native_folders, checks = 0, []
     for root in config.watch.roots:
+        there, point = probe(root, mounted.get(str(root)))
+        if not there and root.is_dir() and os.access(root, os.R_OK | os.X_OK):
+            message = f"{root} is an empty folder on {point}, not on {mounted[str(root)]} as before"
+            hint = "mount the share again; reka-sync waits for it and marks nothing missing"
+            checks.append(Check("warn", "root", f"{message} (unmounted?)", hint))
+            continue
         if not root.is_dir():
             hint = "mount it; reka-sync waits for it and marks nothing missing"
             checks.append(Check("warn", "root", f"{root} is not there (unmounted?)", hint))
@@ -122,7 +141,7 @@ def check_roots(config: Config) -> tuple[int, list[Check]]:
             continue
         problems: list[ScanProblem] = []
         folders = count_folders(root, ignore, problems)
-        fstype = filesystem_of(root, mounts)
+        fstype = mount_of(root, mounts).fstype
         kind = observer_kind(fstype, config.watch.observer)
         if kind == "native":
             native_folders += folders

@@ -36,6 +36,7 @@ from daemon.errors import RekaSyncError
 from daemon.groups import GroupResolver
 from daemon.journal import Job, Journal, SeenFile
 from daemon.lifecycle import Event, State
+from daemon.mounts import is_there, probe
 from daemon.patterns import IgnoreRules
 from daemon.pauses import ALL, PauseBoard, kind_of
 from daemon.retry import Backoff, server_wait
@@ -180,9 +181,9 @@ class Engine:
         promoted = 0
         settle_seconds = self.config.watch.settle_seconds
         for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH):
-            if not Path(job.root).is_dir():
-                continue  # an unmounted share: its files are not missing
             current = stat_file(job.path)
+            if current is None and not is_there(job.root, self.journal.root_mounts()):
+                continue  # an unmounted share: its files are not missing
             verdict = settle(job.stat, current, job.quiet_since, now, settle_seconds)
             if verdict is Verdict.STABLE:
                 verdict = self._check_index(job, now)
@@ -239,17 +240,19 @@ class Engine:
         """Given the time, walk every root to catch what events missed; return files seen."""
         ignore = IgnoreRules(self.config.watch.ignore, self.config.watch.extensions)
         self.check_roots(now)
+        away = self.journal.unavailable_roots()
         return sum(
             self._rescan_root(root, ignore, now)
             for root in self.config.watch.roots
-            if root.is_dir()
+            if str(root) not in away
         )
 
     def check_roots(self, now: float) -> None:
         """Given the time, record which roots are there; watch returning ones, rescan them."""
+        last_mounts = self.journal.root_mounts()
         for root in self.config.watch.roots:
-            available = root.is_dir()
-            changed = self.journal.set_root_available(str(root), available, now)
+            available, mount = probe(root, last_mounts.get(str(root)))
+            changed = self.journal.set_root_available(str(root), available, now, mount)
             if changed and not available:
                 log.warning("root unavailable (unmounted?); its files wait", root=str(root))
                 if self.watcher is not None:

@@ -47,14 +47,12 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from daemon.config import WatchConfig
 from daemon.journal import SeenFile
+from daemon.mounts import mount_of, observer_kind, read_mounts
 from daemon.patterns import IgnoreRules
 from daemon.scanner import stat_file, walk
 from daemon.watches import OUT_OF_WATCHES, NativeObserver, Placement, polling_observer
 
 log = structlog.get_logger("reka_sync.watcher")
-NETWORK_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs"}
-)
 POLL_SECONDS = 5.0
 # Not opened / closed-without-writing: our own scans open every folder, and on a big
 # tree those events alone overflow the inotify queue (which makes watchdog re-walk the
@@ -69,29 +67,6 @@ WANTED_EVENTS = (
     DirMovedEvent,
     DirDeletedEvent,
 )
-
-
-def observer_kind(fstype: str, forced: str) -> str:
-    """Given a root's filesystem type and watch.observer, return "native" or "polling"."""
-    if forced in ("native", "polling"):
-        return forced
-    network = fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse")
-    return "polling" if network else "native"
-
-
-def filesystem_of(path: Path, mounts_text: str) -> str:
-    """Given a path and /proc/self/mounts text, return the type of the mount holding it."""
-    best, fstype = "", "unknown"
-    target = str(path)
-    for line in mounts_text.splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        point = parts[1].replace("\\040", " ")
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, fstype = point, parts[2]
-    return fstype
 
 
 @dataclass
@@ -148,11 +123,8 @@ class Watcher:
         with self._placing:
             if root in self._watches:
                 return
-            try:
-                mounts = Path("/proc/self/mounts").read_text()
-            except OSError:
-                mounts = ""
-            self._schedule(root, observer_kind(filesystem_of(root, mounts), self._config.observer))
+            fstype = mount_of(root, read_mounts()).fstype
+            self._schedule(root, observer_kind(fstype, self._config.observer))
 
     def unwatch(self, root: Path) -> None:
         """Given a root that went away (unmounted), drop its watch; `watch` places it again."""

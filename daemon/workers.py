@@ -24,6 +24,7 @@ from daemon.fingerprint import digest_file, sample_file
 from daemon.groups import GroupResolver
 from daemon.journal import Job, Journal, LeaseLost, Move
 from daemon.lifecycle import Event, State
+from daemon.mounts import is_there
 from daemon.pauses import UPLOADS, PauseBoard
 from daemon.retry import Action, Backoff, decide
 from daemon.rules import GroupRules
@@ -95,7 +96,7 @@ class Steps:
     def _upload(self, job: Job, cancel: threading.Event, sent: threading.Event) -> None:
         ctx = self.ctx
         current = stat_file(job.path)
-        if current is None and not Path(job.root).is_dir():
+        if current is None and not is_there(job.root, ctx.journal.root_mounts()):
             raise _Defer("its root is unavailable (unmounted?)", ctx.config.watch.rescan_interval)
         if current is None:
             raise FileVanished(f"{job.path} vanished before its upload")

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,42 @@ def engine_config(
             },
         },
     )
+
+
+class BindMount:
+    """A folder bind-mounted on another, standing in for a network share (needs root)."""
+
+    def __init__(self, share: Path, point: Path) -> None:
+        self.share, self.point = share, point
+        if subprocess.run(self._mount, check=False, capture_output=True).returncode:
+            pytest.skip("needs to bind-mount a folder (run as root)")
+
+    @property
+    def _mount(self) -> list[str]:
+        return ["mount", "--bind", str(self.share), str(self.point)]
+
+    def unmount(self) -> None:
+        """Detach the share, even while a scan has it open (like a share that drops away)."""
+        subprocess.run(["umount", "--lazy", str(self.point)], check=True)
+
+    def mount(self) -> None:
+        """Put the share back."""
+        subprocess.run(self._mount, check=True)
+
+
+@pytest.fixture
+def bind_mount() -> Iterator[Callable[[Path, Path], BindMount]]:
+    """Yield a maker of bind mounts; every one still mounted is detached afterwards."""
+    made: list[BindMount] = []
+
+    def make(share: Path, point: Path) -> BindMount:
+        made.append(BindMount(share, point))
+        return made[-1]
+
+    yield make
+    for mount in made:
+        while str(mount.point) in Path("/proc/self/mounts").read_text().split():
+            mount.unmount()
 
 
 def make_tree(media: Path, count: int, size: int = 64 * 1024) -> dict[str, str]:

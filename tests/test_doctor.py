@@ -6,12 +6,23 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from daemon import emulator
 from daemon.doctor import check_clock, check_inotify
-from tests.conftest import API_KEY, PYTHON, cli_env, engine_config, make_tree, run_backfill
+from daemon.mounts import mount_of, read_mounts
+from tests.conftest import (
+    API_KEY,
+    PYTHON,
+    BindMount,
+    cli_env,
+    engine_config,
+    make_tree,
+    report_json,
+    run_backfill,
+)
 
 
 def doctor(config: Path, key: str = API_KEY) -> tuple[int, list[dict[str, Any]], str]:
@@ -89,3 +100,31 @@ def test_the_clock_and_inotify_checks_draw_their_lines() -> None:
     assert check_inotify(limit // 2 + 1).level == "warn"
     over = check_inotify(limit + 1)
     assert over.level == "fail" and "60-reka-sync.conf" in over.hint
+
+
+def test_an_unmounted_share_is_seen_by_doctor_and_skipped_by_backfill(
+    tmp_path: Path, emu: Any, bind_mount: Callable[[Path, Path], BindMount]
+) -> None:
+    share, media = tmp_path / "share", tmp_path / "media"
+    share.mkdir()
+    media.mkdir()
+    expected = make_tree(share, 4, size=4096)
+    mounted = bind_mount(share, media)
+    config = engine_config(tmp_path, media, emu.url)
+    assert run_backfill(config).returncode == 0  # remembers where media was mounted
+    mounted.unmount()  # media is an empty folder on the filesystem below again
+    code, checks, text = doctor(config)
+    assert code == 0, text  # a warning, not a failure: the daemon waits for the share
+    root = next(c for c in checks if c["name"] == "root")
+    assert root["level"] == "warn", text
+    below = mount_of(media, read_mounts()).point
+    assert root["message"] == (
+        f"{media} is an empty folder on {below}, not on {media} as before (unmounted?)"
+    )
+    again = run_backfill(config)
+    assert again.returncode == 0, again.stderr
+    assert f"{media} is unavailable (not mounted?); skipped" in again.stderr
+    report = report_json("status", config)
+    assert report is not None
+    assert report["counts"]["missing"] == 0
+    assert report["counts"]["done"] == len(expected)

@@ -232,7 +232,7 @@ def test_engine_ticks_can_be_driven_with_an_injected_clock(
     journal = Journal.open(config.journal.path)
     from daemon.backfill import _record, scan
 
-    _record(journal, scan(config, []).files)
+    _record(journal, scan(config, [], {}).files)
     now = [time.time()]
     set_faults(emu.url, [{"kind": "rate_limit", "scope": "all", "count": 1, "seconds": 30}])
     engine = Engine(config, journal, Secret(API_KEY), clock=lambda: now[0], rand=lambda: 0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import tomli_w
 from daemon.demo import tiny_mp4
 from tests.conftest import (
     API_KEY,
+    BindMount,
     Daemon,
     assert_uploaded_exactly_once,
     emulator_records,
@@ -92,15 +93,20 @@ def test_files_arriving_every_way_are_uploaded_once_and_complete(
     assert len(accepted) == len(expected), "a file was sent before it was complete"
 
 
+BURST = 3000
+
+
 def test_a_burst_of_files_misses_none(media: Path, emu: Any, daemon: Daemon) -> None:
     folder = media / "burst"
     folder.mkdir()
     expected = {}
-    for index in range(1000):
+    for index in range(BURST):
         path = folder / f"b{index:04d}.mp4"
         path.write_bytes(index.to_bytes(4, "little") + os.urandom(2000))
         expected[str(path)] = "Inbox"
-    wait_for(lambda: len(emulator_records(emu.url)) >= 1000, timeout=180, message="1000 uploads")
+    wait_for(
+        lambda: len(emulator_records(emu.url)) >= BURST, timeout=240, message=f"{BURST} uploads"
+    )
     assert daemon.stop() == 0
     assert_uploaded_exactly_once(emu.url, expected)
 
@@ -195,6 +201,66 @@ def test_an_unmounted_root_is_unavailable_not_missing(
     assert_uploaded_exactly_once(
         emu.url, {str(media / "kept.mp4"): "Inbox", str(media / "after.mp4"): "Inbox"}
     )
+
+
+def test_a_bind_mounted_root_unmounted_and_remounted_loses_nothing(
+    tmp_path: Path, emu: Any, bind_mount: Callable[[Path, Path], BindMount]
+) -> None:
+    share, media, other = tmp_path / "share", tmp_path / "media", tmp_path / "other"
+    for folder in (share, media, other):
+        folder.mkdir()
+    whole = tiny_mp4(300_000, 9)
+    moov_at = whole.rindex(b"moov") - 4
+    (share / "done.mp4").write_bytes(os.urandom(80_000))
+    (share / "recording.mp4").write_bytes(whole[:moov_at])  # stays pending: no index yet
+    share_mount = bind_mount(share, media)
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5, rescan_interval=0.5)
+    data = tomllib.loads(config.read_text())
+    data["watch"]["roots"].append(str(other))
+    config.write_text(tomli_w.dumps(data))
+    daemon = Daemon(config)
+    try:
+
+        def status() -> dict[str, Any]:
+            return report_json("status", config) or {}
+
+        def state(path: Path) -> str | None:
+            return (report_json("show", config, str(path)) or {}).get("state")
+
+        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="done.mp4")
+        assert state(media / "recording.mp4") == "discovered"
+        share_mount.unmount()  # media is an empty folder again
+        report = wait_for(
+            lambda: (r := status()).get("unavailable_roots") and r,
+            timeout=60,
+            message="the unmounted root to be reported unavailable",
+        )
+        assert [r["root"] for r in report["unavailable_roots"]] == [str(media)]
+        (other / "meanwhile.mp4").write_bytes(os.urandom(70_000))  # ticks go on meanwhile
+        wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="meanwhile")
+        assert status()["counts"]["missing"] == 0
+        assert state(media / "recording.mp4") == "discovered"
+        share_mount.mount()
+        wait_for(lambda: status().get("unavailable_roots") == [], timeout=60, message="back")
+        with (media / "recording.mp4").open("ab") as handle:
+            handle.write(whole[moov_at:])
+        wait_for(lambda: state(media / "recording.mp4") == "done", timeout=60, message="upload")
+        assert daemon.stop() == 0
+        assert daemon.logged("root unavailable (unmounted?); its files wait")
+        errors = [line for line in daemon.lines if line.get("level") in ("error", "critical")]
+        assert errors == []
+        assert status()["counts"]["missing"] == 0
+        assert_uploaded_exactly_once(
+            emu.url,
+            {
+                str(media / "done.mp4"): "Inbox",
+                str(media / "recording.mp4"): "Inbox",
+                str(other / "meanwhile.mp4"): "Inbox",
+            },
+        )
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
 
 
 def test_a_file_deleted_before_upload_is_missing_and_nothing_is_sent(

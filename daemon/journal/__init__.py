@@ -630,18 +630,28 @@ class Journal:
         rows = self._read("SELECT kind, until, reason FROM pauses WHERE until > ?", (now,))
         return [Pause(r["kind"], r["until"], r["reason"]) for r in rows]
 
-    def set_root_available(self, root: str, available: bool, now: float) -> bool:
-        """Given a root and whether it can be read, record a change; return True if it changed."""
-        rows = self._read("SELECT available FROM roots WHERE path = ?", (root,))
-        if rows and bool(rows[0][0]) == available:
+    def set_root_available(
+        self, root: str, available: bool, now: float, mount: str | None = None
+    ) -> bool:
+        """Given a root, whether it is there and its mount point, record it; True if it changed."""
+        rows = self._read("SELECT available, since, mount FROM roots WHERE path = ?", (root,))
+        was = bool(rows[0]["available"]) if rows else None
+        last_mount = rows[0]["mount"] if rows else None
+        mount = mount if available and mount else last_mount
+        if was == available and mount == last_mount:
             return False
+        since = rows[0]["since"] if was == available else now
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO roots (path, available, since) VALUES (?,?,?) ON CONFLICT(path)"
-                " DO UPDATE SET available = excluded.available, since = excluded.since",
-                (root, int(available), now),
+                "INSERT OR REPLACE INTO roots (path, available, since, mount) VALUES (?,?,?,?)",
+                (root, int(available), since, mount),
             )
-        return True
+        return was != available
+
+    def root_mounts(self) -> dict[str, str]:
+        """Return each root's mount point when it was last there (roots never there left out)."""
+        rows = self._read("SELECT path, mount FROM roots WHERE mount IS NOT NULL")
+        return {r["path"]: r["mount"] for r in rows}
 
     def unavailable_roots(self) -> dict[str, float]:
         """Return the roots last seen unavailable, with since when."""

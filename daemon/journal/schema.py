@@ -87,3 +87,8 @@ def _progress(db: sqlite_utils.Database) -> None:
         "CREATE TABLE progress (file_id INTEGER PRIMARY KEY, owner TEXT NOT NULL,"
         " sent INTEGER NOT NULL, at REAL NOT NULL)"
     )
+
+
+@migrations(name="0004_root_mounts")
+def _root_mounts(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE roots ADD COLUMN mount TEXT")  # its mount point when last there
