@@ -185,7 +185,7 @@ def test_read_only_file_gives_a_clear_error(tmp_path: Path) -> None:
 def test_locked_journal_gives_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("daemon.journal.BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("daemon.journal.connection.BUSY_TIMEOUT_S", 0.2)
     journal = Journal.open(tmp_path / "j.db")
     blocker = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

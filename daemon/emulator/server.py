@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import queue
 import re
 import threading
 import time
@@ -17,18 +16,16 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from xxhash import xxh3_128
-
 from daemon.emulator import multipart
+from daemon.emulator.bodies import Drop, HalfReader, Sink, SlowReader
 from daemon.emulator.faults import Fault, Faults, Quota
+from daemon.emulator.shapes import group_json, plan, record_json, video_json
 from daemon.emulator.store import FEATURE_DEPENDENCIES, Store, StoreError, VideoRecord
 
 REQUEST_LOG_SIZE = 100_000
-SINK_BUFFERS = 4  # per upload: at most this many chunks wait for the disk
 
 
 @dataclass
@@ -62,95 +59,8 @@ class EmulatorServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
 
 
-class _Drop(Exception):
-    """Close the connection now, answering nothing."""
-
-
 class _Handled(Exception):
     """A fault already answered; stop handling (the connection may stay open)."""
-
-
-class _Sink:
-    """Hashes a file part (XXH3-128) on the caller's thread and writes it to its blob on another.
-
-    Writing overlaps with receiving; a few reused buffers keep memory flat.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.hash = xxh3_128()
-        self._handle: BinaryIO = path.open("wb")
-        self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        self._buffers = 0
-        self._error: OSError | None = None
-        self._writer = threading.Thread(target=self._write_loop, name="emulator-sink", daemon=True)
-        self._writer.start()
-
-    def write(self, data: memoryview) -> None:
-        self.hash.update(data)
-        if self._free.empty() and self._buffers < SINK_BUFFERS:
-            self._buffers += 1
-            self._free.put(bytearray(len(data)))
-        buffer = self._free.get()
-        if len(buffer) < len(data):
-            buffer = bytearray(len(data))
-        memoryview(buffer)[: len(data)] = data
-        self._full.put((buffer, len(data)))
-
-    def _write_loop(self) -> None:
-        while (item := self._full.get()) is not None:
-            buffer, size = item
-            try:
-                if self._error is None:
-                    self._handle.write(memoryview(buffer)[:size])
-            except OSError as exc:
-                self._error = exc
-            self._free.put(buffer)
-
-    def close(self) -> None:
-        """Flush what is queued and close the blob. Raise OSError if a write failed."""
-        if self._handle.closed:
-            return
-        self._full.put(None)
-        self._writer.join()
-        self._handle.close()
-        if self._error is not None:
-            raise self._error
-
-
-class _HalfReader:
-    """A body reader that fails half way through, like a connection cut mid-body."""
-
-    def __init__(self, reader: multipart.Reader, length: int) -> None:
-        self._reader = reader
-        self._left = length // 2
-
-    def readinto(self, buffer: memoryview, /) -> int | None:
-        if self._left <= 0:
-            raise _Drop
-        got = self._reader.readinto(buffer[: self._left])
-        self._left -= got or 0
-        return got
-
-
-class _SlowReader:
-    """A body reader capped at a rate, like a slow link (the waits are the fault itself)."""
-
-    def __init__(self, reader: multipart.Reader, bytes_per_second: float) -> None:
-        self._reader = reader
-        self._rate = max(1.0, bytes_per_second)
-        self._start = time.monotonic()
-        self._read = 0
-
-    def readinto(self, buffer: memoryview, /) -> int | None:
-        piece = max(1, int(self._rate / 20))  # twenty reads a second
-        got = self._reader.readinto(buffer[:piece])
-        self._read += got or 0
-        ahead = self._read / self._rate - (time.monotonic() - self._start)
-        if ahead > 0:
-            time.sleep(ahead)
-        return got
 
 
 Route = tuple[str, re.Pattern[str], str]
@@ -220,7 +130,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(exc.status, exc.error_type, exc.message, exc.param)
         except _Handled:
             pass
-        except _Drop:
+        except Drop:
             self._record(0)
             self.close_connection = True
         except (ConnectionError, TimeoutError):
@@ -349,7 +259,7 @@ class Handler(BaseHTTPRequestHandler):
     def _control(self, method: str, path: str) -> None:
         server = self.server
         if (method, path) == ("GET", "/_emulator/videos"):
-            videos = [_record_json(v, time.time()) for v in server.store.all_videos()]
+            videos = [record_json(v, time.time()) for v in server.store.all_videos()]
             self._send(200, {"results": videos})
         elif (method, path) == ("GET", "/_emulator/faults"):
             self._send(200, {"faults": server.faults.describe()})
@@ -401,22 +311,22 @@ class Handler(BaseHTTPRequestHandler):
     def _receive_upload(self, length: int) -> None:
         store = self.server.store
         video_id = str(uuid.uuid4())
-        sinks: list[_Sink] = []
+        sinks: list[Sink] = []
 
-        def open_sink(part: multipart.FilePart) -> _Sink:
-            sinks.append(_Sink(store.blobs / f"{video_id}.{len(sinks)}"))
+        def open_sink(part: multipart.FilePart) -> Sink:
+            sinks.append(Sink(store.blobs / f"{video_id}.{len(sinks)}"))
             return sinks[-1]
 
         reader: multipart.Reader = self.rfile
         if slow := self.server.faults.draw("slow_body", True):
-            reader = _SlowReader(reader, slow.bytes_per_second)
+            reader = SlowReader(reader, slow.bytes_per_second)
         if self.server.faults.draw("drop_mid_body", True):
-            reader = _HalfReader(reader, length)
+            reader = HalfReader(reader, length)
         try:
             try:
                 form = multipart.parse(reader, length, _boundary(self.headers), open_sink)
             except multipart.BodyEnded:
-                raise _Drop from None  # the client went away mid-body: nothing to answer
+                raise Drop from None  # the client went away mid-body: nothing to answer
             except multipart.MultipartError as exc:
                 self.close_connection = True
                 raise StoreError(
@@ -434,11 +344,11 @@ class Handler(BaseHTTPRequestHandler):
                 sink.close()
                 sink.path.unlink(missing_ok=True)
         if self.server.faults.draw("drop_after_store", True):
-            raise _Drop
+            raise Drop
         self._send(202, {"video_id": video_id, "status": "uploading", "metadata": None})
 
     def _validated_record(
-        self, video_id: str, form: multipart.Form, sinks: list[_Sink]
+        self, video_id: str, form: multipart.Form, sinks: list[Sink]
     ) -> VideoRecord:
         fields = form.fields
         file_part = form.files.get("file")
@@ -481,10 +391,10 @@ class Handler(BaseHTTPRequestHandler):
         ids = self.query.get("ids")
         now = time.time()
         videos = self.server.store.list_videos(self.owner, ids)
-        self._send(200, {"results": [_video_json(v, now) for v in videos]})
+        self._send(200, {"results": [video_json(v, now) for v in videos]})
 
     def api_get_video(self, ident: str) -> None:
-        self._send(200, _video_json(self.server.store.video(self.owner, ident), time.time()))
+        self._send(200, video_json(self.server.store.video(self.owner, ident), time.time()))
 
     def api_update_video(self, ident: str) -> None:
         body = self._json_body()
@@ -495,7 +405,7 @@ class Handler(BaseHTTPRequestHandler):
             "group_id": body.get("group_id"),
         }
         video = self.server.store.update_video(self.owner, ident, changes)
-        self._send(200, _video_json(video, time.time()))
+        self._send(200, video_json(video, time.time()))
 
     def api_delete_video(self, ident: str) -> None:
         self.server.store.delete_video(self.owner, ident)
@@ -503,7 +413,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_list_groups(self) -> None:
         groups = self.server.store.list_groups(self.owner)
-        self._send(200, {"results": [_group_json(g) for g in groups]})
+        self._send(200, {"results": [group_json(g) for g in groups]})
 
     def api_create_group(self) -> None:
         body = self._json_body()
@@ -512,10 +422,10 @@ class Handler(BaseHTTPRequestHandler):
             raise StoreError(400, "validation_error", "name is required", "name")
         metadata = _metadata(body.get("metadata"))
         group = self.server.store.create_group(self.owner, name, metadata, time.time())
-        self._send(200, _group_json(group))
+        self._send(200, group_json(group))
 
     def api_get_group(self, ident: str) -> None:
-        self._send(200, _group_json(self.server.store.group(self.owner, ident)))
+        self._send(200, group_json(self.server.store.group(self.owner, ident)))
 
     def api_update_group(self, ident: str) -> None:
         body = self._json_body()
@@ -525,7 +435,7 @@ class Handler(BaseHTTPRequestHandler):
         group = self.server.store.update_group(
             self.owner, ident, name, _metadata(body.get("metadata")), time.time()
         )
-        self._send(200, _group_json(group))
+        self._send(200, group_json(group))
 
     def api_delete_group(self, ident: str) -> None:
         self.server.store.delete_group(self.owner, ident)
@@ -534,7 +444,7 @@ class Handler(BaseHTTPRequestHandler):
     def api_group_videos(self, ident: str) -> None:
         self.server.store.group(self.owner, ident)
         videos = self.server.store.list_videos(self.owner, group_id=ident)
-        self._send(200, {"results": [_video_json(v, time.time()) for v in videos]})
+        self._send(200, {"results": [video_json(v, time.time()) for v in videos]})
 
     def api_move_videos(self, ident: str) -> None:
         ids = self._json_body().get("video_ids")
@@ -574,7 +484,7 @@ class Handler(BaseHTTPRequestHandler):
                 "desired",
             )
         video = self.server.store.video(self.owner, ident)
-        self._send(200, _plan(video, desired, time.time()))
+        self._send(200, plan(video, desired, time.time()))
 
     def api_trigger_feature(self, ident: str, feature: str) -> None:
         self._json_body()
@@ -610,91 +520,3 @@ def _metadata(value: Any) -> dict[str, Any] | None:
     if value is not None and not isinstance(value, dict):
         raise StoreError(400, "validation_error", "metadata must be an object", "metadata")
     return value
-
-
-def _video_json(video: VideoRecord, now: float) -> dict[str, Any]:
-    status = video.status(now)
-    return {
-        "video_id": video.video_id,
-        "url": None,
-        "status": status,
-        "metadata": None
-        if status == "uploading"
-        else {
-            "video_name": video.video_name,
-            "title": video.title,
-            "description": video.description,
-            "duration": None,
-            "width": None,
-            "height": None,
-            "avg_fps": None,
-            "thumbnail": None,
-            "source": "upload" if video.size else "url",
-        },
-        "features": {
-            name: ("ready" if now >= at else "processing") for name, at in video.features.items()
-        },
-        "group_id": video.group_id,
-        "error": video.failure if status == "failed" else None,
-    }
-
-
-def _record_json(video: VideoRecord, now: float) -> dict[str, Any]:
-    return {
-        **_video_json(video, now),
-        "size": video.size,
-        "digest": video.digest,
-        "description": video.description,
-        "video_name": video.video_name,
-        "created_at": video.created_at,
-    }
-
-
-def _group_json(group: Any) -> dict[str, Any]:
-    return {
-        "group_id": group.group_id,
-        "name": group.name,
-        "metadata": group.metadata,
-        "created_at": _iso(group.created_at),
-        "updated_at": _iso(group.updated_at),
-    }
-
-
-def _plan(video: VideoRecord, desired: list[str], now: float) -> dict[str, Any]:
-    required: list[str] = []
-
-    def need(feature: str) -> None:
-        for dep in FEATURE_DEPENDENCIES[feature]:
-            need(dep)
-        if feature not in required:
-            required.append(feature)
-
-    for feature in desired:
-        need(feature)
-    statuses = {
-        f: (
-            "none"
-            if f not in video.features
-            else "ready"
-            if now >= video.features[f]
-            else "processing"
-        )
-        for f in required
-    }
-    actionable = [
-        f
-        for f in required
-        if statuses[f] == "none" and all(statuses[d] == "ready" for d in FEATURE_DEPENDENCIES[f])
-    ]
-    return {
-        "video_id": video.video_id,
-        "all_required": required,
-        "statuses": statuses,
-        "actionable": actionable,
-        "blocked": [],
-        "done": all(s == "ready" for s in statuses.values()),
-    }
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(epoch))

@@ -16,24 +16,20 @@ How this works
 * The schema is versioned with sqlite-utils' ``Migrations``; the file is
   stamped with ``PRAGMA application_id`` so we never write into a database
   that is not ours.
-* One connection per Journal object, guarded by a lock, shared by threads.
+* Each Journal holds two connections, each behind a lock and shared by
+  threads: one for writes, and a read-only one so reads never wait for a
+  commit's fsync (``connection.py``). Reads live in ``queries.py``; this
+  module holds every write.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import sqlite_utils
-
-from daemon.errors import JournalError
+from daemon.journal.queries import JournalQueries
 from daemon.journal.records import (
-    JOB_COLUMNS,
     WRITABLE,
     HistoryEntry,
     Job,
@@ -45,7 +41,6 @@ from daemon.journal.records import (
 )
 from daemon.journal.rows import (
     checked_row,
-    in_chunks,
     log_event,
     row_by_id,
     rows_by_path,
@@ -53,10 +48,8 @@ from daemon.journal.rows import (
     stat_of,
     to_job,
 )
-from daemon.journal.schema import APPLICATION_ID, migrations
 from daemon.lifecycle import Event, State, next_state
 
-BUSY_TIMEOUT_S = 10.0
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
 __all__ = [
@@ -71,95 +64,8 @@ __all__ = [
 ]
 
 
-class Journal:
-    """The journal file, opened for this process. Safe to share between threads."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self._db = sqlite_utils.Database(conn)
-        self._lock = threading.RLock()
-        # Reads use their own connection, so they never wait for a commit's fsync.
-        self._reader = conn
-        self._read_lock = self._lock
-        self.path = path
-
-    @classmethod
-    def open(cls, path: Path, *, readonly: bool = False) -> Journal:
-        """Given a path, return the open, migrated journal. Raise JournalError if unusable."""
-        _refuse_foreign_file(path)
-        if readonly and not path.exists():
-            raise JournalError(
-                f"no journal at {path} yet; `reka-sync run` or `backfill` creates it"
-            )
-        try:
-            if not readonly:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            target = f"file:{path}?mode=ro" if readonly else str(path)
-            conn = sqlite3.connect(
-                target, uri=readonly, timeout=BUSY_TIMEOUT_S, check_same_thread=False
-            )
-        except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"cannot open journal {path}: {exc}") from None
-        journal = cls(conn, path)
-        try:
-            with _mapped(path):
-                journal._prepare(readonly)
-        except JournalError:
-            conn.close()
-            raise
-        return journal
-
-    def _prepare(self, readonly: bool) -> None:
-        conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if tables and app_id != APPLICATION_ID:
-            raise JournalError(
-                f"{self.path} is a SQLite database but not a reka-sync journal; "
-                "point journal.path at another file"
-            )
-        if readonly:
-            if not tables:
-                raise JournalError(f"{self.path} is empty; `reka-sync run` or `backfill` fills it")
-            return
-        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-            raise JournalError(f"{self.path}: cannot switch to WAL mode")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        with self._write():
-            migrations.apply(self._db)
-        self._reader = sqlite3.connect(
-            f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
-        )
-        self._reader.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        self._read_lock = threading.RLock()
-
-    def close(self) -> None:
-        """Close the connection; the file stays as it is."""
-        with self._lock, self._read_lock:
-            if self._reader is not self._conn:
-                self._reader.close()
-            self._conn.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, _mapped(self.path):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._read_lock, _mapped(self.path):
-            cursor = self._reader.execute(sql, params)
-            cursor.row_factory = sqlite3.Row
-            return list(cursor.fetchall())
-
-    # -- recording what the filesystem shows -------------------------------------------
+class Journal(JournalQueries):
+    """The journal: its reads (JournalQueries) and every write. Safe to share between threads."""
 
     def record_scan(self, seen: Iterable[SeenFile], now: float, priority: int = 1) -> ScanSummary:
         """Given files a scan or the watcher saw, record new ones and stat changes at once.
@@ -194,18 +100,6 @@ class Journal:
                 else:
                     summary.unchanged += 1
         return summary
-
-    def _recorded_stats(self, paths: list[str]) -> dict[str, tuple[Any, ...]]:
-        found: dict[str, tuple[Any, ...]] = {}
-        with self._read_lock, _mapped(self.path):
-            for chunk, marks in in_chunks(paths, 900):
-                rows = self._reader.execute(
-                    "SELECT path, size, mtime_ns, inode, device, state FROM files"
-                    f" WHERE path IN ({marks})",
-                    chunk,
-                )
-                found.update((row[0], row[1:]) for row in rows)
-        return found
 
     def _insert(self, conn: sqlite3.Connection, item: SeenFile, now: float, priority: int) -> None:
         s = item.stat
@@ -261,8 +155,6 @@ class Journal:
             {"size": s.size, "mtime_ns": s.mtime_ns},
         )
         return True
-
-    # -- state changes -----------------------------------------------------------------
 
     def transition(
         self,
@@ -444,15 +336,6 @@ class Journal:
             )
             return cursor.rowcount
 
-    def progress(self) -> dict[int, tuple[int, float]]:
-        """Return file id -> (bytes sent, when) for uploads in flight, as their owners last said."""
-        rows = self._read(
-            "SELECT p.file_id, p.sent, p.at FROM progress p JOIN files f ON f.id = p.file_id"
-            " WHERE f.state = ?",
-            (State.UPLOADING.value,),
-        )
-        return {r[0]: (r[1], r[2]) for r in rows}
-
     def expire_leases(self, is_dead: Callable[[str], bool]) -> int:
         """Given a test of owners, end at once the leases held by dead ones; return how many."""
         owners = [
@@ -473,128 +356,6 @@ class Journal:
                 (State.UPLOADING.value, *dead),
             )
             return cursor.rowcount
-
-    # -- queries -----------------------------------------------------------------------
-
-    def get(self, job_id: int) -> Job:
-        """Given an id, return the job. Raise JournalError if there is none."""
-        with self._read_lock, _mapped(self.path):
-            return to_job(row_by_id(self._reader, job_id))
-
-    def find(self, path: str) -> Job | None:
-        """Given an absolute path, return its job, or None if the journal never saw it."""
-        rows = self._read(f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path = ?", (path,))
-        return to_job(rows[0]) if rows else None
-
-    def jobs(
-        self, states: Iterable[State], *, due_before: float | None = None, limit: int = 1000
-    ) -> list[Job]:
-        """Given states (and optionally a due time), return matching jobs, oldest due first."""
-        names = [s.value for s in states]
-        marks = ", ".join("?" for _ in names)
-        sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state IN ({marks})"
-        params: list[Any] = list(names)
-        if due_before is not None:
-            sql += " AND next_attempt_at <= ?"
-            params.append(due_before)
-        sql += " ORDER BY priority, next_attempt_at, id LIMIT ?"
-        return [to_job(r) for r in self._read(sql, [*params, limit])]
-
-    def uploaded_twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
-        """Given a size and sample, return other jobs whose content reached the API."""
-        rows = self._read(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
-            " AND id != ? AND digest IS NOT NULL AND video_id IS NOT NULL ORDER BY id",
-            (size, sample_hash, exclude_id),
-        )
-        return [to_job(r) for r in rows]
-
-    def known_video_ids(self, video_ids: Iterable[str]) -> set[str]:
-        """Given remote video ids, return those the journal knows."""
-        known: set[str] = set()
-        for chunk, marks in in_chunks(video_ids):
-            rows = self._read(f"SELECT video_id FROM files WHERE video_id IN ({marks})", chunk)
-            known.update(r[0] for r in rows)
-        return known
-
-    def tally(self, job_ids: Iterable[int]) -> dict[State, tuple[int, int]]:
-        """Given job ids, return how many of them, and how many bytes, are in each state."""
-        counts = dict.fromkeys(State, (0, 0))
-        for chunk, marks in in_chunks(job_ids):
-            rows = self._read(
-                f"SELECT state, count(*), total(size) FROM files WHERE id IN ({marks})"
-                " GROUP BY state",
-                chunk,
-            )
-            for state, count, size in rows:
-                old_count, old_size = counts[State(state)]
-                counts[State(state)] = (old_count + count, old_size + int(size))
-        return counts
-
-    def jobs_by_ids(self, job_ids: Iterable[int]) -> list[Job]:
-        """Given job ids, return those jobs (in id order)."""
-        found: list[Job] = []
-        for chunk, marks in in_chunks(job_ids):
-            rows = self._read(
-                f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
-            )
-            found.extend(to_job(r) for r in rows)
-        return sorted(found, key=lambda j: j.id)
-
-    def ids_of(self, paths: Iterable[str]) -> list[int]:
-        """Given absolute paths, return the ids of those the journal knows."""
-        with self._read_lock, _mapped(self.path):
-            return [r["id"] for r in rows_by_path(self._reader, list(paths)).values()]
-
-    def counts(self) -> dict[State, int]:
-        """Return how many files are in each state (every state present, zeros included)."""
-        found = {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM files GROUP BY state")}
-        return {state: int(found.get(state.value, 0)) for state in State}
-
-    def history(self, job_id: int) -> list[HistoryEntry]:
-        """Given a job id, return its events in the order they happened."""
-        rows = self._read(
-            "SELECT at, event, from_state, to_state, detail FROM events"
-            " WHERE file_id = ? ORDER BY id",
-            (job_id,),
-        )
-        return [
-            HistoryEntry(
-                r["at"],
-                r["event"],
-                r["from_state"],
-                r["to_state"],
-                json.loads(r["detail"]) if r["detail"] else {},
-            )
-            for r in rows
-        ]
-
-    def recent_failures(self, limit: int = 10) -> list[Job]:
-        """Return the most recently failed jobs, newest first."""
-        rows = self._read(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state = ?"
-            " ORDER BY updated_at DESC LIMIT ?",
-            (State.FAILED.value, limit),
-        )
-        return [to_job(r) for r in rows]
-
-    def recorded_under(self, root: str) -> set[tuple[str, int, int, int, int]]:
-        """Given a root, return (path, size, mtime_ns, inode, device) of its present files.
-
-        Files recorded as missing are left out: seeing one again is news.
-        """
-        with self._read_lock, _mapped(self.path):
-            return set(
-                self._reader.execute(
-                    "SELECT path, size, mtime_ns, inode, device FROM files"
-                    " WHERE root = ? AND state != ?",
-                    (root, State.MISSING.value),
-                )
-            )
-
-    def group_ids(self) -> dict[str, str]:
-        """Return the cached group name → id map."""
-        return {r["name"]: r["group_id"] for r in self._read("SELECT name, group_id FROM groups")}
 
     def save_group(self, name: str, group_id: str, now: float) -> None:
         """Given a group's name and id, cache them."""
@@ -625,11 +386,6 @@ class Journal:
         with self._write() as conn:
             conn.execute("DELETE FROM pauses WHERE kind = ?", (kind,))
 
-    def pauses(self, now: float) -> list[Pause]:
-        """Return the pauses still in force at `now`."""
-        rows = self._read("SELECT kind, until, reason FROM pauses WHERE until > ?", (now,))
-        return [Pause(r["kind"], r["until"], r["reason"]) for r in rows]
-
     def set_root_available(
         self, root: str, available: bool, now: float, mount: str | None = None
     ) -> bool:
@@ -647,63 +403,3 @@ class Journal:
                 (root, int(available), since, mount),
             )
         return was != available
-
-    def root_mounts(self) -> dict[str, str]:
-        """Return each root's mount point when it was last there (roots never there left out)."""
-        rows = self._read("SELECT path, mount FROM roots WHERE mount IS NOT NULL")
-        return {r["path"]: r["mount"] for r in rows}
-
-    def unavailable_roots(self) -> dict[str, float]:
-        """Return the roots last seen unavailable, with since when."""
-        rows = self._read("SELECT path, since FROM roots WHERE available = 0")
-        return {r["path"]: r["since"] for r in rows}
-
-    def check_integrity(self) -> str:
-        """Return SQLite's integrity-check verdict ("ok" when healthy, else what is wrong)."""
-        try:
-            return "; ".join(str(row[0]) for row in self._read("PRAGMA quick_check"))
-        except sqlite3.DatabaseError as exc:
-            return str(exc)
-
-
-def _refuse_foreign_file(path: Path) -> None:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-    except FileNotFoundError:
-        return
-    except IsADirectoryError:
-        raise JournalError(f"{path} is a directory; journal.path must name a file") from None
-    except OSError as exc:
-        raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
-    if head and head != b"SQLite format 3\x00":
-        raise JournalError(
-            f"{path} exists and is not a SQLite database; "
-            "refusing to touch it, point journal.path elsewhere"
-        )
-
-
-@contextmanager
-def _mapped(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            raise JournalError(
-                f"journal {path} stayed locked by another process for "
-                f"{BUSY_TIMEOUT_S:.0f}s; try again, or stop the other writer"
-            ) from None
-        if "readonly" in text or "read-only" in text:
-            raise JournalError(
-                f"journal {path} is read-only for this user; fix its permissions "
-                "(and those of its folder)"
-            ) from None
-        raise JournalError(f"journal {path}: {text}") from None
-    except sqlite3.IntegrityError as exc:
-        raise JournalError(
-            f"journal {path}: a write broke a constraint ({exc}); "
-            "this is a bug in reka-sync, please report it"
-        ) from None
-    except sqlite3.DatabaseError as exc:
-        raise JournalError(f"journal {path} is damaged or not a database: {exc}") from None
