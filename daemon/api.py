@@ -170,6 +170,10 @@ class ApiClient:
 
     # -- videos --------------------------------------------------------------------------
 
+    def answer_wait(self, size: int) -> float:
+        """Given an upload's size, return how long we wait for the answer once it is sent."""
+        return self._config.read_timeout + size / MIN_UPLOAD_RATE
+
     def upload_file(
         self,
         path: Path,
@@ -198,7 +202,7 @@ class ApiClient:
             on_progress=on_progress,
         )
         timeout = httpx.Timeout(
-            self._config.read_timeout + size / MIN_UPLOAD_RATE,
+            self.answer_wait(size),
             connect=self._config.connect_timeout,
             write=self._config.stall_timeout,
             pool=None,

@@ -9,6 +9,7 @@ out, so a file that is not a duplicate is read once.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from xxhash import xxh3_128
@@ -69,13 +70,18 @@ def sample_file(path: Path, size: int) -> str:
     return _sample_hash(size, data)
 
 
-def digest_file(path: Path) -> str:
-    """Given a file, return the digest of all its bytes. Raise FileVanished if unreadable."""
+def digest_file(path: Path, on_read: Callable[[], None] | None = None) -> str:
+    """Given a file, return the digest of all its bytes. Raise FileVanished if unreadable.
+
+    `on_read` (if given) is called after each piece read: a sign of life on a long file.
+    """
     digest = xxh3_128()
     try:
         with path.open("rb", buffering=0) as handle:
             while data := handle.read(READ_SIZE):
                 digest.update(data)
+                if on_read is not None:
+                    on_read()
     except OSError as exc:
         raise FileVanished(f"{path} cannot be read: {exc.strerror}") from None
     return DIGEST_PREFIX + digest.hexdigest()

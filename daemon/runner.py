@@ -101,12 +101,12 @@ class Service:
             if not self._watcher().alive():
                 log.error("a filesystem observer stopped; exiting so systemd restarts us")
                 return 1
-            healthy = self.engine.alive(time.time())
-            if healthy:
+            trouble = self.engine.trouble(time.time())
+            if trouble is None:
                 self.notifier.watchdog()
             elif not stalled:
-                log.error("the scheduler's ticks stopped; no watchdog pings until they resume")
-            stalled = not healthy
+                log.error("stuck; no watchdog pings until it recovers", reason=trouble)
+            stalled = trouble is not None
             if time.monotonic() - last_status >= STATUS_EVERY:
                 self.notifier.status(self.status_line())
                 last_status = time.monotonic()

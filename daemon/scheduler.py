@@ -44,7 +44,7 @@ from daemon.scanner import stat_file, walk_stats
 from daemon.service import owner_alive, owner_id
 from daemon.stability import FileStat, Verdict, await_index, settle
 from daemon.watcher import Watcher
-from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool
+from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool, quiet_limit
 
 log = structlog.get_logger("reka_sync.scheduler")
 AUTH_PAUSE = 60.0  # seconds between probes while the API refuses the key
@@ -81,6 +81,7 @@ class Engine:
         self.steps = Steps(self.ctx)
         self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
         self.control = WorkerPool(1, "reka-control")
+        self._set_quiet_limit(config)
         self._cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -109,6 +110,7 @@ class Engine:
             self._owner,
             self.clock,
             self._rand,
+            self._touch,
             progress,
         )
         return api, ctx
@@ -124,8 +126,13 @@ class Engine:
             self.config, self.api, self.ctx, self.steps = config, api, ctx, Steps(ctx)
             self.watcher = watcher
             self.uploads.resize(config.upload.workers)
+            self._set_quiet_limit(config)
         if self._scheduler is not None:
             self._schedule_rescan(self._scheduler, config.watch.rescan_interval, soon=True)
+
+    def _set_quiet_limit(self, config: Config) -> None:
+        quiet = quiet_limit(config.api)
+        self.uploads.quiet_limit = self.control.quiet_limit = quiet
 
     @property
     def owner(self) -> str:
@@ -302,9 +309,11 @@ class Engine:
     # -- the API's answers steer the pauses --------------------------------------------
 
     def _gate(self, method: str, path: str) -> None:
+        self._touch()
         self.pauses.check(kind_of(method, path), self.clock())
 
     def _observe(self, info: ResponseInfo) -> None:
+        self._touch()
         now = self.clock()
         if info.status == 429:
             wait = server_wait(info.retry_after, info.reset_after)
@@ -377,12 +386,26 @@ class Engine:
         finally:
             self._last_run[name] = self.clock()
 
-    def alive(self, now: float) -> bool:
-        """Given the time, return True if the scheduler runs and its short ticks keep coming."""
+    def trouble(self, now: float) -> str | None:
+        """Given the time, return what is stuck: the scheduler, its ticks or a worker step.
+
+        Return None while the scheduler runs, its short ticks keep coming and every
+        running step has shown a sign of life within its allowance.
+        """
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running or self._stopping.is_set():
-            return False
-        return all(now - self._last_run.get(name, now) < STALLED for name in LIVELY_TICKS)
+            return "the scheduler is not running"
+        late = [n for n in LIVELY_TICKS if now - self._last_run.get(n, now) >= STALLED]
+        if late:
+            return f"the scheduler's {' and '.join(late)} ticks stopped"
+        stuck = self.uploads.overdue() + self.control.overdue()
+        if stuck:
+            return f"{stuck} worker steps are stuck outside every timeout (DNS? a hung mount?)"
+        return None
+
+    def _touch(self, allowance: float | None = None) -> None:
+        self.uploads.touch(allowance)  # only the pool running this thread's step notes it
+        self.control.touch(allowance)
 
     def stop(self, grace: float | None = None) -> bool:
         """Stop claiming, cancel in-flight uploads, wait for the steps to record their outcome.

@@ -8,6 +8,7 @@ crash between any two lines resumes from the journal.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,7 @@ from typing import Any
 import structlog
 
 from daemon.api import Accepted, ApiClient, Video
-from daemon.config import Config
+from daemon.config import ApiConfig, Config
 from daemon.errors import FileChanged, FileVanished, NotFound, RekaSyncError
 from daemon.fingerprint import digest_file, sample_file
 from daemon.groups import GroupResolver
@@ -33,6 +34,14 @@ from daemon.scanner import stat_file
 log = structlog.get_logger("reka_sync.workers")
 TWIN_WAIT = 2.0  # seconds to wait for a twin being sent before looking again
 POLL_BATCH = 50
+DEFAULT_QUIET_LIMIT = 300.0
+# Beyond the longest wait a step's timeouts allow: a busy journal, a disk spinning up.
+QUIET_SLACK = 30.0
+
+
+def quiet_limit(api: ApiConfig) -> float:
+    """Given the API settings, return how long a step may go without a sign of life."""
+    return api.connect_timeout + max(api.read_timeout, api.stall_timeout) + QUIET_SLACK
 
 
 def marker(key: str) -> str:
@@ -53,6 +62,7 @@ class Context:
     owner: str
     clock: Callable[[], float]
     rand: Callable[[], float]
+    touch: Callable[[float | None], None]  # a sign of life from the step on this thread
     progress: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -134,9 +144,16 @@ class Steps:
             description=f"{job.rel_path} {marker(key)}",
             group_id=group_id,
             cancel=cancel,
-            on_progress=lambda count: ctx.progress.__setitem__(job.id, count),
+            on_progress=lambda count: self._sending(job, count),
         )
         self._accepted(sending, accepted)
+
+    def _sending(self, job: Job, count: int) -> None:
+        self.ctx.progress[job.id] = count
+        if count < job.size:
+            self.ctx.touch(None)
+        else:  # all sent; the answer may take as long as the client waits for it
+            self.ctx.touch(self.ctx.api.answer_wait(job.size) + QUIET_SLACK)
 
     def _accepted(self, job: Job, accepted: Accepted) -> None:
         ctx = self.ctx
@@ -236,7 +253,7 @@ class Steps:
             now,
             owner=self.ctx.owner,
             video_id=video.video_id,
-            digest=digest_file(Path(job.path)),
+            digest=digest_file(Path(job.path), lambda: self.ctx.touch(None)),
             sample_hash=sample_file(Path(job.path), job.size),
             accepted_at=now,
             remote_status=video.status,
@@ -255,7 +272,7 @@ class Steps:
         twins = self.ctx.journal.uploaded_twins(job.size, sample, job.id)
         if not twins:
             return []
-        digest = digest_file(Path(job.path))
+        digest = digest_file(Path(job.path), lambda: self.ctx.touch(None))
         twin = next((t for t in twins if t.digest == digest), None)
         if twin is None:
             return [t.id for t in twins]
@@ -461,14 +478,28 @@ class Steps:
 
 
 class WorkerPool:
-    """A bounded pool of threads; `free` says how many more steps it can take now."""
+    """A bounded pool of threads; `free` says how many more steps it can take now.
 
-    def __init__(self, size: int, name: str, most: int | None = None) -> None:
+    Each running step has a deadline for its next sign of life (`touch`): a step quiet
+    for longer than it may be is wedged outside every timeout (a DNS lookup, a read
+    from a hung network mount), and `overdue` counts it.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        name: str,
+        most: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.size = size
+        self.quiet_limit = DEFAULT_QUIET_LIMIT  # seconds a step may go without a sign of life
         # Threads start on demand, up to `most`; `size` caps how many steps run at once.
         self._executor = ThreadPoolExecutor(max_workers=most or size, thread_name_prefix=name)
         self._lock = threading.Condition()
         self._running = 0
+        self._clock = clock
+        self._quiet_until: dict[int, float] = {}  # worker thread -> next sign of life due
 
     @property
     def free(self) -> int:
@@ -485,18 +516,39 @@ class WorkerPool:
         with self._lock:
             self.size = size
 
+    def touch(self, allowance: float | None = None) -> None:
+        """Note a sign of life from the step on this thread (none: a no-op).
+
+        Given an allowance, the step may then be quiet that long (else `quiet_limit`).
+        """
+        ident = threading.get_ident()
+        with self._lock:
+            if ident in self._quiet_until:
+                quiet = self.quiet_limit if allowance is None else allowance
+                self._quiet_until[ident] = self._clock() + quiet
+
+    def overdue(self) -> int:
+        """Return how many running steps are past the deadline for a sign of life."""
+        now = self._clock()
+        with self._lock:
+            return sum(1 for due in self._quiet_until.values() if due < now)
+
     def submit(self, step: Callable[[], None], on_done: Callable[[], None]) -> None:
         """Given a step, run it on a worker thread, then call `on_done`."""
         with self._lock:
             self._running += 1
 
         def run() -> None:
+            ident = threading.get_ident()
+            with self._lock:
+                self._quiet_until[ident] = self._clock() + self.quiet_limit
             try:
                 step()
             except Exception:
                 log.exception("worker step crashed")
             finally:
                 with self._lock:
+                    self._quiet_until.pop(ident, None)
                     self._running -= 1
                     self._lock.notify_all()
                 on_done()

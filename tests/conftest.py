@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,9 +274,10 @@ def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None
 class Daemon:
     """`reka-sync run` in the background, its JSON log lines collected as they come."""
 
-    def __init__(self, config: Path, *args: str, **env: str) -> None:
+    def __init__(self, config: Path, *args: str, prefix: Sequence[str] = (), **env: str) -> None:
+        command = [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"]
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json", *args],
+            [*prefix, *command, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tomli_w
 
 from tests.conftest import (
@@ -336,3 +337,63 @@ def test_sigterm_while_the_server_stalls_still_exits_fast_and_nothing_is_lost(
     finally:
         assert again.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(clip): "Inbox"})
+
+
+def test_a_step_stuck_outside_every_timeout_stops_the_watchdog_pings(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    # A name server that never answers: the upload step hangs in getaddrinfo, where
+    # no httpx timeout reaches. The daemon runs in its own mount namespace with a
+    # resolv.conf pointing there.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        silent.bind(("127.0.0.77", 53))
+    except OSError as exc:
+        pytest.skip(f"needs to bind a UDP port 53 (run as root): {exc}")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.77\noptions timeout:30 attempts:5\n")
+    script = f'mount --bind {resolv} /etc/resolv.conf && exec "$@"'
+    prefix = ["unshare", "--mount", "sh", "-c", script, "sh"]
+    if subprocess.run([*prefix, "true"], check=False, capture_output=True).returncode:
+        silent.close()
+        pytest.skip("needs unshare --mount (run as root)")
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
+    data = tomllib.loads(config.read_text())
+    port = emu.url.rsplit(":", 1)[1]
+    data["api"] = {
+        "base_url": f"http://reka-api.test:{port}",
+        "allow_insecure_http": True,
+        "connect_timeout": 0.5,
+        "read_timeout": 0.5,
+        "stall_timeout": 0.5,
+    }  # each step may then be quiet for 0.5 + 0.5 + 30 s
+    config.write_text(tomli_w.dumps(data))
+    listener = NotifyListener(tmp_path / "notify.sock", tmp_path / "journal.db")
+    try:
+        daemon = Daemon(
+            config, prefix=prefix, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000"
+        )
+        wait_for(lambda: listener.kinds().count("WATCHDOG") >= 2, message="watchdog pings")
+        (media / "clip.mp4").write_bytes(os.urandom(40_000))
+        wait_for(
+            lambda: daemon.logged("stuck; no watchdog pings until it recovers"),
+            timeout=120,
+            message="the stuck step to be noticed",
+        )
+        [stuck] = [e for e in daemon.lines if e.get("event", "").startswith("stuck;")]
+        assert stuck["reason"].startswith("1 worker steps are stuck outside every timeout")
+        pings = listener.kinds().count("WATCHDOG")
+        statuses = len(listener.statuses())
+        wait_for(
+            lambda: len(listener.statuses()) > statuses + 1,
+            timeout=30,
+            message="two STATUS lines (the supervisor still runs)",
+        )
+        assert listener.kinds().count("WATCHDOG") == pings  # silence: systemd would restart us
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 5
+    finally:
+        listener.close()
+        silent.close()
+    assert emulator_records(emu.url) == []
