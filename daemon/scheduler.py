@@ -39,12 +39,13 @@ from daemon.lifecycle import Event, State
 from daemon.mounts import is_there, probe
 from daemon.patterns import IgnoreRules
 from daemon.pauses import ALL, PauseBoard, kind_of
+from daemon.pool import WorkerPool
 from daemon.retry import Backoff, server_wait
 from daemon.scanner import stat_file, walk_stats
 from daemon.service import owner_alive, owner_id
 from daemon.stability import FileStat, Verdict, await_index, settle
 from daemon.watcher import Watcher
-from daemon.workers import POLL_BATCH, Context, Steps, WorkerPool, quiet_limit
+from daemon.workers import POLL_BATCH, Context, Steps, quiet_limit
 
 log = structlog.get_logger("reka_sync.scheduler")
 AUTH_PAUSE = 60.0  # seconds between probes while the API refuses the key

@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 
 from daemon.config import ApiConfig
-from daemon.workers import QUIET_SLACK, WorkerPool, quiet_limit
+from daemon.pool import WorkerPool
+from daemon.workers import QUIET_SLACK, quiet_limit
 from tests.conftest import wait_for
 
 
