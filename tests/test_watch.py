@@ -76,7 +76,7 @@ def test_files_arriving_every_way_are_uploaded_once_and_complete(
         (nested / f"n{index}.mp4").write_bytes(os.urandom(100_000 + index))
         expected[str(nested / f"n{index}.mp4")] = "Camera back"
     slow = media / "slow.mp4"
-    write_slowly(slow, 4 * 1024 * 1024, seconds=4.0)  # 1 MiB/s, never quiet for 1 s
+    write_slowly(slow, 20 * 1024 * 1024, seconds=20.0)  # 1 MiB/s, never quiet for 1 s
     expected[str(slow)] = "Inbox"
     wait_for(
         lambda: len(emulator_records(emu.url)) >= len(expected),
