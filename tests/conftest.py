@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import tomli_w
@@ -271,8 +271,21 @@ def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None
     return dict(json.loads(done.stdout)) if done.returncode == 0 else None
 
 
+@pytest.fixture(autouse=True)
+def reap_daemons() -> Iterator[None]:
+    """After each test, kill any daemon it started and left running (a failed assertion)."""
+    yield
+    while Daemon.started:
+        proc = Daemon.started.pop().proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Daemon:
     """`reka-sync run` in the background, its JSON log lines collected as they come."""
+
+    started: ClassVar[list[Daemon]] = []
 
     def __init__(self, config: Path, *args: str, prefix: Sequence[str] = (), **env: str) -> None:
         command = [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"]
@@ -283,6 +296,7 @@ class Daemon:
             text=True,
             env=cli_env(REKA_API_KEY=API_KEY, **env),
         )
+        Daemon.started.append(self)
         self.lines: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

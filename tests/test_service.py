@@ -369,10 +369,10 @@ def test_a_step_stuck_outside_every_timeout_stops_the_watchdog_pings(
     }  # each step may then be quiet for 0.5 + 0.5 + 30 s
     config.write_text(tomli_w.dumps(data))
     listener = NotifyListener(tmp_path / "notify.sock", tmp_path / "journal.db")
+    daemon = Daemon(
+        config, prefix=prefix, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000"
+    )
     try:
-        daemon = Daemon(
-            config, prefix=prefix, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000"
-        )
         wait_for(lambda: listener.kinds().count("WATCHDOG") >= 2, message="watchdog pings")
         (media / "clip.mp4").write_bytes(os.urandom(40_000))
         wait_for(
