@@ -18,6 +18,7 @@ How this works
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -188,9 +189,14 @@ class Engine:
         """Given the time, promote discovered files that are complete; return how many."""
         promoted = 0
         settle_seconds = self.config.watch.settle_seconds
+
+        @functools.cache  # once per root and tick, not once per file of an unmounted share
+        def root_there(root: str) -> bool:
+            return is_there(root, self.journal.root_mounts())
+
         for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH):
             current = stat_file(job.path)
-            if current is None and not is_there(job.root, self.journal.root_mounts()):
+            if current is None and not root_there(job.root):
                 continue  # an unmounted share: its files are not missing
             verdict = settle(job.stat, current, job.quiet_since, now, settle_seconds)
             if verdict is Verdict.STABLE:
