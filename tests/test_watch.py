@@ -219,48 +219,44 @@ def test_a_bind_mounted_root_unmounted_and_remounted_loses_nothing(
     data["watch"]["roots"].append(str(other))
     config.write_text(tomli_w.dumps(data))
     daemon = Daemon(config)
-    try:
 
-        def status() -> dict[str, Any]:
-            return report_json("status", config) or {}
+    def status() -> dict[str, Any]:
+        return report_json("status", config) or {}
 
-        def state(path: Path) -> str | None:
-            return (report_json("show", config, str(path)) or {}).get("state")
+    def state(path: Path) -> str | None:
+        return (report_json("show", config, str(path)) or {}).get("state")
 
-        wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="done.mp4")
-        assert state(media / "recording.mp4") == "discovered"
-        share_mount.unmount()  # media is an empty folder again
-        report = wait_for(
-            lambda: (r := status()).get("unavailable_roots") and r,
-            timeout=60,
-            message="the unmounted root to be reported unavailable",
-        )
-        assert [r["root"] for r in report["unavailable_roots"]] == [str(media)]
-        (other / "meanwhile.mp4").write_bytes(os.urandom(70_000))  # ticks go on meanwhile
-        wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="meanwhile")
-        assert status()["counts"]["missing"] == 0
-        assert state(media / "recording.mp4") == "discovered"
-        share_mount.mount()
-        wait_for(lambda: status().get("unavailable_roots") == [], timeout=60, message="back")
-        with (media / "recording.mp4").open("ab") as handle:
-            handle.write(whole[moov_at:])
-        wait_for(lambda: state(media / "recording.mp4") == "done", timeout=60, message="upload")
-        assert daemon.stop() == 0
-        assert daemon.logged("root unavailable (unmounted?); its files wait")
-        errors = [line for line in daemon.lines if line.get("level") in ("error", "critical")]
-        assert errors == []
-        assert status()["counts"]["missing"] == 0
-        assert_uploaded_exactly_once(
-            emu.url,
-            {
-                str(media / "done.mp4"): "Inbox",
-                str(media / "recording.mp4"): "Inbox",
-                str(other / "meanwhile.mp4"): "Inbox",
-            },
-        )
-    finally:
-        if daemon.proc.poll() is None:
-            daemon.stop()
+    wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="done.mp4")
+    assert state(media / "recording.mp4") == "discovered"
+    share_mount.unmount()  # media is an empty folder again
+    report = wait_for(
+        lambda: (r := status()).get("unavailable_roots") and r,
+        timeout=60,
+        message="the unmounted root to be reported unavailable",
+    )
+    assert [r["root"] for r in report["unavailable_roots"]] == [str(media)]
+    (other / "meanwhile.mp4").write_bytes(os.urandom(70_000))  # ticks go on meanwhile
+    wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="meanwhile")
+    assert status()["counts"]["missing"] == 0
+    assert state(media / "recording.mp4") == "discovered"
+    share_mount.mount()
+    wait_for(lambda: status().get("unavailable_roots") == [], timeout=60, message="back")
+    with (media / "recording.mp4").open("ab") as handle:
+        handle.write(whole[moov_at:])
+    wait_for(lambda: state(media / "recording.mp4") == "done", timeout=60, message="upload")
+    assert daemon.stop() == 0
+    assert daemon.logged("root unavailable (unmounted?); its files wait")
+    errors = [line for line in daemon.lines if line.get("level") in ("error", "critical")]
+    assert errors == []
+    assert status()["counts"]["missing"] == 0
+    assert_uploaded_exactly_once(
+        emu.url,
+        {
+            str(media / "done.mp4"): "Inbox",
+            str(media / "recording.mp4"): "Inbox",
+            str(other / "meanwhile.mp4"): "Inbox",
+        },
+    )
 
 
 def test_a_file_deleted_before_upload_is_missing_and_nothing_is_sent(
