@@ -67,7 +67,7 @@ API_KEY = "test-key-5f2b9c"
 
 @pytest.fixture
 def emu() -> Iterator[Any]:
-    from daemon import emulator
+    from reka_sync import emulator
 
     running = emulator.start(settings=emulator.Settings(processing_delay=0.2, feature_delay=0.2))
     yield running
@@ -216,7 +216,7 @@ def run_backfill(
     config: Path, *args: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PYTHON, "-m", "daemon", "backfill", "--config", str(config), *args],
+        [PYTHON, "-m", "reka_sync", "backfill", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -251,7 +251,7 @@ def start_backfill(config: Path, *args: str, capture: bool = False) -> subproces
     """Start `reka-sync backfill` in the background; its output is kept only if `capture`."""
     stream = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(
-        [PYTHON, "-m", "daemon", "backfill", "--config", str(config), *args],
+        [PYTHON, "-m", "reka_sync", "backfill", "--config", str(config), *args],
         stdout=stream,
         stderr=stream,
         text=True,
@@ -262,7 +262,7 @@ def start_backfill(config: Path, *args: str, capture: bool = False) -> subproces
 def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None:
     """Run `reka-sync status|show ... --json` (no key); return its report, or None on failure."""
     done = subprocess.run(
-        [PYTHON, "-m", "daemon", command, *args, "--json", "--config", str(config)],
+        [PYTHON, "-m", "reka_sync", command, *args, "--json", "--config", str(config)],
         capture_output=True,
         text=True,
         env=cli_env(),
@@ -272,23 +272,32 @@ def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None
 
 
 @pytest.fixture(autouse=True)
-def reap_daemons() -> Iterator[None]:
+def reap_services() -> Iterator[None]:
     """After each test, kill any daemon it started and left running (a failed assertion)."""
     yield
-    while Daemon.started:
-        proc = Daemon.started.pop().proc
+    while ServiceProcess.started:
+        proc = ServiceProcess.started.pop().proc
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-class Daemon:
+class ServiceProcess:
     """`reka-sync run` in the background, its JSON log lines collected as they come."""
 
-    started: ClassVar[list[Daemon]] = []
+    started: ClassVar[list[ServiceProcess]] = []
 
     def __init__(self, config: Path, *args: str, prefix: Sequence[str] = (), **env: str) -> None:
-        command = [PYTHON, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"]
+        command = [
+            PYTHON,
+            "-m",
+            "reka_sync",
+            "run",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+        ]
         self.proc = subprocess.Popen(
             [*prefix, *command, *args],
             stdout=subprocess.DEVNULL,
@@ -296,7 +305,7 @@ class Daemon:
             text=True,
             env=cli_env(REKA_API_KEY=API_KEY, **env),
         )
-        Daemon.started.append(self)
+        ServiceProcess.started.append(self)
         self.lines: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

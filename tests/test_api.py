@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon import emulator
-from daemon.api import ApiClient, ResponseInfo, parse_error_body
-from daemon.config import ApiConfig, Secret
-from daemon.errors import (
+from reka_sync import emulator
+from reka_sync.api import ApiClient, ResponseInfo, parse_error_body
+from reka_sync.config import ApiConfig, Secret
+from reka_sync.errors import (
     AuthError,
     Cancelled,
     Conflict,
@@ -26,7 +26,7 @@ from daemon.errors import (
     ServerError,
     ValidationFailed,
 )
-from daemon.upload_body import UploadBody
+from reka_sync.upload_body import UploadBody
 from tests.conftest import API_KEY, digest_of, emulator_records, set_faults, wait_for
 
 

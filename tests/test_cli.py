@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import build_parser
-from daemon.config import load_config
-from daemon.journal import Journal, SeenFile
-from daemon.lifecycle import Event, State
-from daemon.stability import FileStat
+from reka_sync.cli import build_parser
+from reka_sync.config import load_config
+from reka_sync.journal import Journal, SeenFile
+from reka_sync.lifecycle import Event, State
+from reka_sync.stability import FileStat
 from tests.conftest import PYTHON, cli_env
 
 COMMANDS = [
@@ -32,7 +32,7 @@ COMMANDS = [
 
 def reka(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PYTHON, "-m", "daemon", *args],
+        [PYTHON, "-m", "reka_sync", *args],
         capture_output=True,
         text=True,
         env=cli_env(**env),

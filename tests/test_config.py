@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Secret, load_config, parse_config, require_api_key, resolve_api_key
-from daemon.errors import ConfigError
+from reka_sync.config import Secret, load_config, parse_config, require_api_key, resolve_api_key
+from reka_sync.errors import ConfigError
 from tests.conftest import PYTHON, REPO, cli_env, write_config
 
 
@@ -182,7 +182,7 @@ def test_check_config_exits_78_listing_every_problem(tmp_path: Path) -> None:
         {"watch": {"settle_seconds": -1, "rootz": 1}, "upload": {"workers": "many"}},
     )
     done = subprocess.run(
-        [PYTHON, "-m", "daemon", "check-config", "--config", str(path)],
+        [PYTHON, "-m", "reka_sync", "check-config", "--config", str(path)],
         capture_output=True,
         text=True,
         env=cli_env(),
@@ -197,7 +197,7 @@ def test_check_config_exits_78_listing_every_problem(tmp_path: Path) -> None:
 
 def test_check_config_from_environment_variable(tmp_path: Path, config_file: Path) -> None:
     done = subprocess.run(
-        [PYTHON, "-m", "daemon", "check-config"],
+        [PYTHON, "-m", "reka_sync", "check-config"],
         capture_output=True,
         text=True,
         env=cli_env(REKA_SYNC_CONFIG=str(config_file), REKA_API_KEY="k"),
@@ -209,7 +209,7 @@ def test_check_config_from_environment_variable(tmp_path: Path, config_file: Pat
 
 def test_missing_config_file_exits_78(tmp_path: Path) -> None:
     done = subprocess.run(
-        [PYTHON, "-m", "daemon", "status", "--config", str(tmp_path / "no.toml")],
+        [PYTHON, "-m", "reka_sync", "status", "--config", str(tmp_path / "no.toml")],
         capture_output=True,
         text=True,
         env=cli_env(),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from daemon.container import Index, mp4_index, wants_check
-from daemon.demo import tiny_mp4
-from daemon.stability import Verdict, await_index
+from reka_sync.container import Index, mp4_index, wants_check
+from reka_sync.demo import tiny_mp4
+from reka_sync.stability import Verdict, await_index
 
 
 def box(kind: bytes, body: bytes) -> bytes:

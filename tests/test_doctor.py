@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon import emulator
-from daemon.doctor import check_clock, check_inotify
-from daemon.mounts import mount_of, read_mounts
+from reka_sync import emulator
+from reka_sync.doctor import check_clock, check_inotify
+from reka_sync.mounts import mount_of, read_mounts
 from tests.conftest import (
     API_KEY,
     PYTHON,
@@ -28,7 +28,7 @@ from tests.conftest import (
 def doctor(config: Path, key: str = API_KEY) -> tuple[int, list[dict[str, Any]], str]:
     """Run `reka-sync doctor` both ways; return its exit code, JSON checks and text."""
     env = cli_env(REKA_API_KEY=key)
-    command = [PYTHON, "-m", "daemon", "doctor", "--config", str(config)]
+    command = [PYTHON, "-m", "reka_sync", "doctor", "--config", str(config)]
     as_json = subprocess.run(
         [*command, "--json"], capture_output=True, text=True, env=env, check=False
     )

@@ -10,9 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from daemon.errors import JournalError
-from daemon.journal import Journal
-from daemon.lifecycle import State
+from reka_sync.errors import JournalError
+from reka_sync.journal import Journal
+from reka_sync.lifecycle import State
 from tests.conftest import (
     API_KEY,
     PYTHON,
@@ -176,7 +176,7 @@ def test_a_file_changed_during_its_upload_is_not_done_with_old_content(
 
 
 def test_group_quota_fails_only_the_affected_files(tmp_path: Path, media: Path) -> None:
-    from daemon import emulator
+    from reka_sync import emulator
 
     running = emulator.start(settings=emulator.Settings(group_cap=2, processing_delay=0.1))
     try:
@@ -195,7 +195,7 @@ def test_group_quota_fails_only_the_affected_files(tmp_path: Path, media: Path) 
 
 
 def test_status_shows_a_rate_limit_pause(tmp_path: Path, media: Path) -> None:
-    from daemon import emulator
+    from reka_sync import emulator
 
     running = emulator.start(settings=emulator.Settings(upload_quota=1, processing_delay=0.1))
     try:
@@ -224,13 +224,13 @@ def test_status_shows_a_rate_limit_pause(tmp_path: Path, media: Path) -> None:
 def test_engine_ticks_can_be_driven_with_an_injected_clock(
     tmp_path: Path, media: Path, emu
 ) -> None:
-    from daemon.config import Secret, load_config
-    from daemon.scheduler import Engine
+    from reka_sync.config import Secret, load_config
+    from reka_sync.scheduler import Engine
 
     make_tree(media, 2)
     config = load_config(engine_config(tmp_path, media, emu.url))
     journal = Journal.open(config.journal.path)
-    from daemon.backfill import _record, scan
+    from reka_sync.backfill import _record, scan
 
     _record(journal, scan(config, [], {}).files)
     now = [time.time()]
@@ -262,7 +262,7 @@ def test_the_key_never_reaches_output_logs_or_the_journal(tmp_path: Path, media:
     assert done.returncode == 0, done.stderr
     assert "upload step failed" in done.stderr, "the faults produced no log lines to check"
     status = subprocess.run(
-        [PYTHON, "-m", "daemon", "status", "--config", str(config)],
+        [PYTHON, "-m", "reka_sync", "status", "--config", str(config)],
         capture_output=True,
         text=True,
         env=cli_env(REKA_API_KEY=API_KEY),

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from reka_sync import __version__
 from tests.conftest import REPO
 
 MACHINE_WIDE = ("useradd", "usermod", "sysctl", "systemctl", "journalctl", "userdel")
@@ -68,3 +70,48 @@ def test_the_readme_install_steps_give_units_that_systemd_accepts(tmp_path: Path
     assert verified.returncode == 0, verified.stderr
     assert "reka-sync" not in verified.stderr, verified.stderr
     assert (root / "etc/sysctl.d/60-reka-sync.conf").read_text().count("max_user_watches") == 1
+
+
+def test_the_wheel_installs_beside_python_daemon(tmp_path: Path) -> None:
+    """The import name is reka_sync: python-daemon's `daemon` package can live beside it."""
+    source = tmp_path / "source"  # a clean copy: no build/ left over from an older layout
+    shutil.copytree(
+        REPO / "daemon", source / "daemon", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), "."],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = wheels.glob("reka_sync-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "--quiet"]
+    for packages in ([str(wheel), "python-daemon"], ["--force-reinstall", "--no-deps", str(wheel)]):
+        installed = subprocess.run(
+            [*pip, *packages], capture_output=True, text=True, timeout=600, check=False
+        )
+        assert installed.returncode == 0, installed.stderr
+    version = subprocess.run(
+        [str(venv / "bin/reka-sync"), "--version"], capture_output=True, text=True, check=False
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"reka-sync {__version__}"
+    both = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import daemon, reka_sync.cli; print(daemon.DaemonContext)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert both.returncode == 0 and "DaemonContext" in both.stdout, both.stderr

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import IllegalTransition, JournalError
-from daemon.journal import Journal, SeenFile
-from daemon.lifecycle import Event, State
-from daemon.stability import FileStat
+from reka_sync.errors import IllegalTransition, JournalError
+from reka_sync.journal import Journal, SeenFile
+from reka_sync.lifecycle import Event, State
+from reka_sync.stability import FileStat
 from tests.conftest import PYTHON, REPO
 
 
@@ -91,7 +91,7 @@ def test_claims_are_exclusive_between_processes(tmp_path: Path) -> None:
     journal = Journal.open(db)
     ids = fill(journal, 300)
     script = (
-        "import sys\nfrom pathlib import Path\nfrom daemon.journal import Journal\n"
+        "import sys\nfrom pathlib import Path\nfrom reka_sync.journal import Journal\n"
         "j = Journal.open(Path(sys.argv[1]))\n"
         "while jobs := j.claim_uploads(sys.argv[2], now=10.0, limit=2, lease_seconds=60):\n"
         "    print(*[x.id for x in jobs], flush=True)\n"
@@ -185,7 +185,7 @@ def test_read_only_file_gives_a_clear_error(tmp_path: Path) -> None:
 def test_locked_journal_gives_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("daemon.journal.connection.BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("reka_sync.journal.connection.BUSY_TIMEOUT_S", 0.2)
     journal = Journal.open(tmp_path / "j.db")
     blocker = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.errors import (
+from reka_sync.errors import (
     AuthError,
     Cancelled,
     FileChanged,
@@ -17,8 +17,8 @@ from daemon.errors import (
     ServerError,
     ValidationFailed,
 )
-from daemon.lifecycle import FINISHED, TRANSITIONS, Event, State, allowed_events, next_state
-from daemon.retry import Action, Backoff, decide, server_wait
+from reka_sync.lifecycle import FINISHED, TRANSITIONS, Event, State, allowed_events, next_state
+from reka_sync.retry import Action, Backoff, decide, server_wait
 
 
 def test_happy_path() -> None:

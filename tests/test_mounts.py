@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from daemon.journal import Journal
-from daemon.mounts import mount_of, observer_kind, present, probe
+from reka_sync.journal import Journal
+from reka_sync.mounts import mount_of, observer_kind, present, probe
 
 MOUNTS = """\
 /dev/vda / ext4 rw,relatime 0 0

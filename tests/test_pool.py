@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import threading
 
-from daemon.config import ApiConfig
-from daemon.pool import WorkerPool
-from daemon.workers import QUIET_SLACK, quiet_limit
+from reka_sync.config import ApiConfig
+from reka_sync.pool import WorkerPool
+from reka_sync.workers import QUIET_SLACK, quiet_limit
 from tests.conftest import wait_for
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.patterns import GlobError, IgnoreRules, compile_glob
-from daemon.rules import GroupRules, Rule
+from reka_sync.patterns import GlobError, IgnoreRules, compile_glob
+from reka_sync.rules import GroupRules, Rule
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_ignored_folders_are_pruned() -> None:
 
 
 def test_a_walk_started_inside_an_ignored_tree_finds_nothing(tmp_path) -> None:
-    from daemon.scanner import walk
+    from reka_sync.scanner import walk
 
     inner = tmp_path / "x" / "#recycle" / "sub"
     inner.mkdir(parents=True)

@@ -25,7 +25,7 @@ import tomli_w
 from tests.conftest import (
     API_KEY,
     PYTHON,
-    Daemon,
+    ServiceProcess,
     assert_uploaded_exactly_once,
     cli_env,
     emulator_records,
@@ -102,7 +102,7 @@ def test_systemd_hears_ready_then_status_and_watchdog_then_stopping(
     config = engine_config(tmp_path, media, emu.url, settle_seconds=1)
     listener = NotifyListener(tmp_path / "notify.sock", tmp_path / "journal.db")
     try:
-        daemon = Daemon(config, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000")
+        service = ServiceProcess(config, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000")
         wait_for(lambda: listener.at_ready, timeout=30, message="READY=1")
         (media / "cameras" / "door" / "visit.mp4").write_bytes(os.urandom(50_000))
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="the upload")
@@ -111,7 +111,7 @@ def test_systemd_hears_ready_then_status_and_watchdog_then_stopping(
             timeout=60,
             message="a STATUS line with the upload counted",
         )
-        assert daemon.stop() == 0
+        assert service.stop() == 0
         wait_for(lambda: "STOPPING" in listener.kinds(), timeout=10, message="STOPPING=1")
     finally:
         listener.close()
@@ -122,7 +122,7 @@ def test_systemd_hears_ready_then_status_and_watchdog_then_stopping(
     assert kinds[-1] == "STOPPING" and kinds.count("STOPPING") == 1, kinds
     stopping = listener.messages[-1]
     assert int(stopping["EXTEND_TIMEOUT_USEC"]) > 0
-    assert listener.at_ready["pid"] == daemon.proc.pid
+    assert listener.at_ready["pid"] == service.proc.pid
     assert listener.at_ready["watches"] == 3, "root, cameras, cameras/door watched before READY"
     assert {"files", "events", "progress"} <= listener.at_ready["tables"]
 
@@ -136,7 +136,7 @@ def test_sigterm_mid_upload_exits_0_fast_and_the_file_goes_up_once_after_restart
         handle.truncate(GIB)
     set_faults(emu.url, [{"kind": "slow_body", "bytes_per_second": 40_000_000}])
     config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
 
     def sent() -> int:
         report = report_json("status", config) or {"in_flight": []}
@@ -144,8 +144,8 @@ def test_sigterm_mid_upload_exits_0_fast_and_the_file_goes_up_once_after_restart
 
     wait_for(lambda: sent() > 64 << 20, timeout=60, message="64 MiB of the upload sent")
     started = time.monotonic()
-    daemon.proc.send_signal(signal.SIGTERM)
-    code = daemon.proc.wait(timeout=30)
+    service.proc.send_signal(signal.SIGTERM)
+    code = service.proc.wait(timeout=30)
     took = time.monotonic() - started
     assert code == 0
     assert took < 5, f"stopping took {took:.1f}s"
@@ -157,7 +157,7 @@ def test_sigterm_mid_upload_exits_0_fast_and_the_file_goes_up_once_after_restart
     assert shown["next_attempt_at"] <= time.time()
     assert emulator_records(emu.url) == []
     set_faults(emu.url, [])
-    again = Daemon(config)
+    again = ServiceProcess(config)
     try:
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=120, message="the upload")
     finally:
@@ -172,14 +172,14 @@ def test_sighup_refuses_a_bad_config_then_adds_a_root_and_a_rule(
     second = tmp_path / "second"
     (second / "shows" / "tides").mkdir(parents=True)
     data = tomllib.loads(config.read_text())
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
     try:
         data["upload"]["workers"] = 0
         config.write_text(tomli_w.dumps(data))
-        daemon.proc.send_signal(signal.SIGHUP)
+        service.proc.send_signal(signal.SIGHUP)
         refused = "configuration not reloaded; the one in use stays. Fix these, then reload again"
-        wait_for(lambda: daemon.logged(refused), timeout=30, message="the refusal")
-        [line] = [line for line in daemon.lines if line.get("event") == refused]
+        wait_for(lambda: service.logged(refused), timeout=30, message="the refusal")
+        [line] = [line for line in service.lines if line.get("event") == refused]
         assert any(p.startswith("upload.workers:") for p in line["problems"]), line
         before = media / "before.mp4"
         before.write_bytes(os.urandom(40_000))
@@ -189,8 +189,8 @@ def test_sighup_refuses_a_bad_config_then_adds_a_root_and_a_rule(
         data["watch"]["roots"].append(str(second))
         data["groups"]["rules"].append({"match": "shows/{show}/**", "group": "Show {show}"})
         config.write_text(tomli_w.dumps(data))
-        daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: daemon.logged("configuration reloaded"), timeout=30, message="reload")
+        service.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: service.logged("configuration reloaded"), timeout=30, message="reload")
         episode = second / "shows" / "tides" / "ep1.mp4"
         episode.write_bytes(os.urandom(45_000))
         wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="ep1.mp4")
@@ -200,7 +200,7 @@ def test_sighup_refuses_a_bad_config_then_adds_a_root_and_a_rule(
             message="ep1.mp4 filed",
         )
     finally:
-        assert daemon.stop() == 0
+        assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(before): "Inbox", str(episode): "Show tides"})
 
 
@@ -216,7 +216,7 @@ def test_logs_carry_file_context_and_journald_gets_priority_prefixes(
     with log_file.open("w") as stderr:
         st = os.fstat(stderr.fileno())
         done = subprocess.run(
-            [PYTHON, "-m", "daemon", "backfill", "--config", str(config)],
+            [PYTHON, "-m", "reka_sync", "backfill", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env=cli_env(REKA_API_KEY=API_KEY, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"),
@@ -253,7 +253,7 @@ def test_the_key_appears_nowhere_after_faults_failures_and_every_command(
         seed=7,
     )
     config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5, max_attempts=2)
-    daemon = Daemon(config, "--log-level", "debug")
+    service = ServiceProcess(config, "--log-level", "debug")
     try:
         settled = wait_for(
             lambda: (s := report_json("status", config)) and _settled(s, len(expected)) and s,
@@ -265,11 +265,11 @@ def test_the_key_appears_nowhere_after_faults_failures_and_every_command(
         outputs.append(reka(("show", next(iter(expected)), "--json"), config))
         outputs.append(reka(("rules", next(iter(expected))), config))
         outputs.append(reka(("doctor",), config, key="a-wrong-key-12345"))
-        daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: daemon.logged("configuration reloaded"), timeout=30, message="reload")
+        service.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: service.logged("configuration reloaded"), timeout=30, message="reload")
     finally:
-        assert daemon.stop() == 0
-    texts = [*outputs, json.dumps(daemon.lines)]
+        assert service.stop() == 0
+    texts = [*outputs, json.dumps(service.lines)]
     assert any("upload step failed" in text for text in texts)
     for secret in (API_KEY, "a-wrong-key-12345"):
         for text in texts:
@@ -299,7 +299,7 @@ def _settled(report: dict[str, Any], files: int) -> bool:
 def reka(args: tuple[str, ...], config: Path, key: str = API_KEY) -> str:
     """Run a reka-sync command with the key in its environment; return all it printed."""
     done = subprocess.run(
-        [PYTHON, "-m", "daemon", *args, "--config", str(config), "--log-level", "debug"],
+        [PYTHON, "-m", "reka_sync", *args, "--config", str(config), "--log-level", "debug"],
         capture_output=True,
         text=True,
         env=cli_env(REKA_API_KEY=key),
@@ -317,21 +317,21 @@ def test_sigterm_while_the_server_stalls_still_exits_fast_and_nothing_is_lost(
     # The server sits on the request for a minute without reading the body: our writes block.
     set_faults(emu.url, [{"kind": "latency", "seconds": 60, "count": 1, "scope": "upload"}])
     config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
     wait_for(
         lambda: (report_json("show", config, str(clip)) or {}).get("state") == "uploading",
         timeout=60,
         message="the upload to start",
     )
     started = time.monotonic()
-    daemon.proc.send_signal(signal.SIGTERM)
-    code = daemon.proc.wait(timeout=30)
+    service.proc.send_signal(signal.SIGTERM)
+    code = service.proc.wait(timeout=30)
     took = time.monotonic() - started
     assert code == 0
     assert took < 5, f"stopping took {took:.1f}s"
-    assert daemon.logged("a step is stuck in a network call; the next start settles it")
+    assert service.logged("a step is stuck in a network call; the next start settles it")
     set_faults(emu.url, [])
-    again = Daemon(config)
+    again = ServiceProcess(config)
     try:
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=120, message="the upload")
     finally:
@@ -369,18 +369,18 @@ def test_a_step_stuck_outside_every_timeout_stops_the_watchdog_pings(
     }  # each step may then be quiet for 0.5 + 0.5 + 30 s
     config.write_text(tomli_w.dumps(data))
     listener = NotifyListener(tmp_path / "notify.sock", tmp_path / "journal.db")
-    daemon = Daemon(
+    service = ServiceProcess(
         config, prefix=prefix, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000"
     )
     try:
         wait_for(lambda: listener.kinds().count("WATCHDOG") >= 2, message="watchdog pings")
         (media / "clip.mp4").write_bytes(os.urandom(40_000))
         wait_for(
-            lambda: daemon.logged("stuck; no watchdog pings until it recovers"),
+            lambda: service.logged("stuck; no watchdog pings until it recovers"),
             timeout=120,
             message="the stuck step to be noticed",
         )
-        [stuck] = [e for e in daemon.lines if e.get("event", "").startswith("stuck;")]
+        [stuck] = [e for e in service.lines if e.get("event", "").startswith("stuck;")]
         assert stuck["reason"].startswith("1 worker steps are stuck outside every timeout")
         pings = listener.kinds().count("WATCHDOG")
         statuses = len(listener.statuses())
@@ -391,7 +391,7 @@ def test_a_step_stuck_outside_every_timeout_stops_the_watchdog_pings(
         )
         assert listener.kinds().count("WATCHDOG") == pings  # silence: systemd would restart us
         started = time.monotonic()
-        assert daemon.stop() == 0
+        assert service.stop() == 0
         assert time.monotonic() - started < 5
     finally:
         listener.close()

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import tomli_w
 
-from daemon.demo import tiny_mp4
+from reka_sync.demo import tiny_mp4
 from tests.conftest import (
     API_KEY,
     BindMount,
-    Daemon,
+    ServiceProcess,
     assert_uploaded_exactly_once,
     emulator_records,
     emulator_requests,
@@ -32,8 +32,8 @@ def watch_config(tmp_path: Path, media: Path, emu: Any) -> Path:
 
 
 @pytest.fixture
-def daemon(watch_config: Path) -> Iterator[Daemon]:
-    running = Daemon(watch_config)
+def service(watch_config: Path) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(watch_config)
     yield running
     if running.proc.poll() is None:
         running.stop()
@@ -52,7 +52,7 @@ def write_slowly(path: Path, total: int, seconds: float) -> None:
 
 
 def test_files_arriving_every_way_are_uploaded_once_and_complete(
-    tmp_path: Path, media: Path, emu: Any, daemon: Daemon
+    tmp_path: Path, media: Path, emu: Any, service: ServiceProcess
 ) -> None:
     expected: dict[str, str] = {}
     copied = media / "cameras" / "front" / "copied.mp4"
@@ -83,7 +83,7 @@ def test_files_arriving_every_way_are_uploaded_once_and_complete(
         timeout=90,
         message="every file to be uploaded",
     )
-    assert daemon.stop() == 0
+    assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, expected)
     accepted = [
         r
@@ -96,7 +96,7 @@ def test_files_arriving_every_way_are_uploaded_once_and_complete(
 BURST = 3000
 
 
-def test_a_burst_of_files_misses_none(media: Path, emu: Any, daemon: Daemon) -> None:
+def test_a_burst_of_files_misses_none(media: Path, emu: Any, service: ServiceProcess) -> None:
     folder = media / "burst"
     folder.mkdir()
     expected = {}
@@ -107,19 +107,19 @@ def test_a_burst_of_files_misses_none(media: Path, emu: Any, daemon: Daemon) -> 
     wait_for(
         lambda: len(emulator_records(emu.url)) >= BURST, timeout=240, message=f"{BURST} uploads"
     )
-    assert daemon.stop() == 0
+    assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, expected)
 
 
 def test_files_that_arrive_while_stopped_are_found_at_start(
     media: Path, emu: Any, watch_config: Path
 ) -> None:
-    first = Daemon(watch_config)
+    first = ServiceProcess(watch_config)
     (media / "a.mp4").write_bytes(os.urandom(50_000))
     wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="a.mp4")
     assert first.stop() == 0
     (media / "b.mp4").write_bytes(os.urandom(60_000))  # no daemon, no event
-    second = Daemon(watch_config)
+    second = ServiceProcess(watch_config)
     try:
         wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="b.mp4")
     finally:
@@ -130,7 +130,7 @@ def test_files_that_arrive_while_stopped_are_found_at_start(
 
 
 def test_a_done_file_moved_to_another_rule_is_regrouped_not_reuploaded(
-    media: Path, emu: Any, daemon: Daemon
+    media: Path, emu: Any, service: ServiceProcess
 ) -> None:
     source = media / "misc" / "clip.mp4"
     source.parent.mkdir(parents=True)
@@ -138,18 +138,18 @@ def test_a_done_file_moved_to_another_rule_is_regrouped_not_reuploaded(
     wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="the upload")
     target = media / "cameras" / "garden" / "clip.mp4"
     target.parent.mkdir(parents=True)
-    wait_for(lambda: daemon_done(emu.url), timeout=60, message="the video to be stored")
+    wait_for(lambda: stored_on_emulator(emu.url), timeout=60, message="the video to be stored")
     os.rename(source, target)
     wait_for(
         lambda: group_of_only_video(emu.url) == "Camera garden",
         timeout=60,
         message="the video to move to the new rule's group",
     )
-    assert daemon.stop() == 0
+    assert service.stop() == 0
     assert len(emulator_records(emu.url)) == 1
 
 
-def daemon_done(url: str) -> bool:
+def stored_on_emulator(url: str) -> bool:
     return all(r["status"] == "uploaded" for r in emulator_records(url))
 
 
@@ -171,7 +171,7 @@ def test_an_unmounted_root_is_unavailable_not_missing(
 ) -> None:
     config = engine_config(tmp_path, media, emu.url, settle_seconds=1, rescan_interval=0.5)
     (media / "kept.mp4").write_bytes(os.urandom(80_000))
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
     try:
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="kept.mp4")
         away = tmp_path / "unmounted"
@@ -196,7 +196,7 @@ def test_an_unmounted_root_is_unavailable_not_missing(
         (media / "after.mp4").write_bytes(os.urandom(90_000))
         wait_for(lambda: len(emulator_records(emu.url)) == 2, timeout=60, message="after.mp4")
     finally:
-        assert daemon.stop() == 0
+        assert service.stop() == 0
     assert status()["counts"]["missing"] == 0
     assert_uploaded_exactly_once(
         emu.url, {str(media / "kept.mp4"): "Inbox", str(media / "after.mp4"): "Inbox"}
@@ -218,7 +218,7 @@ def test_a_bind_mounted_root_unmounted_and_remounted_loses_nothing(
     data = tomllib.loads(config.read_text())
     data["watch"]["roots"].append(str(other))
     config.write_text(tomli_w.dumps(data))
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
 
     def status() -> dict[str, Any]:
         return report_json("status", config) or {}
@@ -244,9 +244,9 @@ def test_a_bind_mounted_root_unmounted_and_remounted_loses_nothing(
     with (media / "recording.mp4").open("ab") as handle:
         handle.write(whole[moov_at:])
     wait_for(lambda: state(media / "recording.mp4") == "done", timeout=60, message="upload")
-    assert daemon.stop() == 0
-    assert daemon.logged("root unavailable (unmounted?); its files wait")
-    errors = [line for line in daemon.lines if line.get("level") in ("error", "critical")]
+    assert service.stop() == 0
+    assert service.logged("root unavailable (unmounted?); its files wait")
+    errors = [line for line in service.lines if line.get("level") in ("error", "critical")]
     assert errors == []
     assert status()["counts"]["missing"] == 0
     assert_uploaded_exactly_once(
@@ -263,7 +263,7 @@ def test_a_file_deleted_before_upload_is_missing_and_nothing_is_sent(
     tmp_path: Path, media: Path, emu: Any
 ) -> None:
     config = engine_config(tmp_path, media, emu.url, settle_seconds=3)
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
     doomed = media / "doomed.mp4"
     try:
         doomed.write_bytes(os.urandom(70_000))
@@ -278,7 +278,7 @@ def test_a_file_deleted_before_upload_is_missing_and_nothing_is_sent(
         wait_for(lambda: state() == "missing", timeout=30, message="the file to be missing")
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=30, message="kept.mp4")
     finally:
-        assert daemon.stop() == 0
+        assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(media / "kept.mp4"): "Inbox"})
 
 
@@ -294,7 +294,7 @@ def test_an_mp4_waits_for_its_index_and_one_cut_short_fails(
     moov_at = whole.rindex(b"moov") - 4
     recording.write_bytes(whole[:moov_at])  # media data written, the index not yet
     cut.write_bytes(tiny_mp4(200_000, 8)[:150_000])
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
     try:
 
         def shown(path: Path) -> dict[str, Any]:
@@ -315,14 +315,14 @@ def test_an_mp4_waits_for_its_index_and_one_cut_short_fails(
         )
         assert "without its index" in failed["last_error"]
     finally:
-        assert daemon.stop() == 0
+        assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(recording): "Inbox"})
 
 
 def test_a_root_that_appears_after_start_gets_its_watch(tmp_path: Path, emu: Any) -> None:
     share = tmp_path / "share"  # not there yet: a share mounted after the daemon started
     config = engine_config(tmp_path, share, emu.url, settle_seconds=0.5, rescan_interval=3600)
-    daemon = Daemon(config)
+    service = ServiceProcess(config)
     try:
 
         def unavailable() -> list[Any]:
@@ -330,11 +330,11 @@ def test_a_root_that_appears_after_start_gets_its_watch(tmp_path: Path, emu: Any
 
         wait_for(lambda: len(unavailable()) == 1, timeout=30, message="the root to be missing")
         share.mkdir()
-        wait_for(lambda: daemon.logged("root available"), timeout=30, message="the root back")
+        wait_for(lambda: service.logged("root available"), timeout=30, message="the root back")
         wait_for(lambda: unavailable() == [], timeout=30, message="status to say so")
         arrived = share / "arrived.mp4"
         arrived.write_bytes(os.urandom(30_000))  # the next rescan is an hour away: events only
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=30, message="the upload")
     finally:
-        assert daemon.stop() == 0
+        assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(arrived): "Inbox"})

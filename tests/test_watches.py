@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
-    Daemon,
+    ServiceProcess,
     assert_uploaded_exactly_once,
     emulator_records,
     engine_config,
@@ -70,42 +70,42 @@ def test_ignored_folders_get_no_watch(tmp_path: Path, media: Path, emu: Any) -> 
         (media / folder).mkdir(parents=True)
     for index in range(20):
         (media / "#recycle" / str(index)).mkdir(parents=True)
-    daemon = Daemon(engine_config(tmp_path, media, emu.url, settle_seconds=1))
+    service = ServiceProcess(engine_config(tmp_path, media, emu.url, settle_seconds=1))
     try:
-        assert inotify_watches(daemon.proc.pid) == 4  # the root, a, a/b, c
+        assert inotify_watches(service.proc.pid) == 4  # the root, a, a/b, c
         (media / ".cache" / "deep" / "er").mkdir(parents=True)
         (media / ".cache" / "deep" / "er" / "hidden.mp4").write_bytes(os.urandom(30_000))
         fresh = media / "new" / "deep"
         fresh.mkdir(parents=True)  # its events come after .cache's, so .cache was seen first
         wait_for(
-            lambda: inotify_watches(daemon.proc.pid) == 6,
+            lambda: inotify_watches(service.proc.pid) == 6,
             timeout=30,
             message="watches on new and new/deep only",
         )
         (fresh / "clip.mp4").write_bytes(os.urandom(40_000))
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="clip.mp4")
     finally:
-        assert daemon.stop() == 0
+        assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(fresh / "clip.mp4"): "Inbox"})
 
 
 def test_running_out_of_watches_moves_the_root_to_polling_and_misses_nothing(
     tmp_path: Path, media: Path, emu: Any
 ) -> None:
-    daemon = Daemon(engine_config(tmp_path, media, emu.url, settle_seconds=1))
+    service = ServiceProcess(engine_config(tmp_path, media, emu.url, settle_seconds=1))
     try:
-        assert inotify_watches(daemon.proc.pid) == 1
+        assert inotify_watches(service.proc.pid) == 1
         folders = [media / "new" / f"f{index:02d}" for index in range(30)]
         with kernel_limit("max_user_watches", every_inotify_watch() + 2):
             for folder in folders:
                 folder.mkdir(parents=True)
-            wait_for(lambda: daemon.logged(OUT_OF_WATCHES), timeout=30, message="the warning")
+            wait_for(lambda: service.logged(OUT_OF_WATCHES), timeout=30, message="the warning")
         (folders[-1] / "clip.mp4").write_bytes(os.urandom(40_000))
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="clip.mp4")
-        assert inotify_watches(daemon.proc.pid) == 0, "the half-placed inotify watch was removed"
+        assert inotify_watches(service.proc.pid) == 0, "the half-placed inotify watch was removed"
     finally:
-        assert daemon.stop() == 0
-    warnings = [line for line in daemon.lines if line.get("event") == OUT_OF_WATCHES]
+        assert service.stop() == 0
+    warnings = [line for line in service.lines if line.get("event") == OUT_OF_WATCHES]
     assert [w["root"] for w in warnings] == [str(media)], "warned once, naming the root"
     assert_uploaded_exactly_once(emu.url, {str(folders[-1] / "clip.mp4"): "Inbox"})
 
@@ -117,25 +117,25 @@ def test_events_lost_to_a_queue_overflow_are_found_by_the_rescan(
     batch.mkdir()
     config = engine_config(tmp_path, media, emu.url, settle_seconds=1, rescan_interval=3)
     with kernel_limit("max_queued_events", 16):  # read when the daemon opens inotify
-        daemon = Daemon(config)
+        service = ServiceProcess(config)
     expected = {}
     try:
-        os.kill(daemon.proc.pid, signal.SIGSTOP)  # its queue fills while it is frozen
+        os.kill(service.proc.pid, signal.SIGSTOP)  # its queue fills while it is frozen
         try:
             for index in range(300):
                 path = batch / f"b{index:03d}.mp4"
                 path.write_bytes(index.to_bytes(4, "little") + os.urandom(3000))
                 expected[str(path)] = "Inbox"
         finally:
-            os.kill(daemon.proc.pid, signal.SIGCONT)
+            os.kill(service.proc.pid, signal.SIGCONT)
         wait_for(lambda: len(emulator_records(emu.url)) >= 300, timeout=120, message="uploads")
     finally:
-        assert daemon.stop() == 0
-    overflowed = [line for line in daemon.lines if "overflow" in str(line.get("event"))]
+        assert service.stop() == 0
+    overflowed = [line for line in service.lines if "overflow" in str(line.get("event"))]
     assert overflowed, "the premise: the kernel dropped events"
     found = sum(
         line["files"]
-        for line in daemon.lines
+        for line in service.lines
         if line.get("event") == "scan found new or changed files"
     )
     assert found >= 250, f"the rescan found what events missed (found {found})"
@@ -163,15 +163,15 @@ def test_no_inotify_instance_left_means_polling_not_a_crash(
 ) -> None:
     config = engine_config(tmp_path, media, emu.url, settle_seconds=0.5)
     with kernel_limit("max_user_instances", every_inotify_instance()):
-        daemon = Daemon(config)
+        service = ServiceProcess(config)
     try:
-        [running] = [line for line in daemon.lines if line.get("event") == "reka-sync running"]
+        [running] = [line for line in service.lines if line.get("event") == "reka-sync running"]
         assert running["observers"] == {str(media): "polling"}
         assert any(
-            "inotify instance limit reached" in str(line.get("event")) for line in daemon.lines
+            "inotify instance limit reached" in str(line.get("event")) for line in service.lines
         )
         (media / "clip.mp4").write_bytes(os.urandom(30_000))
         wait_for(lambda: len(emulator_records(emu.url)) == 1, timeout=60, message="clip.mp4")
     finally:
-        assert daemon.stop() == 0
+        assert service.stop() == 0
     assert_uploaded_exactly_once(emu.url, {str(media / "clip.mp4"): "Inbox"})

@@ -26,7 +26,7 @@ from tests.benchmarks.common import MIB, EmulatorProcess, make_file
 WORKERS = 4
 HARNESS = """
 import json, os, sys
-from daemon.cli import main
+from reka_sync.cli import main
 code = main(sys.argv[1:])
 io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]

@@ -15,8 +15,8 @@ ROUNDS = 3
 CLIENT = """
 import sys, time
 from pathlib import Path
-from daemon.api import ApiClient
-from daemon.config import ApiConfig, Secret
+from reka_sync.api import ApiClient
+from reka_sync.config import ApiConfig, Secret
 from tests.benchmarks.common import peak_rss_mib
 import os
 path = Path(sys.argv[2])

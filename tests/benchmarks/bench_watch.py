@@ -43,7 +43,7 @@ def config(base: Path, media: Path, url: str, **watch: object) -> Path:
 
 def start_daemon(cfg: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--log-format", "json"],
+        [sys.executable, "-m", "reka_sync", "run", "--config", str(cfg), "--log-format", "json"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "REKA_API_KEY": "bench"},
@@ -129,10 +129,10 @@ def idle(folders: int = 10_000, seconds: float = 60.0) -> None:
 
 
 def scan(files: int = 100_000) -> None:
-    from daemon.config import Secret, load_config
-    from daemon.journal import Journal
-    from daemon.lifecycle import Event, State
-    from daemon.scheduler import Engine
+    from reka_sync.config import Secret, load_config
+    from reka_sync.journal import Journal
+    from reka_sync.lifecycle import Event, State
+    from reka_sync.scheduler import Engine
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

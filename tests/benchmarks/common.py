@@ -84,7 +84,7 @@ class EmulatorProcess:
             [
                 sys.executable,
                 "-m",
-                "daemon",
+                "reka_sync",
                 "emulator",
                 "--port",
                 "0",

@@ -1,0 +1,211 @@
+"""`reka-sync backfill`: scan, record, run the engine until every file is finished, summarise."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from reka_sync.config import Config, Secret
+from reka_sync.errors import RekaSyncError
+from reka_sync.fingerprint import digest_file, sample_file
+from reka_sync.journal import Job, Journal, SeenFile
+from reka_sync.lifecycle import ACTIVE, State
+from reka_sync.mounts import probe
+from reka_sync.patterns import IgnoreRules
+from reka_sync.progress import Progress
+from reka_sync.scanner import ScanProblem, walk
+from reka_sync.scheduler import Engine
+from reka_sync.service import on_stop_signals
+
+WAIT_STEP = 0.1  # seconds between looks at the journal while the engine works
+
+
+class UsageError(RekaSyncError):
+    """The command line named something it cannot act on."""
+
+
+@dataclass
+class Scan:
+    files: list[SeenFile] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)
+    unavailable: list[Path] = field(default_factory=list)
+    mounted: dict[str, str] = field(default_factory=dict)  # root -> its mount point
+
+
+def scan(config: Config, paths: list[Path], last_mounts: Mapping[str, str]) -> Scan:
+    """Given the config, optional paths inside its roots and where roots were mounted,
+    return the wanted files there.
+
+    Raise UsageError if a path is outside every root.
+    """
+    ignore = IgnoreRules(config.watch.ignore, config.watch.extensions)
+    result = Scan()
+    targets: list[tuple[Path, Path | None]] = []
+    for raw in paths:
+        path = raw.resolve()
+        root = next((r for r in config.watch.roots if path.is_relative_to(r)), None)
+        if root is None:
+            raise UsageError(f"{raw} is not under any watch.roots entry")
+        if not path.exists():
+            raise UsageError(f"{raw} does not exist")
+        targets.append((root, path))
+    for root in config.watch.roots if not paths else []:
+        there, point = probe(root, last_mounts.get(str(root)))
+        if there:
+            targets.append((root, None))
+            result.mounted[str(root)] = point
+        else:
+            result.unavailable.append(root)
+    for root, start in targets:
+        result.files.extend(walk(root, ignore, start, result.problems))
+    return result
+
+
+def run(
+    config: Config,
+    key: Secret | None,
+    paths: list[Path],
+    *,
+    dry_run: bool,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Given the config, back the roots (or `paths`) up once; return the exit code."""
+    journal = Journal.open(config.journal.path)
+    try:
+        found = scan(config, paths, journal.root_mounts())
+        for root in found.unavailable:
+            print(f"reka-sync: warning: {root} is unavailable (not mounted?); skipped", file=err)
+        for problem in found.problems:
+            print(f"reka-sync: warning: cannot read {problem.path}: {problem.reason}", file=err)
+        if dry_run:
+            return _dry_run(config, journal, found.files, as_json, out)
+        assert key is not None
+        for mounted, point in found.mounted.items():
+            journal.set_root_available(mounted, True, time.time(), point)
+        ids = _record(journal, found.files)
+        interrupted = _drive(config, journal, key, ids, err)
+        summary = summarise(journal.jobs_by_ids(ids), interrupted)
+    finally:
+        journal.close()
+    _print_summary(summary, as_json, out)
+    return 1 if summary["failed"] or interrupted else 0
+
+
+def _record(journal: Journal, files: list[SeenFile]) -> list[int]:
+    now = time.time()
+    for start in range(0, len(files), 2000):
+        journal.record_scan(files[start : start + 2000], now, priority=1)
+    return journal.ids_of(f.path for f in files)
+
+
+def _drive(config: Config, journal: Journal, key: Secret, ids: list[int], err: TextIO) -> bool:
+    """Run the engine until every job in `ids` is finished; return True if interrupted."""
+    engine = Engine(config, journal, key)
+    stop = threading.Event()
+    on_stop_signals(stop.set)
+    progress = Progress(
+        err, total_files=len(ids), total_bytes=sum(size for _, size in journal.tally(ids).values())
+    )
+    engine.start()
+    try:
+        while not stop.wait(WAIT_STEP):
+            tally = journal.tally(ids)
+            progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
+            if all(tally[state][0] == 0 for state in ACTIVE):
+                break
+    finally:
+        engine.stop()
+        progress.close()
+    return stop.is_set()
+
+
+def summarise(jobs: list[Job], interrupted: bool = False) -> dict[str, Any]:
+    """Given the jobs of a backfill, return counts by outcome and by group, and the failures."""
+    outcomes = Counter(job.state.value for job in jobs)
+    groups = Counter(job.group_name or "(no group)" for job in jobs if job.state is State.DONE)
+    duplicates = sum(1 for job in jobs if job.state is State.SKIPPED and job.video_id)
+    return {
+        "files": len(jobs),
+        "outcomes": dict(sorted(outcomes.items())),
+        "groups": dict(sorted(groups.items())),
+        "duplicates": duplicates,
+        "failed": sum(1 for job in jobs if job.state is State.FAILED),
+        "failures": [
+            {"path": j.path, "error": j.last_error} for j in jobs if j.state is State.FAILED
+        ],
+        "interrupted": interrupted,
+    }
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2), file=out)
+        return
+    print(f"backfill: {summary['files']} files", file=out)
+    for outcome, count in summary["outcomes"].items():
+        print(f"  {outcome:<11} {count}", file=out)
+    if summary["duplicates"]:
+        print(
+            f"  ({summary['duplicates']} skipped as duplicates of videos already uploaded)",
+            file=out,
+        )
+    if summary["groups"]:
+        print("by group:", file=out)
+        for group, count in summary["groups"].items():
+            print(f"  {group:<30} {count}", file=out)
+    for failure in summary["failures"]:
+        print(f"FAILED {failure['path']}: {failure['error']}", file=out)
+    if summary["interrupted"]:
+        print("interrupted: run the same command again to finish", file=out)
+
+
+def _dry_run(
+    config: Config, journal: Journal, files: list[SeenFile], as_json: bool, out: TextIO
+) -> int:
+    rules = config.groups.compiled()
+    plan: list[dict[str, str]] = []
+    for seen in files:
+        decision = rules.decide(seen.rel_path)
+        job = journal.find(seen.path)
+        plan.append(
+            {
+                "path": seen.path,
+                "group": decision.group or "",
+                "rule": decision.reason,
+                "status": _planned_status(journal, seen, job),
+            }
+        )
+    if as_json:
+        print(json.dumps({"files": plan}, indent=2), file=out)
+    else:
+        for item in plan:
+            group = f"group {item['group']!r}" if item["group"] else "no group"
+            print(f"{item['status']:<24} {item['path']} -> {group}", file=out)
+        counts = Counter(item["status"].split()[0] for item in plan)
+        print("dry run: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
+    return 0
+
+
+def _planned_status(journal: Journal, seen: SeenFile, job: Job | None) -> str:
+    if job is not None and job.stat.same_content_as(seen.stat):
+        if job.state is State.DONE:
+            return "done already"
+        if job.state is not State.DISCOVERED:
+            return f"{job.state.value} (in journal)"
+    sample = sample_file(Path(seen.path), seen.stat.size)
+    twins = journal.uploaded_twins(seen.stat.size, sample, job.id if job else -1)
+    if twins:
+        digest = digest_file(Path(seen.path))
+        twin = next((t for t in twins if t.digest == digest), None)
+        if twin is not None:
+            return f"duplicate of {twin.path}"
+    return "new"

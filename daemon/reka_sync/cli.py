@@ -1,0 +1,346 @@
+"""The `reka-sync` command line: parse arguments, map errors to exit codes, print results."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from reka_sync import __version__
+from reka_sync.config import (
+    Config,
+    Secret,
+    default_config_path,
+    load_config,
+    require_api_key,
+    resolve_api_key,
+)
+from reka_sync.errors import ConfigError, JournalError, RekaSyncError
+from reka_sync.journal import Journal
+from reka_sync.lifecycle import Event, State
+from reka_sync.status import format_show, format_status, show_report, status_report
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Given command-line arguments, run the command and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"reka-sync: configuration error in {args.config}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JournalError as exc:
+        print(f"reka-sync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except RekaSyncError as exc:
+        print(f"reka-sync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every command of the interface contract."""
+    parser = argparse.ArgumentParser(
+        prog="reka-sync",
+        description="Keep folders of videos in sync with the Reka Vision API.",
+    )
+    parser.add_argument("--version", action="version", version=f"reka-sync {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.add_argument(
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="(info)",
+        )
+        sub.add_argument(
+            "--log-format",
+            default="auto",
+            choices=["auto", "console", "json"],
+            help="console on a terminal, JSON lines otherwise (auto)",
+        )
+        sub.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="configuration file (default: $REKA_SYNC_CONFIG, then /etc/reka-sync/config.toml)",
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("run", cmd_run, "watch, upload, poll and file into groups until SIGTERM")
+    sub = add("backfill", cmd_backfill, "upload everything under the roots once, then exit")
+    sub.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="only these files or folders"
+    )
+    sub.add_argument("--dry-run", action="store_true", help="upload nothing; show the plan")
+    _json_flag(sub)
+    _json_flag(add("status", cmd_status, "counts per state, work in flight, pauses, failures"))
+    sub = add("show", cmd_show, "one file's history in the journal")
+    sub.add_argument("path")
+    _json_flag(sub)
+    sub = add("retry", cmd_retry, "put failed files back in the queue")
+    sub.add_argument("paths", nargs="*", metavar="PATH")
+    sub.add_argument("--all-failed", action="store_true", help="every failed file")
+    sub = add("rules", cmd_rules, "which group each path would go to, and which rule decided")
+    sub.add_argument("paths", nargs="+", metavar="PATH")
+    add("check-config", cmd_check_config, "validate the configuration; print every problem")
+    doctor = add(
+        "doctor", cmd_doctor, "check the key, reachability, clock, inotify limits, mounts, journal"
+    )
+    _json_flag(doctor)
+    _emulator_flags(add("emulator", cmd_emulator, "run the built-in Reka Vision API emulator"))
+    add("demo", cmd_demo, "run the pipeline against the built-in emulator on a sample tree")
+    return parser
+
+
+def _emulator_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    sub.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    sub.add_argument("--data", type=Path, default=None, help="keep state and uploads here")
+    sub.add_argument("--api-key", default=None, help="accept only this key (default: any)")
+    sub.add_argument(
+        "--processing-delay",
+        type=float,
+        default=1.0,
+        help="seconds a video stays 'uploading' (1.0)",
+    )
+    sub.add_argument("--group-cap", type=int, default=10, help="groups per key (10)")
+    sub.add_argument("--upload-quota", type=int, default=None, help="uploads per key per day")
+    sub.add_argument("--max-upload-bytes", type=int, default=None, help="answer 413 above this")
+    sub.add_argument("--seed", type=int, default=None, help="seed for fault draws")
+    for kind, text in (
+        ("server-error", "answer 500"),
+        ("rate-limit", "answer 429"),
+        ("drop-mid-body", "cut uploads half way"),
+        ("drop-after-store", "store uploads, then cut the connection"),
+        ("processing-failure", "end uploads as 'failed'"),
+    ):
+        sub.add_argument(
+            f"--{kind}-rate",
+            type=float,
+            default=0.0,
+            metavar="P",
+            help=f"share of requests to {text} (0..1)",
+        )
+    sub.add_argument("--retry-after", type=float, default=2.0, help="retry-after of injected 429s")
+    sub.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    if args.config is None:
+        args.config = default_config_path()
+    config = load_config(args.config)
+    for warning in config.warnings:
+        print(f"reka-sync: warning: {warning}", file=sys.stderr)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration and print a verdict."""
+    config = _config(args)
+    if resolve_api_key(config) is None:
+        print(
+            "reka-sync: warning: api.api_key_file: no API key found yet; set $REKA_API_KEY, "
+            "api.api_key_file or the systemd credential 'reka-api-key'",
+            file=sys.stderr,
+        )
+    rules = config.groups.rules
+    print(
+        f"{args.config}: ok ({len(config.watch.roots)} roots, {len(rules)} rules, "
+        f"journal {config.journal.path})"
+    )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print counts per state, work in flight, pauses and recent failures."""
+    config = _config(args)
+    journal = Journal.open(config.journal.path, readonly=True)
+    try:
+        report = status_report(journal, time.time())
+    finally:
+        journal.close()
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check what the service depends on; exit 1 if any check fails."""
+    from reka_sync import doctor
+
+    config = _config(args)
+    try:
+        key = resolve_api_key(config)
+    except ConfigError:
+        key = None  # doctor's key check says why
+    _logging(args, key)
+    checks = doctor.run_checks(config)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
+    else:
+        print(doctor.format_checks(checks))
+    return EXIT_FAILED if any(c.level == "fail" for c in checks) else EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print one file's history."""
+    config = _config(args)
+    journal = Journal.open(config.journal.path, readonly=True)
+    try:
+        path = str(Path(args.path).resolve())
+        job = journal.find(path)
+        if job is None:
+            print(
+                f"reka-sync: {path} is not in the journal (never seen, ignored, "
+                "or outside the roots)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        report = show_report(job, journal.history(job.id))
+    finally:
+        journal.close()
+    print(json.dumps(report, indent=2) if args.json else format_show(report))
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Put failed (or missing, skipped) files back in the queue."""
+    if not args.paths and not args.all_failed:
+        print("reka-sync: name files to retry, or pass --all-failed", file=sys.stderr)
+        return EXIT_USAGE
+    config = _config(args)
+    journal = Journal.open(config.journal.path)
+    try:
+        jobs = [journal.find(str(Path(p).resolve())) for p in args.paths]
+        if args.all_failed:
+            jobs += journal.jobs([State.FAILED], limit=1_000_000)
+        status = EXIT_OK
+        for path, job in zip(args.paths, jobs, strict=False):
+            if job is None:
+                print(f"reka-sync: {path}: not in the journal", file=sys.stderr)
+                status = EXIT_FAILED
+        requeued = 0
+        for job in (j for j in jobs if j is not None):
+            if job.state not in (State.FAILED, State.MISSING, State.SKIPPED):
+                print(f"{job.path}: {job.state.value}, nothing to retry")
+                continue
+            journal.transition(
+                job.id,
+                Event.REQUEUE,
+                time.time(),
+                attempts=0,
+                last_error=None,
+                outcome_unknown=job.outcome_unknown,
+                detail={"by": "operator"},
+            )
+            requeued += 1
+        print(f"requeued {requeued} file(s)")
+        return status
+    finally:
+        journal.close()
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    """Print the group each path would go to and the rule that decided."""
+    config = _config(args)
+    rules = config.groups.compiled()
+    status = EXIT_OK
+    for raw in args.paths:
+        path = Path(raw).resolve()
+        root = next((r for r in config.watch.roots if path.is_relative_to(r)), None)
+        if root is None:
+            print(f"{raw}: not under any watch.roots entry")
+            status = EXIT_FAILED
+            continue
+        decision = rules.decide(path.relative_to(root).as_posix())
+        group = f"group {decision.group!r}" if decision.group else "no group"
+        print(f"{raw}: {group} ({decision.reason})")
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the service until SIGTERM or SIGINT."""
+    from reka_sync import runner
+
+    config = _config(args)
+    key = require_api_key(config)
+    _logging(args, key)
+    return runner.run(config, key, Path(args.config))
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Upload everything under the roots (or the given paths) once, then exit."""
+    from reka_sync import backfill
+
+    config = _config(args)
+    key = None if args.dry_run else require_api_key(config)
+    _logging(args, key)
+    try:
+        return backfill.run(config, key, args.paths, dry_run=args.dry_run, as_json=args.json)
+    except backfill.UsageError as exc:
+        print(f"reka-sync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _logging(args: argparse.Namespace, key: Secret | None) -> None:
+    from reka_sync import logs
+
+    if key is not None:
+        logs.register_secret(key)
+    logs.configure(args.log_level, args.log_format)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the pipeline against the built-in emulator on a sample tree, then exit."""
+    from reka_sync import demo, logs
+
+    logs.configure("warning" if args.log_level == "info" else args.log_level, args.log_format)
+    return demo.run(sys.stdout)
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    """Run the built-in API emulator in the foreground."""
+    from reka_sync import emulator
+
+    faults = [
+        emulator.Fault.from_json({"kind": kind, "rate": rate, "seconds": args.retry_after})
+        for kind in (
+            "server_error",
+            "rate_limit",
+            "drop_mid_body",
+            "drop_after_store",
+            "processing_failure",
+        )
+        if (rate := getattr(args, f"{kind}_rate")) > 0
+    ]
+    if args.latency > 0:
+        faults.append(emulator.Fault.from_json({"kind": "latency", "seconds": args.latency}))
+    settings = emulator.Settings(
+        api_key=args.api_key,
+        processing_delay=args.processing_delay,
+        group_cap=args.group_cap,
+        upload_quota=args.upload_quota,
+        max_upload_bytes=args.max_upload_bytes,
+    )
+    emulator.serve(args.host, args.port, args.data, settings, faults, args.seed)
+    return EXIT_OK

@@ -1,0 +1,454 @@
+"""Load and validate the TOML configuration into frozen, typed objects.
+
+Every problem is collected with its key path (``watch.roots[1]: not a
+directory``) and raised together as one ConfigError, so a user fixes a file
+in one pass. Warnings (a root that does not exist yet) do not stop loading.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from reka_sync.errors import ConfigError
+from reka_sync.patterns import GlobError, compile_glob, template_fields
+from reka_sync.rules import GroupRules, Rule
+
+DEFAULT_CONFIG_PATH = Path("/etc/reka-sync/config.toml")
+CREDENTIAL_NAME = "reka-api-key"
+OBSERVERS = ("auto", "native", "polling")
+MAX_WORKERS = 64  # upload.workers at most
+T = TypeVar("T")
+
+
+class Secret:
+    """A string that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    base_url: str = "https://vision-agent.api.reka.ai"
+    api_key_file: Path | None = None
+    ca_bundle: Path | None = None
+    allow_insecure_http: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    stall_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    path: Path = Path("/var/lib/reka-sync/journal.db")
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    roots: tuple[Path, ...] = ()
+    extensions: tuple[str, ...] = ("mp4", "mov", "m4v", "mkv", "webm", "avi")
+    ignore: tuple[str, ...] = ("**/.*", "**/*.part", "**/@eaDir/**")
+    settle_seconds: float = 15.0
+    rescan_interval: float = 300.0
+    observer: str = "auto"
+    mp4_index_wait: float = 600.0
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    workers: int = 4
+    max_attempts: int = 10
+    backoff_base: float = 2.0
+    backoff_cap: float = 900.0
+    poll_interval: float = 5.0
+    processing_deadline: float = 3600.0
+    lease_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class GroupsConfig:
+    create_missing: bool = True
+    default: str = ""
+    rules: tuple[Rule, ...] = ()
+
+    def compiled(self) -> GroupRules:
+        """Return the rules ready to decide paths."""
+        return GroupRules(self.rules, self.default)
+
+
+@dataclass(frozen=True)
+class Config:
+    api: ApiConfig = field(default_factory=ApiConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def default_config_path() -> Path:
+    """Return $REKA_SYNC_CONFIG if set, else /etc/reka-sync/config.toml."""
+    env = os.environ.get("REKA_SYNC_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> Config:
+    """Given a TOML file, return its validated Config. Raise ConfigError listing every problem."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{path}: no such file; pass --config FILE or set REKA_SYNC_CONFIG"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return parse_config(data, source=path)
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
+    """Given parsed TOML, return a Config. Raise ConfigError listing every problem."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    top = _Table(data, "", problems)
+    base = source.parent if source else Path.cwd()
+    config = Config(
+        api=_api(top.table("api"), base),
+        journal=_journal(top.table("journal"), base),
+        watch=_watch(top.table("watch"), base, warnings),
+        upload=_upload(top.table("upload")),
+        groups=_groups(top.table("groups")),
+        source=source,
+        warnings=tuple(warnings),
+    )
+    top.finish()
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def resolve_api_key(config: Config) -> Secret | None:
+    """Return the API key from $REKA_API_KEY, api.api_key_file or the systemd credential.
+
+    Return None if none is set. Raise ConfigError if a named source cannot be read.
+    """
+    env = os.environ.get("REKA_API_KEY", "").strip()
+    if env:
+        return Secret(env)
+    candidates: list[tuple[str, Path]] = []
+    if config.api.api_key_file is not None:
+        candidates.append(("api.api_key_file", config.api.api_key_file))
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        candidates.append((f"systemd credential {CREDENTIAL_NAME}", Path(creds) / CREDENTIAL_NAME))
+    for label, path in candidates:
+        if label.startswith("systemd") and not path.exists():
+            continue
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError([f"{label}: cannot read {path}: {exc.strerror}"]) from None
+        if not key:
+            raise ConfigError([f"{label}: {path} is empty; put the API key in it"])
+        return Secret(key)
+    return None
+
+
+def require_api_key(config: Config) -> Secret:
+    """Return the API key. Raise ConfigError saying where to put it if there is none."""
+    key = resolve_api_key(config)
+    if key is None:
+        raise ConfigError(
+            [
+                "api.api_key_file: no API key found; set $REKA_API_KEY, set api.api_key_file, "
+                f"or pass the systemd credential {CREDENTIAL_NAME!r}"
+            ]
+        )
+    return key
+
+
+class _Table:
+    """One TOML table being read: typed getters that record problems instead of raising."""
+
+    def __init__(self, data: Any, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.seen: set[str] = set()
+        if not isinstance(data, dict):
+            self.problem("", f"must be a table, not {_kind(data)}")
+            data = {}
+        self.data: dict[str, Any] = data
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def problem(self, name: str, message: str) -> None:
+        where = self.key(name) if name else self.path
+        self.problems.append(f"{where}: {message}")
+
+    def table(self, name: str) -> _Table:
+        self.seen.add(name)
+        return _Table(self.data.get(name, {}), self.key(name), self.problems)
+
+    def get(
+        self, name: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None
+    ) -> T:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            self.problem(name, f"must be {_kind_name(kind)}, not {_kind(value)}")
+            return default
+        message = check(value) if check else None
+        if message:
+            self.problem(name, message)
+            return default
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(value for _, value in self.indexed_strings(name, default))
+
+    def indexed_strings(self, name: str, default: tuple[str, ...]) -> Iterator[tuple[int, str]]:
+        """Yield (index, value) for each string of a list, reporting the others in order."""
+        for index, item in enumerate(self.get(name, list, list(default))):
+            if isinstance(item, str):
+                yield index, item
+            else:
+                self.problem(f"{name}[{index}]", f"must be a string, not {_kind(item)}")
+
+    def finish(self) -> None:
+        for name in sorted(set(self.data) - self.seen):
+            self.problem(name, "unknown key; see config.example.toml for the keys there are")
+
+
+def _kind(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _kind_name(kind: type) -> str:
+    return _kind(kind())
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _api(table: _Table, base: Path) -> ApiConfig:
+    d = ApiConfig()
+    url = table.get("base_url", str, d.base_url)
+    insecure = table.get("allow_insecure_http", bool, d.allow_insecure_http)
+    url_problem = _check_base_url(url, insecure)
+    if url_problem:
+        table.problem("base_url", url_problem)
+    key_file = _optional_path(table, "api_key_file", base)
+    if key_file is not None and not os.environ.get("REKA_API_KEY"):
+        if not key_file.exists():
+            table.problem("api_key_file", f"{key_file} does not exist; create it with the API key")
+        elif not os.access(key_file, os.R_OK):
+            table.problem("api_key_file", f"{key_file} is not readable by this user")
+    ca_bundle = _optional_path(table, "ca_bundle", base)
+    if ca_bundle is not None and not ca_bundle.is_file():
+        table.problem("ca_bundle", f"{ca_bundle} is not a file")
+    config = ApiConfig(
+        base_url=url.rstrip("/"),
+        api_key_file=key_file,
+        ca_bundle=ca_bundle,
+        allow_insecure_http=insecure,
+        connect_timeout=table.get("connect_timeout", float, d.connect_timeout, _positive),
+        read_timeout=table.get("read_timeout", float, d.read_timeout, _positive),
+        stall_timeout=table.get("stall_timeout", float, d.stall_timeout, _positive),
+    )
+    table.finish()
+    return config
+
+
+def _check_base_url(url: str, allow_insecure: bool) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL"
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+        return (
+            "plain http would send the API key unencrypted; use https, "
+            "or set api.allow_insecure_http = true if you really mean it"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _optional_path(table: _Table, name: str, base: Path) -> Path | None:
+    value = table.get(name, str, "")
+    return (base / Path(value).expanduser()) if value else None
+
+
+def _journal(table: _Table, base: Path) -> JournalConfig:
+    value = table.get("path", str, str(JournalConfig.path))
+    path = base / Path(value).expanduser()
+    if path.is_dir():
+        table.problem("path", f"{path} is a directory; name the database file inside it")
+    table.finish()
+    return JournalConfig(path=path)
+
+
+def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
+    d = WatchConfig()
+    roots: list[Path] = []
+    for index, value in table.indexed_strings("roots", ()):
+        root = (base / Path(value).expanduser()).resolve()
+        if not root.exists():
+            warnings.append(
+                f"watch.roots[{index}]: {root} does not exist (yet); "
+                "it is reported unavailable until it appears"
+            )
+        elif not root.is_dir():
+            table.problem(f"roots[{index}]", f"{root} is not a directory")
+        roots.append(root)
+    ignore: list[str] = []
+    for index, pattern in table.indexed_strings("ignore", d.ignore):
+        ignore.append(pattern)
+        try:
+            compile_glob(pattern)
+        except GlobError as exc:
+            table.problem(f"ignore[{index}]", f"{pattern!r}: {exc}")
+    extensions = tuple(e.lower().lstrip(".") for e in table.strings("extensions", d.extensions))
+    if not extensions:
+        table.problem("extensions", "must name at least one file extension")
+    observer = table.get(
+        "observer",
+        str,
+        d.observer,
+        lambda v: None if v in OBSERVERS else f"must be one of {', '.join(OBSERVERS)}",
+    )
+    config = WatchConfig(
+        roots=tuple(roots),
+        extensions=extensions,
+        ignore=tuple(ignore),
+        settle_seconds=table.get("settle_seconds", float, d.settle_seconds, _non_negative),
+        rescan_interval=table.get("rescan_interval", float, d.rescan_interval, _positive),
+        observer=observer,
+        mp4_index_wait=table.get("mp4_index_wait", float, d.mp4_index_wait, _non_negative),
+    )
+    table.finish()
+    return config
+
+
+def _upload(table: _Table) -> UploadConfig:
+    d = UploadConfig()
+
+    def workers_ok(v: int) -> str | None:
+        return None if 1 <= v <= MAX_WORKERS else f"must be between 1 and {MAX_WORKERS}"
+
+    def attempts_ok(v: int) -> str | None:
+        return None if v >= 1 else "must be 1 or more"
+
+    config = UploadConfig(
+        workers=table.get("workers", int, d.workers, workers_ok),
+        max_attempts=table.get("max_attempts", int, d.max_attempts, attempts_ok),
+        backoff_base=table.get("backoff_base", float, d.backoff_base, _positive),
+        backoff_cap=table.get("backoff_cap", float, d.backoff_cap, _positive),
+        poll_interval=table.get("poll_interval", float, d.poll_interval, _positive),
+        processing_deadline=table.get(
+            "processing_deadline", float, d.processing_deadline, _positive
+        ),
+        lease_seconds=table.get("lease_seconds", float, d.lease_seconds, _positive),
+    )
+    table.finish()
+    return config
+
+
+def _groups(table: _Table) -> GroupsConfig:
+    d = GroupsConfig()
+    rules: list[Rule] = []
+    for index, item in enumerate(table.get("rules", list, [])):
+        rule = _rule(_Table(item, f"groups.rules[{index}]", table.problems))
+        if rule is not None:
+            rules.append(rule)
+    config = GroupsConfig(
+        create_missing=table.get("create_missing", bool, d.create_missing),
+        default=table.get("default", str, d.default),
+        rules=tuple(rules),
+    )
+    table.finish()
+    return config
+
+
+def _rule(table: _Table) -> Rule | None:
+    match = table.get("match", str, "")
+    group = table.get("group", str, "")
+    table.finish()
+    if not match:
+        table.problem("match", "is required: a glob on the path relative to its root")
+    if not group:
+        table.problem("group", "is required: the group name, with {captures} from match")
+    if not match or not group:
+        return None
+    try:
+        glob = compile_glob(match)
+    except GlobError as exc:
+        table.problem("match", f"{match!r}: {exc}")
+        return None
+    missing = [name for name in template_fields(group) if name not in glob.captures]
+    if missing:
+        table.problem(
+            "group",
+            f"{group!r} uses {{{missing[0]}}} but match {match!r} "
+            f"captures only {list(glob.captures) or 'nothing'}",
+        )
+        return None
+    try:
+        group.format_map(dict.fromkeys(glob.captures, "x"))
+    except (ValueError, IndexError, KeyError) as exc:
+        table.problem("group", f"{group!r} is not a valid template: {exc}")
+        return None
+    return Rule(match=match, group=group)

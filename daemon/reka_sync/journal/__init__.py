@@ -1,0 +1,405 @@
+"""The SQLite journal: the source of truth, and the only module that speaks SQL.
+
+How this works
+--------------
+* One row per file in ``files`` (keyed by absolute path) and an append-only
+  ``events`` table: every state change writes both in one transaction, so
+  ``reka-sync show`` tells exactly what happened and in what order.
+* Writes use ``BEGIN IMMEDIATE`` so two processes (the service and a
+  backfill) queue on SQLite's write lock instead of deadlocking; WAL lets
+  readers (``status``) run beside them. ``synchronous=FULL`` makes a
+  committed state survive power loss: every state change is committed
+  before the effect it unlocks.
+* Upload work is claimed with a lease (owner + expiry) in one
+  ``UPDATE ... RETURNING``; a process that dies leaves its leases to expire,
+  and the next claim takes the rows over (event ``reclaim``).
+* The schema is versioned with sqlite-utils' ``Migrations``; the file is
+  stamped with ``PRAGMA application_id`` so we never write into a database
+  that is not ours.
+* Each Journal holds two connections, each behind a lock and shared by
+  threads: one for writes, and a read-only one so reads never wait for a
+  commit's fsync (``connection.py``). Reads live in ``queries.py``; this
+  module holds every write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from reka_sync.journal.queries import JournalQueries
+from reka_sync.journal.records import (
+    WRITABLE,
+    HistoryEntry,
+    Job,
+    LeaseLost,
+    Move,
+    Pause,
+    ScanSummary,
+    SeenFile,
+)
+from reka_sync.journal.rows import (
+    checked_row,
+    log_event,
+    row_by_id,
+    rows_by_path,
+    sql_values,
+    stat_of,
+    to_job,
+)
+from reka_sync.lifecycle import Event, State, next_state
+
+UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
+
+__all__ = [
+    "HistoryEntry",
+    "Job",
+    "Journal",
+    "LeaseLost",
+    "Move",
+    "Pause",
+    "ScanSummary",
+    "SeenFile",
+]
+
+
+class Journal(JournalQueries):
+    """The journal: its reads (JournalQueries) and every write. Safe to share between threads."""
+
+    def record_scan(self, seen: Iterable[SeenFile], now: float, priority: int = 1) -> ScanSummary:
+        """Given files a scan or the watcher saw, record new ones and stat changes at once.
+
+        Idempotent on path: an unchanged file writes nothing. Return how many were new,
+        changed and unchanged.
+        """
+        summary = ScanSummary()
+        batch = list({item.path: item for item in seen}.values())  # last word per path
+        recorded = self._recorded_stats([item.path for item in batch])
+        missing = State.MISSING.value
+        todo = []
+        for item in batch:
+            known = recorded.get(item.path)  # (size, mtime_ns, inode, device, state)
+            if known is not None and known[:4] == item.stat and known[4] != missing:
+                summary.unchanged += 1
+            else:
+                todo.append(item)
+        if not todo:
+            return summary  # an unchanged tree costs reads only, no write transaction
+        with self._write() as conn:
+            rows = rows_by_path(conn, [item.path for item in todo])
+            for item in todo:
+                row = rows.get(item.path)
+                if row is None:
+                    self._insert(conn, item, now, priority)
+                    summary.new += 1
+                elif stat_of(row).same_content_as(item.stat) and row["state"] != State.MISSING:
+                    summary.unchanged += 1
+                elif self._note_change(conn, row, item, now):
+                    summary.changed += 1
+                else:
+                    summary.unchanged += 1
+        return summary
+
+    def _insert(self, conn: sqlite3.Connection, item: SeenFile, now: float, priority: int) -> None:
+        s = item.stat
+        cursor = conn.execute(
+            "INSERT INTO files (path, root, rel_path, size, mtime_ns, inode, device, quiet_since,"
+            " state, priority, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                item.path,
+                item.root,
+                item.rel_path,
+                s.size,
+                s.mtime_ns,
+                s.inode,
+                s.device,
+                item.quiet_since,
+                State.DISCOVERED.value,
+                priority,
+                now,
+                now,
+            ),
+        )
+        log_event(
+            conn,
+            int(cursor.lastrowid or 0),
+            now,
+            Event.SEEN,
+            None,
+            State.DISCOVERED,
+            {"size": s.size},
+        )
+
+    def _note_change(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, item: SeenFile, now: float
+    ) -> bool:
+        state = State(row["state"])
+        if state in (State.UPLOADING, State.UPLOADED, State.FILING):
+            return False  # the worker in charge compares stats itself
+        event = Event.SEEN if state in (State.DISCOVERED, State.MISSING) else Event.CHANGED
+        s = item.stat
+        self._apply(
+            conn,
+            row,
+            event,
+            now,
+            {
+                "size": s.size,
+                "mtime_ns": s.mtime_ns,
+                "inode": s.inode,
+                "device": s.device,
+                "quiet_since": item.quiet_since,
+                "sample_hash": None,
+            },
+            {"size": s.size, "mtime_ns": s.mtime_ns},
+        )
+        return True
+
+    def transition(
+        self,
+        job_id: int,
+        event: Event,
+        now: float,
+        *,
+        expect: State | None = None,
+        owner: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job:
+        """Given a job, an event and column changes, commit the move and its history entry.
+
+        Return the updated job. Raise IllegalTransition if the lifecycle forbids the move,
+        LeaseLost if `owner` no longer holds the job's lease, JournalError if the job is gone
+        or not in the `expect`ed state.
+        """
+        with self._write() as conn:
+            row = checked_row(conn, job_id, expect, owner)
+            return self._apply(conn, row, event, now, changes, detail)
+
+    def apply_many(self, moves: Sequence[Move], now: float) -> None:
+        """Given several jobs' moves (an event, or a note if event is None), commit them at once."""
+        with self._write() as conn:
+            for move in moves:
+                row = row_by_id(conn, move.job_id)
+                if move.event is None:
+                    self._update(
+                        conn,
+                        row,
+                        f"note:{move.note}",
+                        State(row["state"]),
+                        now,
+                        move.changes,
+                        move.detail,
+                    )
+                else:
+                    self._apply(conn, row, move.event, now, move.changes, move.detail)
+
+    def annotate(
+        self,
+        job_id: int,
+        now: float,
+        note: str,
+        *,
+        owner: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> Job:
+        """Given a job, a note and column changes, commit them without a change of state."""
+        with self._write() as conn:
+            row = checked_row(conn, job_id, None, owner)
+            return self._update(
+                conn, row, f"note:{note}", State(row["state"]), now, changes, detail
+            )
+
+    def begin_send(
+        self,
+        job_id: int,
+        owner: str,
+        now: float,
+        sample_hash: str,
+        checked: Iterable[int],
+        **changes: Any,
+    ) -> Job | None:
+        """Given a leased job about to be sent, mark it sending unless a twin got ahead of it.
+
+        A twin is another job with the same size and sample whose content is being sent or
+        has reached the API, and that is not among the `checked` ids (twins the caller has
+        already compared digests with). Then nothing is written and None is returned: the
+        caller looks again later instead of uploading the same content twice. The check
+        and the mark are one transaction.
+        """
+        exclude = [job_id, *checked]
+        marks = ", ".join("?" for _ in exclude)
+        with self._write() as conn:
+            row = checked_row(conn, job_id, State.UPLOADING, owner)
+            twin = conn.execute(
+                "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
+                f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
+                " AND lease_expires > ?) OR digest IS NOT NULL) LIMIT 1",
+                (row["size"], sample_hash, *exclude, State.UPLOADING.value, now),
+            ).fetchone()
+            if twin is not None:
+                return None
+            changes = {**changes, "sample_hash": sample_hash, "outcome_unknown": 1}
+            detail = {"attempt": changes.get("attempts"), "key": changes.get("upload_key")}
+            return self._update(conn, row, "note:sending", State.UPLOADING, now, changes, detail)
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        event: Event,
+        now: float,
+        changes: dict[str, Any],
+        detail: dict[str, Any] | None,
+    ) -> Job:
+        new = next_state(State(row["state"]), event)
+        return self._update(conn, row, event, new, now, changes, detail)
+
+    def _update(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        event: Event | str,
+        new: State,
+        now: float,
+        changes: dict[str, Any],
+        detail: dict[str, Any] | None,
+    ) -> Job:
+        bad = set(changes) - WRITABLE
+        if bad:
+            raise ValueError(f"not writable columns: {sorted(bad)}")
+        old = State(row["state"])
+        values = {**changes, "state": new.value, "updated_at": now}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        conn.execute(
+            f"UPDATE files SET {assignments} WHERE id = ?",
+            [*sql_values(values.values()), row["id"]],
+        )
+        log_event(conn, row["id"], now, event, old, new, detail)
+        return to_job(row_by_id(conn, row["id"]))
+
+    def claim_uploads(self, owner: str, now: float, limit: int, lease_seconds: float) -> list[Job]:
+        """Given a lease owner, atomically lease up to `limit` due uploads and return them.
+
+        Live files (priority 0) come before backfill work; rows left `uploading` by a dead
+        process are taken over once their lease has expired.
+        """
+        if limit <= 0:
+            return []
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT id, state FROM files WHERE (state IN (?, ?) AND next_attempt_at <= ?)"
+                " OR (state = ? AND lease_expires < ?)"
+                " ORDER BY priority, next_attempt_at, id LIMIT ?",
+                (*UPLOAD_CLAIMABLE, now, State.UPLOADING.value, now, limit),
+            ).fetchall()
+            claimed = []
+            for job_id, state in rows:
+                event = Event.RECLAIM if state == State.UPLOADING.value else Event.CLAIM
+                row = row_by_id(conn, job_id)
+                claimed.append(
+                    self._apply(
+                        conn,
+                        row,
+                        event,
+                        now,
+                        {
+                            "lease_owner": owner,
+                            "lease_expires": now + lease_seconds,
+                            "outcome_unknown": 1
+                            if state == State.UPLOADING.value
+                            else row["outcome_unknown"],
+                        },
+                        {"owner": owner},
+                    )
+                )
+            return claimed
+
+    def renew_leases(
+        self, owner: str, now: float, lease_seconds: float, sent: Mapping[int, int] | None = None
+    ) -> int:
+        """Given an owner, push its leases' expiry to now + lease_seconds; return how many.
+
+        `sent` (bytes sent so far by file id) replaces the owner's progress for `status`.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE files SET lease_expires = ? WHERE lease_owner = ? AND state = ?",
+                (now + lease_seconds, owner, State.UPLOADING.value),
+            )
+            conn.execute("DELETE FROM progress WHERE owner = ?", (owner,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO progress (file_id, owner, sent, at) VALUES (?, ?, ?, ?)",
+                [(file_id, owner, count, now) for file_id, count in (sent or {}).items()],
+            )
+            return cursor.rowcount
+
+    def expire_leases(self, is_dead: Callable[[str], bool]) -> int:
+        """Given a test of owners, end at once the leases held by dead ones; return how many."""
+        owners = [
+            r[0]
+            for r in self._read(
+                "SELECT DISTINCT lease_owner FROM files"
+                " WHERE state = ? AND lease_owner IS NOT NULL",
+                (State.UPLOADING.value,),
+            )
+        ]
+        dead = [o for o in owners if is_dead(o)]
+        if not dead:
+            return 0
+        with self._write() as conn:
+            marks = ", ".join("?" for _ in dead)
+            cursor = conn.execute(
+                f"UPDATE files SET lease_expires = 0 WHERE state = ? AND lease_owner IN ({marks})",
+                (State.UPLOADING.value, *dead),
+            )
+            return cursor.rowcount
+
+    def save_group(self, name: str, group_id: str, now: float) -> None:
+        """Given a group's name and id, cache them."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO groups (name, group_id, updated_at) VALUES (?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET group_id = excluded.group_id,"
+                " updated_at = excluded.updated_at",
+                (name, group_id, now),
+            )
+
+    def forget_group(self, name: str) -> None:
+        """Given a group name, drop its cached id (it was deleted remotely)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM groups WHERE name = ?", (name,))
+
+    def set_pause(self, kind: str, until: float, reason: str) -> None:
+        """Given a kind of request, pause it until `until` (seconds since the epoch)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO pauses (kind, until, reason) VALUES (?,?,?) ON CONFLICT(kind)"
+                " DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
+                (kind, until, reason),
+            )
+
+    def clear_pause(self, kind: str) -> None:
+        """Given a kind, lift its pause."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM pauses WHERE kind = ?", (kind,))
+
+    def set_root_available(
+        self, root: str, available: bool, now: float, mount: str | None = None
+    ) -> bool:
+        """Given a root, whether it is there and its mount point, record it; True if it changed."""
+        rows = self._read("SELECT available, since, mount FROM roots WHERE path = ?", (root,))
+        was = bool(rows[0]["available"]) if rows else None
+        last_mount = rows[0]["mount"] if rows else None
+        mount = mount if available and mount else last_mount
+        if was == available and mount == last_mount:
+            return False
+        since = rows[0]["since"] if was == available else now
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO roots (path, available, since, mount) VALUES (?,?,?,?)",
+                (root, int(available), since, mount),
+            )
+        return was != available

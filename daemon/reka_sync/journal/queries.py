@@ -1,0 +1,172 @@
+"""The journal's reads: jobs, history, counts and the small tables, never a write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from reka_sync.journal.connection import JournalConnection, mapped
+from reka_sync.journal.records import JOB_COLUMNS, HistoryEntry, Job, Pause
+from reka_sync.journal.rows import in_chunks, row_by_id, rows_by_path, to_job
+from reka_sync.lifecycle import State
+
+
+class JournalQueries(JournalConnection):
+    """What the journal knows, read through the read-only connection."""
+
+    def _recorded_stats(self, paths: list[str]) -> dict[str, tuple[Any, ...]]:
+        found: dict[str, tuple[Any, ...]] = {}
+        with self._read_lock, mapped(self.path):
+            for chunk, marks in in_chunks(paths, 900):
+                rows = self._reader.execute(
+                    "SELECT path, size, mtime_ns, inode, device, state FROM files"
+                    f" WHERE path IN ({marks})",
+                    chunk,
+                )
+                found.update((row[0], row[1:]) for row in rows)
+        return found
+
+    def progress(self) -> dict[int, tuple[int, float]]:
+        """Return file id -> (bytes sent, when) for uploads in flight, as their owners last said."""
+        rows = self._read(
+            "SELECT p.file_id, p.sent, p.at FROM progress p JOIN files f ON f.id = p.file_id"
+            " WHERE f.state = ?",
+            (State.UPLOADING.value,),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def get(self, job_id: int) -> Job:
+        """Given an id, return the job. Raise JournalError if there is none."""
+        with self._read_lock, mapped(self.path):
+            return to_job(row_by_id(self._reader, job_id))
+
+    def find(self, path: str) -> Job | None:
+        """Given an absolute path, return its job, or None if the journal never saw it."""
+        rows = self._read(f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path = ?", (path,))
+        return to_job(rows[0]) if rows else None
+
+    def jobs(
+        self, states: Iterable[State], *, due_before: float | None = None, limit: int = 1000
+    ) -> list[Job]:
+        """Given states (and optionally a due time), return matching jobs, oldest due first."""
+        names = [s.value for s in states]
+        marks = ", ".join("?" for _ in names)
+        sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state IN ({marks})"
+        params: list[Any] = list(names)
+        if due_before is not None:
+            sql += " AND next_attempt_at <= ?"
+            params.append(due_before)
+        sql += " ORDER BY priority, next_attempt_at, id LIMIT ?"
+        return [to_job(r) for r in self._read(sql, [*params, limit])]
+
+    def uploaded_twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
+        """Given a size and sample, return other jobs whose content reached the API."""
+        rows = self._read(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
+            " AND id != ? AND digest IS NOT NULL AND video_id IS NOT NULL ORDER BY id",
+            (size, sample_hash, exclude_id),
+        )
+        return [to_job(r) for r in rows]
+
+    def known_video_ids(self, video_ids: Iterable[str]) -> set[str]:
+        """Given remote video ids, return those the journal knows."""
+        known: set[str] = set()
+        for chunk, marks in in_chunks(video_ids):
+            rows = self._read(f"SELECT video_id FROM files WHERE video_id IN ({marks})", chunk)
+            known.update(r[0] for r in rows)
+        return known
+
+    def tally(self, job_ids: Iterable[int]) -> dict[State, tuple[int, int]]:
+        """Given job ids, return how many of them, and how many bytes, are in each state."""
+        counts = dict.fromkeys(State, (0, 0))
+        for chunk, marks in in_chunks(job_ids):
+            rows = self._read(
+                f"SELECT state, count(*), total(size) FROM files WHERE id IN ({marks})"
+                " GROUP BY state",
+                chunk,
+            )
+            for state, count, size in rows:
+                old_count, old_size = counts[State(state)]
+                counts[State(state)] = (old_count + count, old_size + int(size))
+        return counts
+
+    def jobs_by_ids(self, job_ids: Iterable[int]) -> list[Job]:
+        """Given job ids, return those jobs (in id order)."""
+        found: list[Job] = []
+        for chunk, marks in in_chunks(job_ids):
+            rows = self._read(
+                f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
+            )
+            found.extend(to_job(r) for r in rows)
+        return sorted(found, key=lambda j: j.id)
+
+    def ids_of(self, paths: Iterable[str]) -> list[int]:
+        """Given absolute paths, return the ids of those the journal knows."""
+        with self._read_lock, mapped(self.path):
+            return [r["id"] for r in rows_by_path(self._reader, list(paths)).values()]
+
+    def counts(self) -> dict[State, int]:
+        """Return how many files are in each state (every state present, zeros included)."""
+        found = {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM files GROUP BY state")}
+        return {state: int(found.get(state.value, 0)) for state in State}
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        """Given a job id, return its events in the order they happened."""
+        rows = self._read(
+            "SELECT at, event, from_state, to_state, detail FROM events"
+            " WHERE file_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [
+            HistoryEntry(
+                r["at"],
+                r["event"],
+                r["from_state"],
+                r["to_state"],
+                json.loads(r["detail"]) if r["detail"] else {},
+            )
+            for r in rows
+        ]
+
+    def recent_failures(self, limit: int = 10) -> list[Job]:
+        """Return the most recently failed jobs, newest first."""
+        rows = self._read(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state = ?"
+            " ORDER BY updated_at DESC LIMIT ?",
+            (State.FAILED.value, limit),
+        )
+        return [to_job(r) for r in rows]
+
+    def recorded_under(self, root: str) -> set[tuple[str, int, int, int, int]]:
+        """Given a root, return (path, size, mtime_ns, inode, device) of its present files.
+
+        Files recorded as missing are left out: seeing one again is news.
+        """
+        with self._read_lock, mapped(self.path):
+            return set(
+                self._reader.execute(
+                    "SELECT path, size, mtime_ns, inode, device FROM files"
+                    " WHERE root = ? AND state != ?",
+                    (root, State.MISSING.value),
+                )
+            )
+
+    def group_ids(self) -> dict[str, str]:
+        """Return the cached group name → id map."""
+        return {r["name"]: r["group_id"] for r in self._read("SELECT name, group_id FROM groups")}
+
+    def pauses(self, now: float) -> list[Pause]:
+        """Return the pauses still in force at `now`."""
+        rows = self._read("SELECT kind, until, reason FROM pauses WHERE until > ?", (now,))
+        return [Pause(r["kind"], r["until"], r["reason"]) for r in rows]
+
+    def root_mounts(self) -> dict[str, str]:
+        """Return each root's mount point when it was last there (roots never there left out)."""
+        rows = self._read("SELECT path, mount FROM roots WHERE mount IS NOT NULL")
+        return {r["path"]: r["mount"] for r in rows}
+
+    def unavailable_roots(self) -> dict[str, float]:
+        """Return the roots last seen unavailable, with since when."""
+        rows = self._read("SELECT path, since FROM roots WHERE available = 0")
+        return {r["path"]: r["since"] for r in rows}

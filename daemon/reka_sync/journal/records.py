@@ -1,0 +1,100 @@
+"""What the journal hands out: plain, frozen values (no connections, no SQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+from reka_sync.errors import JournalError
+from reka_sync.lifecycle import Event, State
+from reka_sync.stability import FileStat
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file's row, as plain values."""
+
+    id: int
+    path: str
+    root: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+    quiet_since: float
+    sample_hash: str | None
+    digest: str | None
+    state: State
+    priority: int
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_expires: float | None
+    upload_key: str | None
+    outcome_unknown: bool
+    video_id: str | None
+    accepted_at: float | None
+    remote_status: str | None
+    group_name: str | None
+    group_id: str | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def stat(self) -> FileStat:
+        return FileStat(self.size, self.mtime_ns, self.inode, self.device)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: float
+    event: str
+    from_state: str | None
+    to_state: str
+    detail: dict[str, Any]
+
+
+class SeenFile(NamedTuple):
+    """A file a scan or the watcher saw: where it is and what stat said (a tuple: one per file
+    of a scan)."""
+
+    path: str
+    root: str
+    rel_path: str
+    stat: FileStat
+    quiet_since: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    kind: str
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Move:
+    """One job's change for `apply_many`: an event (or a note) and its column changes."""
+
+    job_id: int
+    event: Event | None
+    changes: dict[str, Any]
+    detail: dict[str, Any] | None = None
+    note: str = ""
+
+
+class LeaseLost(JournalError):
+    """Another process took this job over after our lease expired; our result is dropped."""
+
+
+@dataclass
+class ScanSummary:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+
+JOB_COLUMNS = tuple(f.name for f in fields(Job))
+WRITABLE = frozenset(JOB_COLUMNS) - {"id", "path", "state", "created_at"}

@@ -1,0 +1,92 @@
+"""Row-level SQL helpers shared by the Journal's methods (call them inside its locks)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from reka_sync.errors import JournalError
+from reka_sync.journal.records import JOB_COLUMNS, Job, LeaseLost
+from reka_sync.lifecycle import Event, State
+from reka_sync.stability import FileStat
+
+
+def in_chunks(values: Iterable[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
+    """Given values for an `IN (...)` clause, yield them in chunks with their `?, ?` marks,
+    so no query passes more variables than SQLite allows."""
+    items = list(values)
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        yield chunk, ", ".join("?" for _ in chunk)
+
+
+def rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlite3.Row]:
+    found: dict[str, sqlite3.Row] = {}
+    for chunk, marks in in_chunks(paths):
+        cursor = conn.execute(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path IN ({marks})",
+            chunk,
+        )
+        cursor.row_factory = sqlite3.Row
+        found.update((r["path"], r) for r in cursor.fetchall())
+    return found
+
+
+def checked_row(
+    conn: sqlite3.Connection, job_id: int, expect: State | None, owner: str | None
+) -> sqlite3.Row:
+    row = row_by_id(conn, job_id)
+    if expect is not None and row["state"] != expect.value:
+        raise JournalError(f"job {job_id} is {row['state']}, not {expect.value}")
+    if owner is not None and row["lease_owner"] != owner:
+        raise LeaseLost(f"job {job_id} is now leased by {row['lease_owner']}, not {owner}")
+    return row
+
+
+def row_by_id(conn: sqlite3.Connection, job_id: int) -> sqlite3.Row:
+    cursor = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id = ?", (job_id,))
+    cursor.row_factory = sqlite3.Row
+    row: sqlite3.Row | None = cursor.fetchone()
+    if row is None:
+        raise JournalError(f"no job with id {job_id}")
+    return row
+
+
+def log_event(
+    conn: sqlite3.Connection,
+    file_id: int,
+    now: float,
+    event: Event | str,
+    old: State | None,
+    new: State,
+    detail: dict[str, Any] | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO events (file_id, at, event, from_state, to_state, detail)"
+        " VALUES (?,?,?,?,?,?)",
+        (
+            file_id,
+            now,
+            str(event),
+            old.value if old else None,
+            new.value,
+            json.dumps(detail, sort_keys=True) if detail else None,
+        ),
+    )
+
+
+def stat_of(row: sqlite3.Row) -> FileStat:
+    return FileStat(row["size"], row["mtime_ns"], row["inode"], row["device"])
+
+
+def sql_values(values: Iterable[Any]) -> list[Any]:
+    return [int(v) if isinstance(v, bool) else v for v in values]
+
+
+def to_job(row: sqlite3.Row) -> Job:
+    data = dict(zip(row.keys(), tuple(row), strict=True))
+    data["state"] = State(data["state"])
+    data["outcome_unknown"] = bool(data["outcome_unknown"])
+    return Job(**data)

@@ -1,0 +1,121 @@
+"""The job state machine as a plain transition table (pure, no I/O).
+
+    discovered ─settled─▶ queued ─claim─▶ uploading ─accepted/adopted─▶ uploaded
+        ▲                   ▲  ▲              │  │                           │ stored
+        └──────changed──────┘  └─retry_due─ retry_wait ◀─retry─┘            ▼
+                                                                 filing ─filed─▶ done
+
+Side exits: failed (permanent, with a reason), skipped (ignored or a
+duplicate of content already uploaded), missing (vanished before upload).
+`retry` on failed/missing/skipped puts a file back in the queue by hand.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from reka_sync.errors import IllegalTransition
+
+
+class State(StrEnum):
+    DISCOVERED = "discovered"
+    QUEUED = "queued"
+    UPLOADING = "uploading"
+    RETRY_WAIT = "retry_wait"
+    UPLOADED = "uploaded"
+    FILING = "filing"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    MISSING = "missing"
+
+
+class Event(StrEnum):
+    SEEN = "seen"  # the watcher or a scan saw the file (again)
+    SETTLED = "settled"  # two agreeing stats after the quiet time
+    CHANGED = "changed"  # the file changed: settle again
+    CLAIM = "claim"  # a worker took the job with a lease
+    RECLAIM = "reclaim"  # a worker took over a job whose lease expired
+    ACCEPTED = "accepted"  # the API answered 202 with a video id
+    ADOPTED = "adopted"  # reconcile found our earlier upload by its marker
+    RETRY = "retry"  # a retryable failure: wait, then try again
+    RETRY_DUE = "retry_due"  # the wait is over
+    STORED = "stored"  # the API reports the video stored; not yet in its group
+    STORED_FILED = "stored_filed"  # stored, and already in its group
+    FILED = "filed"  # moved into its group
+    FAIL = "fail"  # permanent failure
+    DUPLICATE = "duplicate"  # same content already uploaded
+    IGNORE = "ignore"  # not wanted after all
+    VANISHED = "vanished"  # the file is gone before upload
+    REQUEUE = "requeue"  # the operator asked for another try
+    REGROUP = "regroup"  # a finished file should be in another group
+
+
+ACTIVE = frozenset(
+    {
+        State.DISCOVERED,
+        State.QUEUED,
+        State.UPLOADING,
+        State.RETRY_WAIT,
+        State.UPLOADED,
+        State.FILING,
+    }
+)
+FINISHED = frozenset({State.DONE, State.FAILED, State.SKIPPED, State.MISSING})
+_PRE_UPLOAD = (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT, State.UPLOADING)
+# A file found changed right after its upload: the video is deleted, the file settles again.
+_CHANGEABLE = (*_PRE_UPLOAD, State.UPLOADED)
+
+_TABLE: dict[tuple[State, Event], State] = {
+    (State.DISCOVERED, Event.SEEN): State.DISCOVERED,
+    (State.DISCOVERED, Event.SETTLED): State.QUEUED,
+    (State.QUEUED, Event.SEEN): State.QUEUED,
+    (State.QUEUED, Event.CLAIM): State.UPLOADING,
+    (State.RETRY_WAIT, Event.SEEN): State.RETRY_WAIT,
+    (State.RETRY_WAIT, Event.CLAIM): State.UPLOADING,
+    (State.RETRY_WAIT, Event.RETRY_DUE): State.QUEUED,
+    (State.UPLOADING, Event.SEEN): State.UPLOADING,
+    (State.UPLOADING, Event.RECLAIM): State.UPLOADING,
+    (State.UPLOADING, Event.ACCEPTED): State.UPLOADED,
+    (State.UPLOADING, Event.ADOPTED): State.UPLOADED,
+    (State.UPLOADING, Event.RETRY): State.RETRY_WAIT,
+    (State.UPLOADING, Event.DUPLICATE): State.SKIPPED,
+    (State.UPLOADED, Event.SEEN): State.UPLOADED,
+    (State.UPLOADED, Event.STORED): State.FILING,
+    (State.UPLOADED, Event.STORED_FILED): State.DONE,
+    (State.UPLOADED, Event.RETRY): State.RETRY_WAIT,
+    (State.FILING, Event.SEEN): State.FILING,
+    (State.FILING, Event.FILED): State.DONE,
+    (State.DONE, Event.SEEN): State.DONE,
+    (State.DONE, Event.REGROUP): State.FILING,
+    (State.SKIPPED, Event.SEEN): State.SKIPPED,
+    (State.FAILED, Event.SEEN): State.FAILED,
+    (State.MISSING, Event.SEEN): State.DISCOVERED,
+}
+for _state in _CHANGEABLE:
+    _TABLE[(_state, Event.CHANGED)] = State.DISCOVERED
+for _state in _PRE_UPLOAD:
+    _TABLE[(_state, Event.VANISHED)] = State.MISSING
+    _TABLE[(_state, Event.IGNORE)] = State.SKIPPED
+for _state in (*_PRE_UPLOAD, State.UPLOADED, State.FILING):
+    _TABLE[(_state, Event.FAIL)] = State.FAILED
+for _state in (State.FAILED, State.MISSING, State.SKIPPED):
+    _TABLE[(_state, Event.REQUEUE)] = State.DISCOVERED
+# A finished file whose content changed in place is a new version to upload.
+for _state in (State.DONE, State.SKIPPED, State.FAILED):
+    _TABLE[(_state, Event.CHANGED)] = State.DISCOVERED
+
+TRANSITIONS: dict[tuple[State, Event], State] = dict(_TABLE)
+
+
+def next_state(state: State, event: Event) -> State:
+    """Given a state and an event, return the next state. Raise IllegalTransition if forbidden."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition(state.value, event.value) from None
+
+
+def allowed_events(state: State) -> frozenset[Event]:
+    """Given a state, return the events it accepts."""
+    return frozenset(event for (s, event) in TRANSITIONS if s == state)

@@ -1,0 +1,84 @@
+"""Request pauses: after a 429 every worker waits for the reset; after a 401 everything waits.
+
+The board is in memory, shared by the threads of one process, and checked before
+every request, so no request leaves before a `retry-after` has expired. The
+engine mirrors it into the journal so `status` (and another process) can see it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from reka_sync.errors import RateLimited
+
+UPLOADS = "uploads"  # POST /v2/videos
+REQUESTS = "requests"  # every other call
+ALL = "all"  # the key was refused
+
+
+def kind_of(method: str, path: str) -> str:
+    """Given a request's method and path, return the kind of pause that applies to it."""
+    return UPLOADS if (method, path) == ("POST", "/v2/videos") else REQUESTS
+
+
+@dataclass(frozen=True)
+class PauseState:
+    kind: str
+    until: float
+    reason: str
+
+
+class Paused(RateLimited):
+    """A request was held back because its kind is paused; nothing was sent."""
+
+
+class PauseBoard:
+    """Pauses per kind of request; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pauses: dict[str, PauseState] = {}
+
+    def pause(self, kind: str, until: float, reason: str) -> PauseState:
+        """Given a kind, pause it until `until` (extending, never shortening); return the pause."""
+        with self._lock:
+            current = self._pauses.get(kind)
+            if current is None or until > current.until:
+                self._pauses[kind] = PauseState(kind, until, reason)
+            return self._pauses[kind]
+
+    def lift(self, kind: str) -> None:
+        """Given a kind, end its pause now."""
+        with self._lock:
+            self._pauses.pop(kind, None)
+
+    def take_over(self, kind: str, now: float) -> bool:
+        """Given a kind, forget its pause if it has expired; return True if one was forgotten."""
+        with self._lock:
+            pause = self._pauses.get(kind)
+            if pause is None or pause.until > now:
+                return False
+            del self._pauses[kind]
+            return True
+
+    def blocking(self, kind: str, now: float) -> PauseState | None:
+        """Given a kind and the time, return the pause that holds it back, if any."""
+        with self._lock:
+            found = [p for k, p in self._pauses.items() if k in (kind, ALL) and p.until > now]
+        return max(found, key=lambda p: p.until) if found else None
+
+    def check(self, kind: str, now: float) -> None:
+        """Given a kind and the time, raise Paused if requests of that kind must wait."""
+        pause = self.blocking(kind, now)
+        if pause is not None:
+            raise Paused(
+                429,
+                f"{pause.kind} paused until the server's reset: {pause.reason}",
+                retry_after=pause.until - now,
+            )
+
+    def active(self, now: float) -> list[PauseState]:
+        """Return the pauses still in force."""
+        with self._lock:
+            return [p for p in self._pauses.values() if p.until > now]

@@ -1,0 +1,441 @@
+"""The engine: short ticks that decide what is due, and hand it to the worker pools.
+
+How this works
+--------------
+* APScheduler 3 (``BackgroundScheduler``, in-memory store, coalescing, no misfire
+  limit so late ticks run rather than vanish) calls the ticks: ``dispatch``
+  (claim due uploads for free workers), ``poll`` (ask the API about stored
+  videos, file them into groups), ``settle`` (promote quiet, unchanged files)
+  and ``heartbeat`` (renew leases, publish pauses). Every tick takes ``now``,
+  so tests drive the engine step by step with no scheduler at all.
+* Uploads run on a bounded upload pool, never as APScheduler jobs; polls and
+  group moves run on a small control pool, so a long upload never delays them.
+  When an upload finishes, ``dispatch`` runs at once: a free worker never waits
+  for the next tick.
+* ``stop()`` stops claiming, cancels in-flight uploads (their jobs go back to
+  the queue without spending an attempt) and waits for the steps to record it.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from reka_sync.api import ApiClient, ResponseInfo
+from reka_sync.config import MAX_WORKERS, Config, Secret
+from reka_sync.container import Index, mp4_index, wants_check
+from reka_sync.errors import RekaSyncError
+from reka_sync.groups import GroupResolver
+from reka_sync.journal import Job, Journal, SeenFile
+from reka_sync.lifecycle import Event, State
+from reka_sync.mounts import is_there, probe
+from reka_sync.patterns import IgnoreRules
+from reka_sync.pauses import ALL, PauseBoard, kind_of
+from reka_sync.pool import WorkerPool
+from reka_sync.retry import Backoff, server_wait
+from reka_sync.scanner import stat_file, walk_stats
+from reka_sync.service import owner_alive, owner_id
+from reka_sync.stability import FileStat, Verdict, await_index, settle
+from reka_sync.watcher import Watcher
+from reka_sync.workers import POLL_BATCH, Context, Steps, quiet_limit
+
+log = structlog.get_logger("reka_sync.scheduler")
+AUTH_PAUSE = 60.0  # seconds between probes while the API refuses the key
+HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
+STALLED = 30.0  # seconds without a heartbeat or dispatch tick before we call it stuck
+LIVELY_TICKS = ("heartbeat", "dispatch")
+SETTLE_BATCH = 5000
+WAITING_FOR_INDEX = "waiting for the MP4/MOV index (moov box): still being written?"
+
+
+class Engine:
+    """Claims, dispatches, polls and files; owns the pools and the scheduler."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        key: Secret,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        lease_seconds: float | None = None,
+        watcher: Watcher | None = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.clock = clock
+        self.lease_seconds = lease_seconds or config.upload.lease_seconds
+        self.pauses = PauseBoard()
+        self._owner = owner_id()
+        self._rand = rand
+        self._retired: list[ApiClient] = []
+        self.api, self.ctx = self._context(config, key, {})
+        self.steps = Steps(self.ctx)
+        self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
+        self.control = WorkerPool(1, "reka-control")
+        self._set_quiet_limit(config)
+        self._cancels: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._scheduler: BackgroundScheduler | None = None
+        self._last_run: dict[str, float] = {}
+        self.watcher = watcher
+
+    def _context(
+        self, config: Config, key: Secret, progress: dict[int, int]
+    ) -> tuple[ApiClient, Context]:
+        api = ApiClient(
+            config.api,
+            key,
+            max_connections=MAX_WORKERS + 2,
+            on_response=self._observe,
+            before_request=self._gate,
+        )
+        groups = GroupResolver(api, self.journal, config.groups.create_missing, self.clock)
+        ctx = Context(
+            config,
+            self.journal,
+            api,
+            groups,
+            config.groups.compiled(),
+            self.pauses,
+            self._owner,
+            self.clock,
+            self._rand,
+            self._touch,
+            progress,
+        )
+        return api, ctx
+
+    def reconfigure(self, config: Config, key: Secret, watcher: Watcher | None) -> None:
+        """Given a new (valid) config, key and watcher, use them for all work from now on.
+
+        Steps in flight finish with what they started with; nothing is cancelled.
+        """
+        api, ctx = self._context(config, key, self.ctx.progress)
+        with self._lock:
+            self._retired.append(self.api)
+            self.config, self.api, self.ctx, self.steps = config, api, ctx, Steps(ctx)
+            self.watcher = watcher
+            self.uploads.resize(config.upload.workers)
+            self._set_quiet_limit(config)
+        if self._scheduler is not None:
+            self._schedule_rescan(self._scheduler, config.watch.rescan_interval, soon=True)
+
+    def _set_quiet_limit(self, config: Config) -> None:
+        quiet = quiet_limit(config.api)
+        self.uploads.quiet_limit = self.control.quiet_limit = quiet
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    # -- ticks -------------------------------------------------------------------------
+
+    def dispatch(self, now: float) -> int:
+        """Given the time, lease due uploads for free workers and start them; return how many."""
+        with self._lock:
+            if self._stopping.is_set() or self.pauses.blocking("uploads", now):
+                return 0
+            jobs = self.journal.claim_uploads(
+                self.owner, now, self.uploads.free, self.lease_seconds
+            )
+            for job in jobs:
+                cancel = threading.Event()
+                self._cancels[job.id] = cancel
+                self.uploads.submit(
+                    partial(self.steps.upload, job, cancel), partial(self._finished, job)
+                )
+            return len(jobs)
+
+    def _finished(self, job: Job) -> None:
+        with self._lock:
+            self._cancels.pop(job.id, None)
+        if not self._stopping.is_set():
+            self.dispatch(self.clock())
+
+    def poll(self, now: float) -> int:
+        """Given the time, hand due polls and group moves to the control pool; return jobs sent."""
+        if (
+            self._stopping.is_set()
+            or self.control.free == 0
+            or self.pauses.blocking("requests", now)
+        ):
+            return 0
+        polls = self.journal.jobs([State.UPLOADED], due_before=now, limit=POLL_BATCH * 4)
+        filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
+        if not polls and not filing:
+            return 0
+
+        def step() -> None:
+            for start in range(0, len(polls), POLL_BATCH):
+                self.steps.poll(polls[start : start + POLL_BATCH])
+            self.steps.file(filing)
+
+        self.control.submit(step, lambda: None)
+        return len(polls) + len(filing)
+
+    def settle(self, now: float) -> int:
+        """Given the time, promote discovered files that are complete; return how many."""
+        promoted = 0
+        settle_seconds = self.config.watch.settle_seconds
+
+        @functools.cache  # once per root and tick, not once per file of an unmounted share
+        def root_there(root: str) -> bool:
+            return is_there(root, self.journal.root_mounts())
+
+        for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH):
+            current = stat_file(job.path)
+            if current is None and not root_there(job.root):
+                continue  # an unmounted share: its files are not missing
+            verdict = settle(job.stat, current, job.quiet_since, now, settle_seconds)
+            if verdict is Verdict.STABLE:
+                verdict = self._check_index(job, now)
+            if verdict is Verdict.STABLE:
+                waited = job.last_error == WAITING_FOR_INDEX
+                changes = {"last_error": None} if waited else {}
+                self.journal.transition(job.id, Event.SETTLED, now, next_attempt_at=now, **changes)
+                promoted += 1
+            elif verdict is Verdict.VANISHED:
+                self.journal.transition(job.id, Event.VANISHED, now)
+            elif verdict is Verdict.CHANGED and current is not None:
+                self.journal.annotate(
+                    job.id,
+                    now,
+                    "still changing",
+                    size=current.size,
+                    mtime_ns=current.mtime_ns,
+                    inode=current.inode,
+                    device=current.device,
+                    quiet_since=now,
+                )
+        if promoted:
+            self.dispatch(now)
+        return promoted
+
+    def _check_index(self, job: Job, now: float) -> Verdict:
+        """A stable MP4/MOV waits for its moov box; one that never gets it is failed."""
+        patience = self.config.watch.mp4_index_wait
+        if patience <= 0 or not wants_check(job.path):
+            return Verdict.STABLE
+        has_index = mp4_index(job.path) is not Index.MISSING
+        verdict = await_index(has_index, job.quiet_since, now, patience)
+        if verdict is Verdict.NO_INDEX_YET and job.last_error != WAITING_FOR_INDEX:
+            self.journal.annotate(job.id, now, WAITING_FOR_INDEX, last_error=WAITING_FOR_INDEX)
+        elif verdict is Verdict.NO_INDEX:
+            reason = (
+                f"an MP4/MOV without its index (moov box) after {patience:.0f}s of quiet: cut "
+                "short? Re-export or repair it; a changed file is picked up again"
+            )
+            self.journal.transition(job.id, Event.FAIL, now, last_error=reason)
+            log.warning("incomplete video; not uploading it", path=job.path, reason=reason)
+        return verdict
+
+    def intake(self, now: float) -> int:
+        """Given the time, record what the watcher saw (live files go first); return how many."""
+        if self.watcher is None:
+            return 0
+        seen = self.watcher.drain()
+        if seen:
+            self.journal.record_scan(seen, now, priority=0)
+        return len(seen)
+
+    def rescan(self, now: float) -> int:
+        """Given the time, walk every root to catch what events missed; return files seen."""
+        ignore = IgnoreRules(self.config.watch.ignore, self.config.watch.extensions)
+        self.check_roots(now)
+        away = self.journal.unavailable_roots()
+        return sum(
+            self._rescan_root(root, ignore, now)
+            for root in self.config.watch.roots
+            if str(root) not in away
+        )
+
+    def check_roots(self, now: float) -> None:
+        """Given the time, record which roots are there; watch returning ones, rescan them."""
+        last_mounts = self.journal.root_mounts()
+        for root in self.config.watch.roots:
+            available, mount = probe(root, last_mounts.get(str(root)))
+            changed = self.journal.set_root_available(str(root), available, now, mount)
+            if changed and not available:
+                log.warning("root unavailable (unmounted?); its files wait", root=str(root))
+                if self.watcher is not None:
+                    self.watcher.unwatch(root)
+            elif changed:
+                log.info("root available", root=str(root))
+            if available and self.watcher is not None:
+                self.watcher.watch(root)  # nothing to do if it has its watch
+                if changed and self._scheduler is not None:
+                    self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
+
+    def _rescan_root(self, root: Path, ignore: IgnoreRules, now: float) -> int:
+        known = self.journal.recorded_under(str(root))  # one read, compared in memory
+        batch: list[SeenFile] = []
+        count = changed = 0
+        for path, rel, st in walk_stats(root, ignore, str(root)):
+            count += 1
+            if (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) in known:
+                continue
+            stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+            batch.append(SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9))
+            changed += 1
+            if len(batch) >= 2000:
+                self.journal.record_scan(batch, now, priority=1)
+                batch = []
+        self.journal.record_scan(batch, now, priority=1)
+        if changed:
+            log.info("scan found new or changed files", root=str(root), files=changed)
+        return count
+
+    def heartbeat(self, now: float) -> None:
+        """Given the time, renew our leases, free those of dead local processes, publish pauses."""
+        self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight())
+        self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
+        for pause in self.pauses.active(now):
+            self.journal.set_pause(pause.kind, pause.until, pause.reason)
+        if self.watcher is not None:
+            self.check_roots(now)
+
+    def tick(self, now: float) -> None:
+        """Given the time, run every tick once (tests and one-shot callers)."""
+        self.heartbeat(now)
+        self.settle(now)
+        self.dispatch(now)
+        self.poll(now)
+
+    # -- the API's answers steer the pauses --------------------------------------------
+
+    def _gate(self, method: str, path: str) -> None:
+        self._touch()
+        self.pauses.check(kind_of(method, path), self.clock())
+
+    def _observe(self, info: ResponseInfo) -> None:
+        self._touch()
+        now = self.clock()
+        if info.status == 429:
+            wait = server_wait(info.retry_after, info.reset_after)
+            wait = wait if wait is not None else Backoff().delay(1, 1.0)
+            kind = kind_of(info.method, info.path)
+            pause = self.pauses.pause(
+                kind,
+                now + wait,
+                f"429 from the API (request {info.request_id}), retry-after {wait:g}s",
+            )
+            self.journal.set_pause(pause.kind, pause.until, pause.reason)
+            log.warning(
+                "rate limited; pausing", kind=kind, seconds=wait, request_id=info.request_id
+            )
+        elif info.status in (401, 403):
+            reason = (
+                f"the API refused the key (HTTP {info.status}); fix api_key_file or "
+                "$REKA_API_KEY, then `systemctl reload reka-sync`"
+            )
+            pause = self.pauses.pause(ALL, now + AUTH_PAUSE, reason)
+            self.journal.set_pause(pause.kind, pause.until, pause.reason)
+            log.error("API key refused; pausing all requests", status=info.status)
+        elif info.status < 400 and self.pauses.take_over(ALL, now):
+            self.journal.clear_pause(ALL)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler's ticks on background threads; each runs once right away."""
+        scheduler = BackgroundScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        )
+        ticks: list[tuple[str, Callable[[float], object], float]] = [
+            ("heartbeat", self.heartbeat, min(HEARTBEAT, max(0.2, self.lease_seconds / 3))),
+            ("settle", self.settle, 1.0),
+            ("dispatch", self.dispatch, 0.5),
+            ("poll", self.poll, 0.25),
+            ("intake", self.intake, 0.25),
+        ]
+        first = datetime.now(UTC)
+        self._last_run = {name: self.clock() for name, _, _ in ticks}
+        for name, tick, seconds in ticks:
+            scheduler.add_job(
+                partial(self._run_tick, name, tick),
+                "interval",
+                seconds=seconds,
+                id=name,
+                next_run_time=first,
+            )
+        if self.watcher is not None:
+            self._schedule_rescan(scheduler, self.config.watch.rescan_interval, soon=True)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def _schedule_rescan(self, scheduler: BackgroundScheduler, seconds: float, soon: bool) -> None:
+        scheduler.add_job(
+            partial(self._run_tick, "rescan", self.rescan),
+            "interval",
+            seconds=seconds,
+            id="rescan",
+            next_run_time=datetime.now(UTC) if soon else None,
+            replace_existing=True,
+        )
+
+    def _run_tick(self, name: str, tick: Callable[[float], object]) -> None:
+        try:
+            tick(self.clock())
+        except RekaSyncError as exc:
+            log.error("tick failed; it runs again shortly", tick=name, error=str(exc))
+        finally:
+            self._last_run[name] = self.clock()
+
+    def trouble(self, now: float) -> str | None:
+        """Given the time, return what is stuck: the scheduler, its ticks or a worker step.
+
+        Return None while the scheduler runs, its short ticks keep coming and every
+        running step has shown a sign of life within its allowance.
+        """
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running or self._stopping.is_set():
+            return "the scheduler is not running"
+        late = [n for n in LIVELY_TICKS if now - self._last_run.get(n, now) >= STALLED]
+        if late:
+            return f"the scheduler's {' and '.join(late)} ticks stopped"
+        stuck = self.uploads.overdue() + self.control.overdue()
+        if stuck:
+            return f"{stuck} worker steps are stuck outside every timeout (DNS? a hung mount?)"
+        return None
+
+    def _touch(self, allowance: float | None = None) -> None:
+        self.uploads.touch(allowance)  # only the pool running this thread's step notes it
+        self.control.touch(allowance)
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop claiming, cancel in-flight uploads, wait for the steps to record their outcome.
+
+        Given a grace in seconds, wait no longer than that for steps stuck in a network
+        call (a stalled server); return False if one still runs. Its journal row already
+        says its outcome is unknown, and the next start settles it (reconcile).
+        """
+        self._stopping.set()
+        with self._lock:
+            for cancel in self._cancels.values():
+                cancel.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        drained = self.uploads.shutdown(grace)
+        drained = self.control.shutdown(grace) and drained
+        if drained:
+            for api in [*self._retired, self.api]:
+                api.close()
+        else:
+            log.warning("a step is stuck in a network call; the next start settles it")
+        return drained
+
+    def in_flight(self) -> dict[int, int]:
+        """Return bytes sent so far for each upload in flight, by job id."""
+        return dict(self.ctx.progress)

@@ -1,0 +1,143 @@
+"""What `status` and `show` print: journal facts turned into text or JSON (no I/O of its own)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from reka_sync.journal import HistoryEntry, Job, Journal
+from reka_sync.lifecycle import State
+from reka_sync.progress import human_size
+
+
+def status_report(journal: Journal, now: float) -> dict[str, Any]:
+    """Given the journal and the time, return counts, in-flight work, pauses and recent failures."""
+    counts = journal.counts()
+    in_flight = journal.jobs([State.UPLOADING, State.UPLOADED, State.FILING], limit=50)
+    sent = journal.progress()
+    waiting = journal.jobs([State.QUEUED, State.RETRY_WAIT], limit=1)
+    return {
+        "journal": str(journal.path),
+        "counts": {state.value: n for state, n in counts.items()},
+        "total": sum(counts.values()),
+        "in_flight": [_with_progress(_brief(job, now), job, sent) for job in in_flight],
+        "oldest_queued_seconds": round(now - waiting[0].created_at, 1) if waiting else None,
+        "pauses": [
+            {
+                "kind": p.kind,
+                "until": _iso(p.until),
+                "seconds_left": round(p.until - now, 1),
+                "reason": p.reason,
+            }
+            for p in journal.pauses(now)
+        ],
+        "recent_failures": [_brief(job, now) for job in journal.recent_failures(10)],
+        "unavailable_roots": [
+            {"root": root, "since": _iso(since)}
+            for root, since in sorted(journal.unavailable_roots().items())
+        ],
+    }
+
+
+def _brief(job: Job, now: float) -> dict[str, Any]:
+    return {
+        "path": job.path,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "video_id": job.video_id,
+        "group": job.group_name,
+        "error": job.last_error,
+        "age_seconds": round(now - job.created_at, 1),
+    }
+
+
+def _with_progress(
+    brief: dict[str, Any], job: Job, sent: dict[int, tuple[int, float]]
+) -> dict[str, Any]:
+    if job.id in sent:
+        count, _ = sent[job.id]
+        brief["sent_bytes"] = count
+        brief["size"] = job.size
+        brief["percent"] = round(100 * count / job.size, 1) if job.size else 100.0
+    return brief
+
+
+def format_status(report: dict[str, Any]) -> str:
+    """Given a status report, return it as lines for a person."""
+    lines = [f"journal: {report['journal']}  ({report['total']} files)"]
+    counts = report["counts"]
+    lines.append(
+        "  ".join(f"{state}={counts[state]}" for state in counts if counts[state])
+        or "no files recorded yet"
+    )
+    for pause in report["pauses"]:
+        lines.append(
+            f"PAUSED {pause['kind']} until {pause['until']} "
+            f"({pause['seconds_left']:.0f}s): {pause['reason']}"
+        )
+    for root in report["unavailable_roots"]:
+        lines.append(
+            f"UNAVAILABLE root {root['root']} since {root['since']} (not mounted?); "
+            "its files wait, they are not missing"
+        )
+    if report["oldest_queued_seconds"] is not None:
+        lines.append(f"oldest queued file waits {report['oldest_queued_seconds']:.0f}s")
+    if report["in_flight"]:
+        lines.append("in flight:")
+        lines.extend(_in_flight_line(j) for j in report["in_flight"])
+    if report["recent_failures"]:
+        lines.append("recent failures:")
+        lines.extend(f"  {j['path']}: {j['error']}" for j in report["recent_failures"])
+    return "\n".join(lines)
+
+
+def _in_flight_line(job: dict[str, Any]) -> str:
+    sent = f" {job['percent']:.0f}% of {human_size(job['size'])}" if "percent" in job else ""
+    return f"  {job['state']:<10}{sent} {job['path']} (attempt {job['attempts']})"
+
+
+def show_report(job: Job, history: list[HistoryEntry]) -> dict[str, Any]:
+    """Given a job and its history, return everything `show` tells."""
+    data = asdict(job)
+    data["state"] = job.state.value
+    data["history"] = [
+        {
+            "at": _iso(h.at),
+            "event": h.event,
+            "from": h.from_state,
+            "to": h.to_state,
+            **({"detail": h.detail} if h.detail else {}),
+        }
+        for h in history
+    ]
+    return data
+
+
+def format_show(report: dict[str, Any]) -> str:
+    """Given a show report, return it as lines for a person."""
+    keys = (
+        "path",
+        "state",
+        "size",
+        "attempts",
+        "video_id",
+        "group_name",
+        "group_id",
+        "digest",
+        "upload_key",
+        "last_error",
+    )
+    lines = [f"{key:>11}: {report[key]}" for key in keys if report.get(key) is not None]
+    lines.append("    history:")
+    for entry in report["history"]:
+        detail = " ".join(f"{k}={v}" for k, v in entry.get("detail", {}).items())
+        lines.append(
+            f"  {entry['at']}  {entry['event']:<12} {entry['from'] or '-':>10} -> "
+            f"{entry['to']:<10} {detail}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
