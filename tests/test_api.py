@@ -16,6 +16,7 @@ from reka_sync.api import ApiClient, ResponseInfo, parse_error_body
 from reka_sync.config import ApiConfig, Secret
 from reka_sync.errors import (
     AuthError,
+    BadReply,
     Cancelled,
     Conflict,
     FileChanged,
@@ -321,7 +322,12 @@ def test_error_bodies_are_parsed_defensively() -> None:
         == "body.name: field required"
     )
     assert parse_error_body(b'{"detail": "Not Found"}')[0] == "Not Found"
-    assert parse_error_body(b"<html>502 Bad Gateway</html>")[0] == "<html>502 Bad Gateway</html>"
+    assert parse_error_body(b"<html>502 Bad Gateway</html>")[0] == "an HTML page: 502 Bad Gateway"
+    page = b"<!DOCTYPE html>\n<html><head><title>503 Service\n Unavailable</title></head>" + (
+        b"<body>" + b"<p>nginx</p>" * 500 + b"</body></html>"
+    )
+    assert parse_error_body(page)[0] == "an HTML page: 503 Service Unavailable"
+    assert len(parse_error_body(b"x" * 5000)[0]) < 210  # a raw body is cut to one short line
     assert parse_error_body(b"")[0] == "(empty body)"
 
 
@@ -364,3 +370,30 @@ def test_the_request_log_can_be_read_again_and_again(emu: emulator.RunningEmulat
         log = httpx.get(f"{emu.url}/_emulator/requests", timeout=5).json()["results"]
     assert [entry["path"] for entry in log] == ["/_emulator/requests"] * 2
     assert httpx.get(f"{emu.url}/v2/videos", headers={"X-Api-Key": API_KEY}, timeout=5).is_success
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["html_after_store", "truncated_after_store", "no_id_after_store", "gateway_after_store"],
+)
+def test_an_unreadable_answer_after_the_whole_body_is_outcome_unknown(
+    client: ApiClient, emu: emulator.RunningEmulator, tmp_path: Path, kind: str
+) -> None:
+    set_faults(emu.url, [{"kind": kind, "count": 1}])
+    path = video_file(tmp_path)
+    with pytest.raises(OutcomeUnknown, match=r"may have (been )?stored") as caught:
+        upload(client, path, description="[reka-sync:k1]")
+    assert "<" not in str(caught.value), "an HTML page pasted into the error"
+    [record] = emulator_records(emu.url)  # stored all the same: only reconcile can tell
+    assert record["digest"] == digest_of(path)
+
+
+def test_a_garbled_reply_to_a_read_is_a_bad_reply_naming_the_endpoint(
+    client: ApiClient, emu: emulator.RunningEmulator
+) -> None:
+    set_faults(emu.url, [{"kind": "garbled_reply", "count": 2}])
+    with pytest.raises(BadReply, match=r"GET /v2/videos: HTTP 200 with a reply that is not JSON"):
+        client.list_videos()
+    with pytest.raises(BadReply, match="GET /v2/video-groups"):
+        client.list_groups()
+    assert client.list_videos() == []

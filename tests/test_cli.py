@@ -13,6 +13,7 @@ from reka_sync.cli import build_parser
 from reka_sync.config import load_config
 from reka_sync.journal import Journal, SeenFile
 from reka_sync.lifecycle import Event, State
+from reka_sync.moves import Changes, Move
 from reka_sync.stability import FileStat
 from tests.conftest import PYTHON, cli_env
 
@@ -70,9 +71,9 @@ def journal_with_files(config_file: Path) -> Journal:
     )
     job = journal.find(str(root / "b.mp4"))
     assert job is not None
-    journal.transition(job.id, Event.SETTLED, 2.0)
-    journal.transition(job.id, Event.CLAIM, 3.0)
-    journal.transition(job.id, Event.FAIL, 4.0, last_error="HTTP 400: video too long")
+    journal.apply(Move(job.id, Event.SETTLED), 2.0)
+    journal.apply(Move(job.id, Event.CLAIM), 3.0)
+    journal.apply(Move(job.id, Event.FAIL, Changes(last_error="HTTP 400: video too long")), 4.0)
     return journal
 
 

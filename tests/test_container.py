@@ -6,7 +6,7 @@ import struct
 from pathlib import Path
 
 from reka_sync.container import Index, mp4_index, wants_check
-from reka_sync.demo import tiny_mp4
+from reka_sync.emulator.demo import tiny_mp4
 from reka_sync.stability import Verdict, await_index
 
 

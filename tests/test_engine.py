@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from reka_sync.errors import JournalError
@@ -219,35 +218,6 @@ def test_status_shows_a_rate_limit_pause(tmp_path: Path, media: Path) -> None:
             assert proc.wait(timeout=30) == 1  # interrupted backfills say so
     finally:
         running.stop()
-
-
-def test_engine_ticks_can_be_driven_with_an_injected_clock(
-    tmp_path: Path, media: Path, emu
-) -> None:
-    from reka_sync.config import Secret, load_config
-    from reka_sync.scheduler import Engine
-
-    make_tree(media, 2)
-    config = load_config(engine_config(tmp_path, media, emu.url))
-    journal = Journal.open(config.journal.path)
-    from reka_sync.backfill import _record, scan
-
-    _record(journal, scan(config, [], {}).files)
-    now = [time.time()]
-    set_faults(emu.url, [{"kind": "rate_limit", "scope": "all", "count": 1, "seconds": 30}])
-    engine = Engine(config, journal, Secret(API_KEY), clock=lambda: now[0], rand=lambda: 0.5)
-    try:
-        assert engine.settle(now[0]) == 2  # promoting files dispatches them at once
-        assert journal.counts()[State.QUEUED] == 0
-        wait_for(lambda: engine.uploads.running == 0, message="the workers")
-        counts = journal.counts()
-        assert counts[State.RETRY_WAIT] + counts[State.UPLOADED] == 2
-        assert counts[State.RETRY_WAIT] >= 1, "the 429 did not send a file back to wait"
-        assert engine.dispatch(now[0] + 10) == 0, "claimed during the retry-after pause"
-        now[0] += 31
-        assert engine.dispatch(now[0]) >= 1
-    finally:
-        engine.stop()
 
 
 def test_the_key_never_reaches_output_logs_or_the_journal(tmp_path: Path, media: Path, emu) -> None:

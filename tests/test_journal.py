@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from reka_sync.errors import IllegalTransition, JournalError
+from reka_sync import outcomes
+from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
 from reka_sync.journal import Journal, SeenFile
 from reka_sync.lifecycle import Event, State
+from reka_sync.moves import Changes, Move
 from reka_sync.stability import FileStat
 from tests.conftest import PYTHON, REPO
 
@@ -25,7 +27,7 @@ def fill(journal: Journal, count: int, root: Path = Path("/m")) -> list[int]:
     journal.record_scan([seen(root, f"f{i}.mp4", size=i) for i in range(count)], now=1.0)
     ids = []
     for job in journal.jobs([State.DISCOVERED], limit=count):
-        journal.transition(job.id, Event.SETTLED, 2.0)
+        journal.apply(Move(job.id, Event.SETTLED), 2.0)
         ids.append(job.id)
     return ids
 
@@ -50,16 +52,17 @@ def test_change_after_settling_goes_back_to_discovered(tmp_path: Path) -> None:
     assert [h.event for h in journal.history(job_id)] == ["seen", "settled", "changed"]
 
 
-def test_transition_enforces_the_lifecycle_and_records_history(tmp_path: Path) -> None:
+def test_apply_enforces_the_lifecycle_and_records_history(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.db")
     [job_id] = fill(journal, 1)
     with pytest.raises(IllegalTransition):
-        journal.transition(job_id, Event.FILED, 3.0)
+        journal.apply(Move(job_id, Event.FILED), 3.0)
     with pytest.raises(JournalError, match="not uploading"):
-        journal.transition(job_id, Event.CLAIM, 3.0, expect=State.UPLOADING)
-    with pytest.raises(ValueError, match="not writable"):
-        journal.transition(job_id, Event.CLAIM, 3.0, state="done")
-    job = journal.transition(job_id, Event.CLAIM, 3.0, upload_key="k1", detail={"by": "test"})
+        journal.apply(Move(job_id, Event.CLAIM), 3.0, expect=State.UPLOADING)
+    with pytest.raises(LeaseLost):
+        journal.apply(Move(job_id, None, note="x"), 3.0, owner="someone")
+    claim = Move(job_id, Event.CLAIM, Changes(upload_key="k1"), {"by": "test"})
+    job = journal.apply(claim, 3.0)
     assert job.state is State.UPLOADING and job.upload_key == "k1"
     assert journal.history(job_id)[-1].detail == {"by": "test"}
     assert journal.get(job_id).state is State.UPLOADING
@@ -110,17 +113,23 @@ def test_claims_are_exclusive_between_processes(tmp_path: Path) -> None:
     assert owners <= {"p0", "p1", "p2"}
 
 
-def test_expired_leases_are_taken_over_and_flagged_for_reconcile(tmp_path: Path) -> None:
+def test_expired_leases_are_taken_over_and_a_cut_send_stays_flagged(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.db")
-    [job_id] = fill(journal, 1)
-    [job] = journal.claim_uploads("dead", now=10.0, limit=5, lease_seconds=30)
-    assert not job.outcome_unknown
+    first, second = fill(journal, 2)
+    claimed = journal.claim_uploads("dead", now=10.0, limit=5, lease_seconds=30)
+    assert [j.id for j in claimed] == [first, second] and not claimed[0].outcome_unknown
+    send = outcomes.sending(claimed[0], "key-1", "sample", None, None)
+    assert journal.begin_send(send, "dead", 11.0, "sample", []) is not None  # then it died
     assert journal.claim_uploads("alive", now=39.0, limit=5, lease_seconds=30) == []
-    assert journal.renew_leases("dead", now=20.0, lease_seconds=30) == 1
+    assert journal.renew_leases("dead", now=20.0, lease_seconds=30) == 2
     assert journal.claim_uploads("alive", now=45.0, limit=5, lease_seconds=30) == []
-    [taken] = journal.claim_uploads("alive", now=51.0, limit=5, lease_seconds=30)
-    assert taken.id == job_id and taken.lease_owner == "alive" and taken.outcome_unknown
-    assert [h.event for h in journal.history(job_id)][-1] == "reclaim"
+    taken = {j.id: j for j in journal.claim_uploads("alive", now=51.0, limit=5, lease_seconds=30)}
+    assert set(taken) == {first, second}
+    assert all(j.lease_owner == "alive" for j in taken.values())
+    # The send that was cut short must be reconciled; the job that never sent need not be.
+    assert taken[first].outcome_unknown and taken[first].upload_key == "key-1"
+    assert outcomes.must_reconcile(taken[first]) and not outcomes.must_reconcile(taken[second])
+    assert [h.event for h in journal.history(first)][-1] == "reclaim"
 
 
 def test_live_files_come_before_backfill(tmp_path: Path) -> None:
@@ -128,7 +137,7 @@ def test_live_files_come_before_backfill(tmp_path: Path) -> None:
     journal.record_scan([seen(Path("/m"), "old.mp4")], now=1.0, priority=1)
     journal.record_scan([seen(Path("/m"), "live.mp4")], now=2.0, priority=0)
     for job in journal.jobs([State.DISCOVERED]):
-        journal.transition(job.id, Event.SETTLED, 3.0)
+        journal.apply(Move(job.id, Event.SETTLED), 3.0)
     [first] = journal.claim_uploads("w", now=5.0, limit=1, lease_seconds=30)
     assert first.path == "/m/live.mp4"
 

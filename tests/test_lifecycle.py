@@ -1,4 +1,4 @@
-"""The job state machine and the retry policy: table-driven and property-tested."""
+"""The job state machine and the backoff: table-driven and property-tested."""
 
 from __future__ import annotations
 
@@ -6,19 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reka_sync.errors import (
-    AuthError,
-    Cancelled,
-    FileChanged,
-    IllegalTransition,
-    NotSent,
-    OutcomeUnknown,
-    RateLimited,
-    ServerError,
-    ValidationFailed,
-)
+from reka_sync.errors import IllegalTransition
 from reka_sync.lifecycle import FINISHED, TRANSITIONS, Event, State, allowed_events, next_state
-from reka_sync.retry import Action, Backoff, decide, server_wait
+from reka_sync.retry import Backoff, server_wait
 
 
 def test_happy_path() -> None:
@@ -64,35 +54,6 @@ def test_random_event_sequences_never_reach_an_illegal_state(events: list[Event]
                 next_state(state, event)
 
 
-RETRYABLE = [
-    ServerError(500, "boom"),
-    NotSent("refused"),
-    OutcomeUnknown("dropped"),
-    Cancelled("stalled", body_complete=True),
-]
-
-
-@given(
-    st.integers(min_value=1, max_value=20),
-    st.lists(
-        st.tuples(st.sampled_from(range(len(RETRYABLE))), st.floats(0, 0.999999)), max_size=50
-    ),
-)
-def test_attempts_never_exceed_the_limit(
-    max_attempts: int, failures: list[tuple[int, float]]
-) -> None:
-    failed = False
-    for attempts, (index, rand) in enumerate(failures, start=1):
-        if failed:
-            break
-        decision = decide(RETRYABLE[index], attempts, max_attempts, Backoff(), rand)
-        assert decision.action in (Action.RETRY, Action.FAIL)
-        failed = decision.action is Action.FAIL
-        assert attempts <= max_attempts
-    assert failed == (len(failures) >= max_attempts)
-    assert not failed or attempts >= max_attempts
-
-
 @given(st.integers(min_value=1, max_value=80), st.floats(0, 0.999999))
 def test_backoff_is_full_jitter_under_the_cap(attempt: int, rand: float) -> None:
     backoff = Backoff(base=2.0, cap=900.0)
@@ -101,23 +62,11 @@ def test_backoff_is_full_jitter_under_the_cap(attempt: int, rand: float) -> None
     assert backoff.delay(attempt, 0.0) == 0.0
 
 
-def test_retry_after_wins_over_backoff() -> None:
-    limited = RateLimited(429, "slow down", retry_after=30.0, reset_after=3600.0)
-    decision = decide(limited, 1, 10, Backoff(base=1000, cap=5000), 0.99)
-    assert (decision.action, decision.delay) == (Action.PAUSE_KIND, 30.0)
-    reset_only = RateLimited(429, "slow down", reset_after=120.0)
-    assert decide(reset_only, 1, 10, Backoff(), 0.5).delay == 120.0
+def test_server_wait_takes_the_first_positive_value() -> None:
+    assert server_wait(30.0, 3600.0) == 30.0
+    assert server_wait(None, 120.0) == 120.0
     assert server_wait(0.0, None) is None
-    unavailable = ServerError(503, "busy", retry_after=40.0)
-    assert decide(unavailable, 1, 10, Backoff(base=1, cap=2), 0.5).delay == 40.0
 
 
-def test_classification() -> None:
-    assert decide(AuthError(401, "no"), 1, 10, Backoff(), 0.1).action is Action.PAUSE_ALL
-    assert decide(ValidationFailed(400, "bad"), 1, 10, Backoff(), 0.1).action is Action.FAIL
-    assert decide(FileChanged("grew"), 1, 10, Backoff(), 0.1).action is Action.SETTLE
-    assert decide(Cancelled("shutdown"), 1, 10, Backoff(), 0.1).action is Action.RELEASE
-    unknown = decide(OutcomeUnknown("dropped"), 1, 10, Backoff(), 0.1)
-    assert unknown.action is Action.RETRY and unknown.outcome_unknown
-    assert not decide(NotSent("refused"), 1, 10, Backoff(), 0.1).outcome_unknown
+def test_the_finished_states() -> None:
     assert {State.DONE, State.FAILED, State.SKIPPED, State.MISSING} == FINISHED

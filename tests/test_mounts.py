@@ -57,12 +57,12 @@ def test_the_journal_remembers_where_a_root_was_mounted(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.db")
     now = time.time()
     assert journal.root_mounts() == {}
-    assert journal.set_root_available("/srv/media", True, now, "/srv/media") is True
+    assert journal.set_root_available("/srv/media", True, now, "/srv/media") is None
     assert journal.root_mounts() == {"/srv/media": "/srv/media"}
-    assert journal.set_root_available("/srv/media", True, now + 1, "/srv/media") is False
+    assert journal.set_root_available("/srv/media", True, now + 1, "/srv/media") is True
     assert journal.set_root_available("/srv/media", False, now + 2, "/") is True
     assert journal.root_mounts() == {"/srv/media": "/srv/media"}  # kept while away
     assert journal.unavailable_roots() == {"/srv/media": now + 2}
-    assert journal.set_root_available("/srv/media", True, now + 3, "/srv/media") is True
+    assert journal.set_root_available("/srv/media", True, now + 3, "/srv/media") is False
     assert journal.unavailable_roots() == {}
     journal.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reka_sync.patterns import GlobError, IgnoreRules, compile_glob
+from reka_sync.errors import GlobError
+from reka_sync.patterns import IgnoreRules, compile_glob
 from reka_sync.rules import GroupRules, Rule
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from reka_sync.demo import tiny_mp4
+from reka_sync.emulator.demo import tiny_mp4
 from tests.conftest import (
     API_KEY,
     BindMount,
@@ -127,6 +127,11 @@ def test_files_that_arrive_while_stopped_are_found_at_start(
     assert_uploaded_exactly_once(
         emu.url, {str(media / "a.mp4"): "Inbox", str(media / "b.mp4"): "Inbox"}
     )
+    # One startup scan each: a root is reported once, no scan ran beside another.
+    assert sum(line.get("event") == "root available" for line in first.lines) == 1
+    for service in (first, second):
+        overlaps = [line for line in service.lines if "running instances" in str(line)]
+        assert not overlaps, overlaps
 
 
 def test_a_done_file_moved_to_another_rule_is_regrouped_not_reuploaded(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from reka_sync.config import Config, Secret
-from reka_sync.errors import RekaSyncError
+from reka_sync.errors import UsageError
 from reka_sync.fingerprint import digest_file, sample_file
 from reka_sync.journal import Job, Journal, SeenFile
 from reka_sync.lifecycle import ACTIVE, State
@@ -25,10 +25,6 @@ from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
 
 WAIT_STEP = 0.1  # seconds between looks at the journal while the engine works
-
-
-class UsageError(RekaSyncError):
-    """The command line named something it cannot act on."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reka_sync import __version__
+from reka_sync import __version__, outcomes
 from reka_sync.config import (
     Config,
     Secret,
@@ -19,9 +19,9 @@ from reka_sync.config import (
     require_api_key,
     resolve_api_key,
 )
-from reka_sync.errors import ConfigError, JournalError, RekaSyncError
+from reka_sync.errors import ConfigError, JournalError, RekaSyncError, UsageError
 from reka_sync.journal import Journal
-from reka_sync.lifecycle import Event, State
+from reka_sync.lifecycle import State
 from reka_sync.status import format_show, format_status, show_report, status_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    except UsageError as exc:
+        print(f"reka-sync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except JournalError as exc:
         print(f"reka-sync: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -244,15 +247,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             if job.state not in (State.FAILED, State.MISSING, State.SKIPPED):
                 print(f"{job.path}: {job.state.value}, nothing to retry")
                 continue
-            journal.transition(
-                job.id,
-                Event.REQUEUE,
-                time.time(),
-                attempts=0,
-                last_error=None,
-                outcome_unknown=job.outcome_unknown,
-                detail={"by": "operator"},
-            )
+            journal.apply(outcomes.requeue(job), time.time())
             requeued += 1
         print(f"requeued {requeued} file(s)")
         return status
@@ -295,11 +290,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     config = _config(args)
     key = None if args.dry_run else require_api_key(config)
     _logging(args, key)
-    try:
-        return backfill.run(config, key, args.paths, dry_run=args.dry_run, as_json=args.json)
-    except backfill.UsageError as exc:
-        print(f"reka-sync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return backfill.run(config, key, args.paths, dry_run=args.dry_run, as_json=args.json)
 
 
 def _logging(args: argparse.Namespace, key: Secret | None) -> None:
@@ -312,7 +303,8 @@ def _logging(args: argparse.Namespace, key: Secret | None) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the pipeline against the built-in emulator on a sample tree, then exit."""
-    from reka_sync import demo, logs
+    from reka_sync import logs
+    from reka_sync.emulator import demo
 
     logs.configure("warning" if args.log_level == "info" else args.log_level, args.log_format)
     return demo.run(sys.stdout)

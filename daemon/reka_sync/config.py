@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from reka_sync.errors import ConfigError
-from reka_sync.patterns import GlobError, compile_glob, template_fields
+from reka_sync.errors import ConfigError, GlobError
+from reka_sync.patterns import compile_glob, template_fields
 from reka_sync.rules import GroupRules, Rule
 
 DEFAULT_CONFIG_PATH = Path("/etc/reka-sync/config.toml")

@@ -5,12 +5,17 @@ exceptions into this tree, with a message that says what to do next::
 
     RekaSyncError
     ├── ConfigError            the configuration cannot be used (exit 78)
+    ├── GlobError              a glob is malformed (the config reports it with its key path)
+    ├── UsageError             the command line names something it cannot act on (exit 2)
     ├── JournalError           the SQLite journal cannot be opened or written
+    │   └── LeaseLost              another process took the job over; our result is dropped
     ├── IllegalTransition      a job state change the lifecycle forbids (a bug)
     ├── FileProblem            a local file is unreadable, vanished or changing
     │   ├── FileVanished
-    │   └── FileChanged
+    │   ├── FileChanged
+    │   └── FileUnreadable         an I/O error while reading it
     └── ApiError               anything the Reka API or the network said
+        ├── Paused             held back before sending: that kind of request is paused
         ├── ApiStatusError     the server answered with an error status
         │   ├── AuthError          401 / 403: pause everything, alert the operator
         │   ├── NotFound           404
@@ -20,8 +25,12 @@ exceptions into this tree, with a message that says what to do next::
         │   └── ServerError        5xx: retry with backoff
         └── TransportError     no usable answer
             ├── NotSent            the request never reached the server: safe to retry
-            ├── OutcomeUnknown     the body was sent, no answer: reconcile before retrying
+            ├── BadReply           an answer that is not the documented JSON (idempotent
+            │                      requests: retry; an upload's becomes OutcomeUnknown)
+            ├── OutcomeUnknown     the body was sent, no usable answer: reconcile first
             └── Cancelled          we stopped the request ourselves
+
+What each of these does to a job is decided in one place: ``outcomes.classify``.
 """
 
 from __future__ import annotations
@@ -39,8 +48,20 @@ class ConfigError(RekaSyncError):
         super().__init__("\n".join(self.problems))
 
 
+class GlobError(RekaSyncError):
+    """A glob pattern is empty or malformed."""
+
+
+class UsageError(RekaSyncError):
+    """The command line named something it cannot act on."""
+
+
 class JournalError(RekaSyncError):
     """The journal file cannot be used as asked."""
+
+
+class LeaseLost(JournalError):
+    """Another process took this job over after our lease expired; our result is dropped."""
 
 
 class IllegalTransition(RekaSyncError):
@@ -64,10 +85,22 @@ class FileChanged(FileProblem):
     """The file changed while it was read; it goes back to settling."""
 
 
+class FileUnreadable(FileProblem):
+    """Reading the file failed (an I/O error, permissions, a share that went away)."""
+
+
 class ApiError(RekaSyncError):
     """Anything the Reka API or the network between us said."""
 
     request_id: str | None = None
+
+
+class Paused(ApiError):
+    """A request was held back because its kind is paused; nothing was sent."""
+
+    def __init__(self, message: str, *, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(message)
 
 
 class ApiStatusError(ApiError):
@@ -125,6 +158,10 @@ class TransportError(ApiError):
 
 class NotSent(TransportError):
     """The request never reached the server; it is safe to send again."""
+
+
+class BadReply(TransportError):
+    """The server answered, but not with the documented JSON (a proxy's page, a cut body)."""
 
 
 class OutcomeUnknown(TransportError):

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from reka_sync.errors import GlobError
+
 _CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Names that are never media: NAS and OS litter, sync-tool state folders.
@@ -34,10 +36,6 @@ BUILTIN_IGNORED_NAMES = frozenset(
 )
 # Partial downloads and editors' temporary files.
 BUILTIN_IGNORED_SUFFIXES = (".part", ".crdownload", ".tmp", ".partial", ".download", "~")
-
-
-class GlobError(ValueError):
-    """A glob pattern cannot be compiled."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Request pauses: after a 429 every worker waits for the reset; after a 401 everything waits.
 
+`pause_for` decides (pure) which pause an answer calls for; the engine applies it.
+
 The board is in memory, shared by the threads of one process, and checked before
 every request, so no request leaves before a `retry-after` has expired. The
 engine mirrors it into the journal so `status` (and another process) can see it.
@@ -9,9 +11,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
-from reka_sync.errors import RateLimited
+from reka_sync.errors import Paused
+from reka_sync.retry import Backoff, server_wait
 
+AUTH_PAUSE = 60.0  # seconds between probes while the API refuses the key
 UPLOADS = "uploads"  # POST /v2/videos
 REQUESTS = "requests"  # every other call
 ALL = "all"  # the key was refused
@@ -22,15 +27,62 @@ def kind_of(method: str, path: str) -> str:
     return UPLOADS if (method, path) == ("POST", "/v2/videos") else REQUESTS
 
 
+# -- pauses --------------------------------------------------------------------------------
+
+
+class Answer(Protocol):
+    """What a response tells besides its body (an API `ResponseInfo` has it)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def retry_after(self) -> float | None: ...
+    @property
+    def reset_after(self) -> float | None: ...
+
+
 @dataclass(frozen=True)
-class PauseState:
+class PauseOrder:
+    """Hold every request of `kind` back until `until`."""
+
     kind: str
     until: float
     reason: str
 
 
-class Paused(RateLimited):
-    """A request was held back because its kind is paused; nothing was sent."""
+def pause_for(answer: Answer, now: float) -> PauseOrder | None:
+    """Given a response, return the pause it calls for: a 429 pauses that kind of request
+    until `retry-after` (else the rate-limit reset, else a backoff); a 401/403 pauses
+    everything for a while; anything else none."""
+    if answer.status == 429:
+        wait = server_wait(answer.retry_after, answer.reset_after)
+        wait = wait if wait is not None else Backoff().delay(1, 1.0)
+        return PauseOrder(
+            kind_of(answer.method, answer.path),
+            now + wait,
+            f"429 from the API (request {answer.request_id}), retry-after {wait:g}s",
+        )
+    if answer.status in (401, 403):
+        return PauseOrder(
+            ALL,
+            now + AUTH_PAUSE,
+            f"the API refused the key (HTTP {answer.status}); fix api_key_file or "
+            "$REKA_API_KEY, then reload the service (or run the command again)",
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class PauseState:
+    kind: str
+    until: float
+    reason: str
 
 
 class PauseBoard:
@@ -73,9 +125,8 @@ class PauseBoard:
         pause = self.blocking(kind, now)
         if pause is not None:
             raise Paused(
-                429,
-                f"{pause.kind} paused until the server's reset: {pause.reason}",
-                retry_after=pause.until - now,
+                f"{pause.kind} paused for {pause.until - now:.0f}s more: {pause.reason}",
+                seconds=pause.until - now,
             )
 
     def active(self, now: float) -> list[PauseState]:

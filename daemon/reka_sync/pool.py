@@ -34,6 +34,7 @@ class WorkerPool:
         self._executor = ThreadPoolExecutor(max_workers=most or size, thread_name_prefix=name)
         self._lock = threading.Condition()
         self._running = 0
+        self._finishing = 0  # steps done whose `on_done` still runs
         self._clock = clock
         self._quiet_until: dict[int, float] = {}  # worker thread -> next sign of life due
 
@@ -85,12 +86,23 @@ class WorkerPool:
             finally:
                 with self._lock:
                     self._quiet_until.pop(ident, None)
-                    self._running -= 1
-                    self._lock.notify_all()
-                on_done()
+                    self._running -= 1  # free now, so `on_done` can hand this slot on
+                    self._finishing += 1
+                try:
+                    on_done()
+                finally:
+                    with self._lock:
+                        self._finishing -= 1
+                        self._lock.notify_all()
 
         future: Future[None] = self._executor.submit(run)
         del future
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Given a timeout, wait until no step (nor what runs after one) runs; return True
+        if none does."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._running + self._finishing == 0, timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Wait (at most `timeout` seconds) for running steps to end; return True if they did.

@@ -30,26 +30,27 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reka_sync.api import ApiClient, ResponseInfo
+from reka_sync import pauses
+from reka_sync.api import ApiClient, ResponseInfo, Transport
 from reka_sync.config import MAX_WORKERS, Config, Secret
 from reka_sync.container import Index, mp4_index, wants_check
 from reka_sync.errors import RekaSyncError
+from reka_sync.filing import POLL_BATCH, Confirmer
 from reka_sync.groups import GroupResolver
 from reka_sync.journal import Job, Journal, SeenFile
 from reka_sync.lifecycle import Event, State
 from reka_sync.mounts import is_there, probe
+from reka_sync.moves import UNSET, Changes, Move
 from reka_sync.patterns import IgnoreRules
 from reka_sync.pauses import ALL, PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
-from reka_sync.retry import Backoff, server_wait
 from reka_sync.scanner import stat_file, walk_stats
 from reka_sync.service import owner_alive, owner_id
 from reka_sync.stability import FileStat, Verdict, await_index, settle
 from reka_sync.watcher import Watcher
-from reka_sync.workers import POLL_BATCH, Context, Steps, quiet_limit
+from reka_sync.workers import Context, Steps, quiet_limit
 
 log = structlog.get_logger("reka_sync.scheduler")
-AUTH_PAUSE = 60.0  # seconds between probes while the API refuses the key
 HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
 STALLED = 30.0  # seconds without a heartbeat or dispatch tick before we call it stuck
 LIVELY_TICKS = ("heartbeat", "dispatch")
@@ -70,6 +71,7 @@ class Engine:
         rand: Callable[[], float] = random.random,
         lease_seconds: float | None = None,
         watcher: Watcher | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -79,13 +81,16 @@ class Engine:
         self._owner = owner_id()
         self._rand = rand
         self._retired: list[ApiClient] = []
+        self._transport = transport
         self.api, self.ctx = self._context(config, key, {})
         self.steps = Steps(self.ctx)
+        self.confirm = Confirmer(self.ctx)
         self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
         self.control = WorkerPool(1, "reka-control")
         self._set_quiet_limit(config)
         self._cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
+        self._roots_lock = threading.Lock()
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
         self._last_run: dict[str, float] = {}
@@ -100,6 +105,7 @@ class Engine:
             max_connections=MAX_WORKERS + 2,
             on_response=self._observe,
             before_request=self._gate,
+            transport=self._transport,
         )
         groups = GroupResolver(api, self.journal, config.groups.create_missing, self.clock)
         ctx = Context(
@@ -125,7 +131,8 @@ class Engine:
         api, ctx = self._context(config, key, self.ctx.progress)
         with self._lock:
             self._retired.append(self.api)
-            self.config, self.api, self.ctx, self.steps = config, api, ctx, Steps(ctx)
+            self.config, self.api, self.ctx = config, api, ctx
+            self.steps, self.confirm = Steps(ctx), Confirmer(ctx)
             self.watcher = watcher
             self.uploads.resize(config.upload.workers)
             self._set_quiet_limit(config)
@@ -179,8 +186,8 @@ class Engine:
 
         def step() -> None:
             for start in range(0, len(polls), POLL_BATCH):
-                self.steps.poll(polls[start : start + POLL_BATCH])
-            self.steps.file(filing)
+                self.confirm.poll(polls[start : start + POLL_BATCH])
+            self.confirm.file(filing)
 
         self.control.submit(step, lambda: None)
         return len(polls) + len(filing)
@@ -203,22 +210,20 @@ class Engine:
                 verdict = self._check_index(job, now)
             if verdict is Verdict.STABLE:
                 waited = job.last_error == WAITING_FOR_INDEX
-                changes = {"last_error": None} if waited else {}
-                self.journal.transition(job.id, Event.SETTLED, now, next_attempt_at=now, **changes)
+                changes = Changes(next_attempt_at=now, last_error=None if waited else UNSET)
+                self.journal.apply(Move(job.id, Event.SETTLED, changes), now)
                 promoted += 1
             elif verdict is Verdict.VANISHED:
-                self.journal.transition(job.id, Event.VANISHED, now)
+                self.journal.apply(Move(job.id, Event.VANISHED), now)
             elif verdict is Verdict.CHANGED and current is not None:
-                self.journal.annotate(
-                    job.id,
-                    now,
-                    "still changing",
+                changes = Changes(
                     size=current.size,
                     mtime_ns=current.mtime_ns,
                     inode=current.inode,
                     device=current.device,
                     quiet_since=now,
                 )
+                self.journal.apply(Move(job.id, None, changes, note="still changing"), now)
         if promoted:
             self.dispatch(now)
         return promoted
@@ -231,13 +236,14 @@ class Engine:
         has_index = mp4_index(job.path) is not Index.MISSING
         verdict = await_index(has_index, job.quiet_since, now, patience)
         if verdict is Verdict.NO_INDEX_YET and job.last_error != WAITING_FOR_INDEX:
-            self.journal.annotate(job.id, now, WAITING_FOR_INDEX, last_error=WAITING_FOR_INDEX)
+            changes = Changes(last_error=WAITING_FOR_INDEX)
+            self.journal.apply(Move(job.id, None, changes, note=WAITING_FOR_INDEX), now)
         elif verdict is Verdict.NO_INDEX:
             reason = (
                 f"an MP4/MOV without its index (moov box) after {patience:.0f}s of quiet: cut "
                 "short? Re-export or repair it; a changed file is picked up again"
             )
-            self.journal.transition(job.id, Event.FAIL, now, last_error=reason)
+            self.journal.apply(Move(job.id, Event.FAIL, Changes(last_error=reason)), now)
             log.warning("incomplete video; not uploading it", path=job.path, reason=reason)
         return verdict
 
@@ -262,21 +268,30 @@ class Engine:
         )
 
     def check_roots(self, now: float) -> None:
-        """Given the time, record which roots are there; watch returning ones, rescan them."""
-        last_mounts = self.journal.root_mounts()
-        for root in self.config.watch.roots:
-            available, mount = probe(root, last_mounts.get(str(root)))
-            changed = self.journal.set_root_available(str(root), available, now, mount)
-            if changed and not available:
-                log.warning("root unavailable (unmounted?); its files wait", root=str(root))
-                if self.watcher is not None:
-                    self.watcher.unwatch(root)
-            elif changed:
-                log.info("root available", root=str(root))
-            if available and self.watcher is not None:
-                self.watcher.watch(root)  # nothing to do if it has its watch
-                if changed and self._scheduler is not None:
-                    self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
+        """Given the time, record which roots are there; watch returning ones, rescan them.
+
+        The heartbeat and the rescan both call this; one at a time, so a change is seen
+        (and logged) once. A root seen for the first time is left to the startup rescan.
+        """
+        with self._roots_lock:
+            last_mounts = self.journal.root_mounts()
+            for root in self.config.watch.roots:
+                available, mount = probe(root, last_mounts.get(str(root)))
+                was = self.journal.set_root_available(str(root), available, now, mount)
+                if was is not available:
+                    self._root_changed(root, available, returned=was is False)
+
+    def _root_changed(self, root: Path, available: bool, returned: bool) -> None:
+        if not available:
+            log.warning("root unavailable (unmounted?); its files wait", root=str(root))
+            if self.watcher is not None:
+                self.watcher.unwatch(root)
+            return
+        log.info("root available", root=str(root))
+        if self.watcher is not None:
+            self.watcher.watch(root)
+            if returned and self._scheduler is not None:
+                self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
 
     def _rescan_root(self, root: Path, ignore: IgnoreRules, now: float) -> int:
         known = self.journal.recorded_under(str(root))  # one read, compared in memory
@@ -322,27 +337,19 @@ class Engine:
     def _observe(self, info: ResponseInfo) -> None:
         self._touch()
         now = self.clock()
-        if info.status == 429:
-            wait = server_wait(info.retry_after, info.reset_after)
-            wait = wait if wait is not None else Backoff().delay(1, 1.0)
-            kind = kind_of(info.method, info.path)
-            pause = self.pauses.pause(
-                kind,
-                now + wait,
-                f"429 from the API (request {info.request_id}), retry-after {wait:g}s",
-            )
+        order = pauses.pause_for(info, now)
+        if order is not None:
+            pause = self.pauses.pause(order.kind, order.until, order.reason)
             self.journal.set_pause(pause.kind, pause.until, pause.reason)
-            log.warning(
-                "rate limited; pausing", kind=kind, seconds=wait, request_id=info.request_id
-            )
-        elif info.status in (401, 403):
-            reason = (
-                f"the API refused the key (HTTP {info.status}); fix api_key_file or "
-                "$REKA_API_KEY, then `systemctl reload reka-sync`"
-            )
-            pause = self.pauses.pause(ALL, now + AUTH_PAUSE, reason)
-            self.journal.set_pause(pause.kind, pause.until, pause.reason)
-            log.error("API key refused; pausing all requests", status=info.status)
+            if order.kind == ALL:
+                log.error("API key refused; pausing all requests", status=info.status)
+            else:
+                log.warning(
+                    "rate limited; pausing",
+                    kind=order.kind,
+                    seconds=round(order.until - now, 1),
+                    request_id=info.request_id,
+                )
         elif info.status < 400 and self.pauses.take_over(ALL, now):
             self.journal.clear_pause(ALL)
 
@@ -435,6 +442,10 @@ class Engine:
         else:
             log.warning("a step is stuck in a network call; the next start settles it")
         return drained
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Given a timeout, wait until no upload, poll or group move runs; return True if so."""
+        return self.uploads.wait_idle(timeout) and self.control.wait_idle(timeout)
 
     def in_flight(self) -> dict[int, int]:
         """Return bytes sent so far for each upload in flight, by job id."""

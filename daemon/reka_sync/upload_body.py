@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from xxhash import xxh3_128
 
-from reka_sync.errors import Cancelled, FileChanged, FileVanished
+from reka_sync.errors import Cancelled, FileChanged, FileUnreadable, FileVanished
 from reka_sync.fingerprint import DIGEST_PREFIX, Sampler
 
 READ_SIZE = 1024 * 1024
@@ -95,7 +95,7 @@ class UploadBody:
         yield self._preamble
         left = self.size
         while left > 0:
-            data = self._handle.read(min(READ_SIZE, left))
+            data = self._read(self.size - left, min(READ_SIZE, left))
             if not data:
                 raise FileChanged(
                     f"{self.path} shrank during upload "
@@ -112,6 +112,17 @@ class UploadBody:
                 self.on_progress(self.bytes_sent)
         yield self._epilogue
         self.finished = True
+
+    def _read(self, offset: int, count: int) -> bytes:
+        assert self._handle is not None
+        try:
+            return self._handle.read(count)
+        except FileNotFoundError:
+            raise FileVanished(f"{self.path} vanished during its upload") from None
+        except OSError as exc:
+            raise FileUnreadable(
+                f"{self.path} cannot be read at byte {offset}: {exc.strerror or exc}"
+            ) from None
 
 
 def _quote(value: str) -> str:

@@ -1,7 +1,8 @@
 """A local, faithful Reka Vision API emulator served over HTTP (see DESIGN.md section 6).
 
 `start()` runs it on a background thread (tests, `reka-sync demo`);
-`serve()` runs it in the foreground (`reka-sync emulator`).
+`serve()` runs it in the foreground (`reka-sync emulator`). `demo` beside it drives
+the real pipeline against it: a client of the engine, outside the production path.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ A fault is ``{"kind": K, "rate": 0..1, "count": N or null, "scope": "upload"|"al
 * ``slow_body``: read an upload's body at most ``bytes_per_second`` (a slow link)
 * ``drop_mid_body``: close the connection after reading half an upload's body
 * ``drop_after_store``: store the upload, then close the connection without answering
+* ``html_after_store``, ``truncated_after_store``, ``no_id_after_store``: store the
+  upload, then answer 202 with an HTML page, a JSON body cut short, or JSON without
+  ``video_id`` (a proxy or a broken server in front of a working store)
+* ``gateway_after_store``: store the upload, then answer 502 with a gateway's HTML page
+* ``garbled_reply``: answer any other request 200 with JSON cut short
 * ``processing_failure``: the upload ends ``failed`` with an ``error``
 
 ``count`` caps how often a fault fires (null: no cap). Draws come from one
@@ -29,9 +34,21 @@ KINDS = (
     "slow_body",
     "drop_mid_body",
     "drop_after_store",
+    "html_after_store",
+    "truncated_after_store",
+    "no_id_after_store",
+    "gateway_after_store",
+    "garbled_reply",
     "processing_failure",
 )
-UPLOAD_ONLY = ("slow_body", "drop_mid_body", "drop_after_store", "processing_failure")
+AFTER_STORE = (
+    "drop_after_store",
+    "html_after_store",
+    "truncated_after_store",
+    "no_id_after_store",
+    "gateway_after_store",
+)
+UPLOAD_ONLY = ("slow_body", "drop_mid_body", *AFTER_STORE, "processing_failure")
 DAY = 86400.0
 
 

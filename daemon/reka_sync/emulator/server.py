@@ -172,6 +172,10 @@ class Handler(BaseHTTPRequestHandler):
             self._drain()
             self._error(500, "server_error", "Internal server error (injected)")
             raise _Handled
+        if not is_upload and faults.draw("garbled_reply", False):
+            self._drain()
+            self._send(200, b'{"results": [{"video_id": "')
+            raise _Handled
 
     def _json_body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -345,7 +349,23 @@ class Handler(BaseHTTPRequestHandler):
                 sink.path.unlink(missing_ok=True)
         if self.server.faults.draw("drop_after_store", True):
             raise Drop
-        self._send(202, {"video_id": video_id, "status": "uploading", "metadata": None})
+        self._answer_upload(video_id)
+
+    def _answer_upload(self, video_id: str) -> None:
+        """Answer a stored upload: 202, or what a fault puts in its place."""
+        faults = self.server.faults
+        page = "<html><head><title>{0}</title></head><body><h1>{0}</h1><hr>nginx</body></html>"
+        if faults.draw("html_after_store", True):
+            body = page.format("200 OK").encode()
+            self._send(202, body, content_type="text/html")
+        elif faults.draw("truncated_after_store", True):
+            self._send(202, json.dumps({"video_id": video_id, "status": "uploading"})[:20].encode())
+        elif faults.draw("no_id_after_store", True):
+            self._send(202, {"status": "uploading", "metadata": None})
+        elif faults.draw("gateway_after_store", True):
+            self._send(502, page.format("502 Bad Gateway").encode(), content_type="text/html")
+        else:
+            self._send(202, {"video_id": video_id, "status": "uploading", "metadata": None})
 
     def _validated_record(
         self, video_id: str, form: multipart.Form, sinks: list[Sink]

@@ -16,6 +16,9 @@ How this works
 * The schema is versioned with sqlite-utils' ``Migrations``; the file is
   stamped with ``PRAGMA application_id`` so we never write into a database
   that is not ours.
+* Every write of a job row is a ``Move`` from ``outcomes`` (a lifecycle event or a
+  note, and typed column changes), applied with its history entry in one
+  transaction: what an outcome does to a job is decided there, never here.
 * Each Journal holds two connections, each behind a lock and shared by
   threads: one for writes, and a read-only one so reads never wait for a
   commit's fsync (``connection.py``). Reads live in ``queries.py``; this
@@ -26,15 +29,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
+from reka_sync import outcomes
+from reka_sync.errors import LeaseLost
 from reka_sync.journal.queries import JournalQueries
 from reka_sync.journal.records import (
-    WRITABLE,
     HistoryEntry,
     Job,
-    LeaseLost,
-    Move,
     Pause,
     ScanSummary,
     SeenFile,
@@ -49,6 +50,7 @@ from reka_sync.journal.rows import (
     to_job,
 )
 from reka_sync.lifecycle import Event, State, next_state
+from reka_sync.moves import Changes, Lease, Move
 
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
@@ -57,7 +59,6 @@ __all__ = [
     "Job",
     "Journal",
     "LeaseLost",
-    "Move",
     "Pause",
     "ScanSummary",
     "SeenFile",
@@ -139,100 +140,52 @@ class Journal(JournalQueries):
             return False  # the worker in charge compares stats itself
         event = Event.SEEN if state in (State.DISCOVERED, State.MISSING) else Event.CHANGED
         s = item.stat
-        self._apply(
-            conn,
-            row,
-            event,
-            now,
-            {
-                "size": s.size,
-                "mtime_ns": s.mtime_ns,
-                "inode": s.inode,
-                "device": s.device,
-                "quiet_since": item.quiet_since,
-                "sample_hash": None,
-            },
-            {"size": s.size, "mtime_ns": s.mtime_ns},
+        changes = Changes(
+            size=s.size,
+            mtime_ns=s.mtime_ns,
+            inode=s.inode,
+            device=s.device,
+            quiet_since=item.quiet_since,
+            sample_hash=None,
         )
+        self._commit(conn, row, Move(row["id"], event, changes, {"size": s.size}), now)
         return True
 
-    def transition(
-        self,
-        job_id: int,
-        event: Event,
-        now: float,
-        *,
-        expect: State | None = None,
-        owner: str | None = None,
-        detail: dict[str, Any] | None = None,
-        **changes: Any,
+    def apply(
+        self, move: Move, now: float, *, expect: State | None = None, owner: str | None = None
     ) -> Job:
-        """Given a job, an event and column changes, commit the move and its history entry.
+        """Given a move (an event or a note, and typed row changes), commit it with its
+        history entry; return the updated job.
 
-        Return the updated job. Raise IllegalTransition if the lifecycle forbids the move,
-        LeaseLost if `owner` no longer holds the job's lease, JournalError if the job is gone
-        or not in the `expect`ed state.
+        Raise IllegalTransition if the lifecycle forbids the move, LeaseLost if `owner` no
+        longer holds the job's lease, JournalError if the job is gone or not in the
+        `expect`ed state.
         """
         with self._write() as conn:
-            row = checked_row(conn, job_id, expect, owner)
-            return self._apply(conn, row, event, now, changes, detail)
+            row = checked_row(conn, move.job_id, expect, owner)
+            return self._commit(conn, row, move, now)
 
     def apply_many(self, moves: Sequence[Move], now: float) -> None:
-        """Given several jobs' moves (an event, or a note if event is None), commit them at once."""
+        """Given several jobs' moves, commit them in one transaction."""
         with self._write() as conn:
             for move in moves:
-                row = row_by_id(conn, move.job_id)
-                if move.event is None:
-                    self._update(
-                        conn,
-                        row,
-                        f"note:{move.note}",
-                        State(row["state"]),
-                        now,
-                        move.changes,
-                        move.detail,
-                    )
-                else:
-                    self._apply(conn, row, move.event, now, move.changes, move.detail)
-
-    def annotate(
-        self,
-        job_id: int,
-        now: float,
-        note: str,
-        *,
-        owner: str | None = None,
-        detail: dict[str, Any] | None = None,
-        **changes: Any,
-    ) -> Job:
-        """Given a job, a note and column changes, commit them without a change of state."""
-        with self._write() as conn:
-            row = checked_row(conn, job_id, None, owner)
-            return self._update(
-                conn, row, f"note:{note}", State(row["state"]), now, changes, detail
-            )
+                self._commit(conn, row_by_id(conn, move.job_id), move, now)
 
     def begin_send(
-        self,
-        job_id: int,
-        owner: str,
-        now: float,
-        sample_hash: str,
-        checked: Iterable[int],
-        **changes: Any,
+        self, move: Move, owner: str, now: float, sample_hash: str, checked: Iterable[int]
     ) -> Job | None:
-        """Given a leased job about to be sent, mark it sending unless a twin got ahead of it.
+        """Given the `sending` move of a leased job, commit it unless a twin got ahead of it.
 
         A twin is another job with the same size and sample whose content is being sent or
         has reached the API, and that is not among the `checked` ids (twins the caller has
         already compared digests with). Then nothing is written and None is returned: the
         caller looks again later instead of uploading the same content twice. The check
-        and the mark are one transaction.
+        and the commit are one transaction.
         """
-        exclude = [job_id, *checked]
+        exclude = [move.job_id, *checked]
         marks = ", ".join("?" for _ in exclude)
         with self._write() as conn:
-            row = checked_row(conn, job_id, State.UPLOADING, owner)
+            row = checked_row(conn, move.job_id, State.UPLOADING, owner)
             twin = conn.execute(
                 "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
                 f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
@@ -241,43 +194,19 @@ class Journal(JournalQueries):
             ).fetchone()
             if twin is not None:
                 return None
-            changes = {**changes, "sample_hash": sample_hash, "outcome_unknown": 1}
-            detail = {"attempt": changes.get("attempts"), "key": changes.get("upload_key")}
-            return self._update(conn, row, "note:sending", State.UPLOADING, now, changes, detail)
+            return self._commit(conn, row, move, now)
 
-    def _apply(
-        self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
-        event: Event,
-        now: float,
-        changes: dict[str, Any],
-        detail: dict[str, Any] | None,
-    ) -> Job:
-        new = next_state(State(row["state"]), event)
-        return self._update(conn, row, event, new, now, changes, detail)
-
-    def _update(
-        self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
-        event: Event | str,
-        new: State,
-        now: float,
-        changes: dict[str, Any],
-        detail: dict[str, Any] | None,
-    ) -> Job:
-        bad = set(changes) - WRITABLE
-        if bad:
-            raise ValueError(f"not writable columns: {sorted(bad)}")
+    def _commit(self, conn: sqlite3.Connection, row: sqlite3.Row, move: Move, now: float) -> Job:
         old = State(row["state"])
-        values = {**changes, "state": new.value, "updated_at": now}
+        new = old if move.event is None else next_state(old, move.event)
+        values = {**move.changes.columns(), "state": new.value, "updated_at": now}
         assignments = ", ".join(f"{name} = ?" for name in values)
         conn.execute(
             f"UPDATE files SET {assignments} WHERE id = ?",
             [*sql_values(values.values()), row["id"]],
         )
-        log_event(conn, row["id"], now, event, old, new, detail)
+        event = move.event if move.event is not None else f"note:{move.note}"
+        log_event(conn, row["id"], now, event, old, new, move.detail)
         return to_job(row_by_id(conn, row["id"]))
 
     def claim_uploads(self, owner: str, now: float, limit: int, lease_seconds: float) -> list[Job]:
@@ -296,25 +225,11 @@ class Journal(JournalQueries):
                 (*UPLOAD_CLAIMABLE, now, State.UPLOADING.value, now, limit),
             ).fetchall()
             claimed = []
+            lease = Lease(owner, now + lease_seconds)
             for job_id, state in rows:
-                event = Event.RECLAIM if state == State.UPLOADING.value else Event.CLAIM
                 row = row_by_id(conn, job_id)
-                claimed.append(
-                    self._apply(
-                        conn,
-                        row,
-                        event,
-                        now,
-                        {
-                            "lease_owner": owner,
-                            "lease_expires": now + lease_seconds,
-                            "outcome_unknown": 1
-                            if state == State.UPLOADING.value
-                            else row["outcome_unknown"],
-                        },
-                        {"owner": owner},
-                    )
-                )
+                move = outcomes.claimed(to_job(row), lease, state == State.UPLOADING.value)
+                claimed.append(self._commit(conn, row, move, now))
             return claimed
 
     def renew_leases(
@@ -388,18 +303,19 @@ class Journal(JournalQueries):
 
     def set_root_available(
         self, root: str, available: bool, now: float, mount: str | None = None
-    ) -> bool:
-        """Given a root, whether it is there and its mount point, record it; True if it changed."""
+    ) -> bool | None:
+        """Given a root, whether it is there and its mount point, record it; return whether
+        it was there before (None: never recorded)."""
         rows = self._read("SELECT available, since, mount FROM roots WHERE path = ?", (root,))
         was = bool(rows[0]["available"]) if rows else None
         last_mount = rows[0]["mount"] if rows else None
         mount = mount if available and mount else last_mount
         if was == available and mount == last_mount:
-            return False
+            return was
         since = rows[0]["since"] if was == available else now
         with self._write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO roots (path, available, since, mount) VALUES (?,?,?,?)",
                 (root, int(available), since, mount),
             )
-        return was != available
+        return was

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
-from reka_sync.errors import JournalError
-from reka_sync.lifecycle import Event, State
+from reka_sync.lifecycle import State
 from reka_sync.stability import FileStat
 
 
@@ -74,21 +73,6 @@ class Pause:
     reason: str
 
 
-@dataclass(frozen=True)
-class Move:
-    """One job's change for `apply_many`: an event (or a note) and its column changes."""
-
-    job_id: int
-    event: Event | None
-    changes: dict[str, Any]
-    detail: dict[str, Any] | None = None
-    note: str = ""
-
-
-class LeaseLost(JournalError):
-    """Another process took this job over after our lease expired; our result is dropped."""
-
-
 @dataclass
 class ScanSummary:
     new: int = 0
@@ -97,4 +81,3 @@ class ScanSummary:
 
 
 JOB_COLUMNS = tuple(f.name for f in fields(Job))
-WRITABLE = frozenset(JOB_COLUMNS) - {"id", "path", "state", "created_at"}

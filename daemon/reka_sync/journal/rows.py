@@ -7,8 +7,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from reka_sync.errors import JournalError
-from reka_sync.journal.records import JOB_COLUMNS, Job, LeaseLost
+from reka_sync.errors import JournalError, LeaseLost
+from reka_sync.journal.records import JOB_COLUMNS, Job
 from reka_sync.lifecycle import Event, State
 from reka_sync.stability import FileStat
 

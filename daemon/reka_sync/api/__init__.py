@@ -4,111 +4,55 @@ One shared ``httpx.Client`` (HTTP/1.1, explicit timeouts, a connection pool
 sized to the workers, a swappable transport). Every foreign exception is
 mapped at this edge into ``reka_sync.errors``; every response's request id and
 rate-limit headers are handed to ``on_response``. The key is sent as
-``X-Api-Key`` and lives only in the client's default headers.
+``X-Api-Key`` and lives only in the client's default headers. What an answer
+says (typed values, the error for a status) is parsed in ``replies``.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
 import mimetypes
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from reka_sync.config import ApiConfig, Secret
-from reka_sync.errors import (
-    ApiStatusError,
-    AuthError,
-    Cancelled,
-    Conflict,
-    NotFound,
-    NotSent,
-    OutcomeUnknown,
-    RateLimited,
-    ServerError,
-    ValidationFailed,
+from reka_sync.api.replies import (
+    Accepted,
+    Group,
+    MoveResult,
+    ResponseInfo,
+    Video,
+    each_result,
+    parse_error_body,
+    reply_json,
+    response_info,
+    status_error,
 )
+from reka_sync.config import ApiConfig, Secret
+from reka_sync.errors import BadReply, Cancelled, NotSent, OutcomeUnknown
 from reka_sync.upload_body import UploadBody
 
+__all__ = [
+    "Accepted",
+    "ApiClient",
+    "Group",
+    "MoveResult",
+    "ResponseInfo",
+    "Transport",
+    "Video",
+    "parse_error_body",
+]
+
 USER_AGENT = "reka-sync"
+GATEWAY_STATUSES = (502, 503, 504)  # answered by a proxy, whatever the API did
 MIN_UPLOAD_RATE = 5 * 1024 * 1024  # bytes/s we still wait for the answer to an upload
 
 
-@dataclass(frozen=True)
-class ResponseInfo:
-    """What every response tells besides its body."""
-
-    method: str
-    path: str
-    status: int
-    request_id: str | None
-    limit: int | None
-    remaining: int | None
-    reset_after: float | None
-    retry_after: float | None
-    server_date: float | None = None  # the Date header, as epoch seconds
-
-
-@dataclass(frozen=True)
-class Video:
-    video_id: str
-    status: str | None
-    group_id: str | None
-    error: str | None
-    description: str | None
-    video_name: str | None
-    raw: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Video:
-        meta = data.get("metadata") or {}
-        return cls(
-            str(data["video_id"]),
-            data.get("status"),
-            data.get("group_id"),
-            data.get("error"),
-            meta.get("description"),
-            meta.get("video_name"),
-            data,
-        )
-
-
-@dataclass(frozen=True)
-class Group:
-    group_id: str
-    name: str
-    metadata: dict[str, Any] | None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Group:
-        return cls(str(data["group_id"]), str(data["name"]), data.get("metadata"))
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """The answer to an upload: the video id, and what we sent."""
-
-    video_id: str
-    status: str
-    digest: str | None
-    sample_hash: str | None
-    bytes_sent: int
-    request_id: str | None
-
-
-@dataclass(frozen=True)
-class MoveResult:
-    moved_count: int
-    video_ids: list[str]
-
-
 ResponseHook = Callable[[ResponseInfo], None]
+Transport = httpx.BaseTransport  # swappable: tests hand in an httpx.MockTransport
 RequestHook = Callable[[str, str], None]
 
 
@@ -216,7 +160,10 @@ class ApiClient:
                 timeout=timeout,
                 body=body,
             )
-        data = response.json()
+        try:
+            data = reply_json(response, "POST /v2/videos", ("video_id",))
+        except BadReply as exc:  # the body went out whole: the API may have stored it
+            raise OutcomeUnknown(f"{exc}; the video may have been stored") from None
         return Accepted(
             str(data["video_id"]),
             str(data.get("status") or "uploading"),
@@ -243,19 +190,22 @@ class ApiClient:
         }
         data = {k: v for k, v in fields.items() if v is not None}
         response = self._send("POST", "/v2/videos", files={k: (None, v) for k, v in data.items()})
-        return str(response.json()["video_id"])
+        try:
+            return str(reply_json(response, "POST /v2/videos", ("video_id",))["video_id"])
+        except BadReply as exc:
+            raise OutcomeUnknown(f"{exc}; the video may have been created") from None
 
     def get_video(self, video_id: str) -> Video:
         """Given a video id, return the video. Raise NotFound if it does not exist."""
-        return Video.from_json(self._send("GET", f"/v2/videos/{video_id}").json())
+        return Video.from_json(self._get_json("GET", f"/v2/videos/{video_id}", ("video_id",)))
 
     def list_videos(self, ids: Iterable[str] | None = None) -> list[Video]:
         """Return every video of the key (or those among `ids`), following page tokens if any."""
         params: list[tuple[str, str]] = [("ids", i) for i in ids or ()]
         videos: list[Video] = []
         while True:
-            data = self._send("GET", "/v2/videos", params=params).json()
-            videos.extend(Video.from_json(v) for v in data.get("results") or [])
+            data = self._get_json("GET", "/v2/videos", ("results",), params=params)
+            videos.extend(each_result(data, "GET /v2/videos", Video.from_json))
             token = data.get("next_page_token")
             if not token:
                 return videos
@@ -263,7 +213,8 @@ class ApiClient:
 
     def update_video(self, video_id: str, **changes: Any) -> Video:
         """Given a video id and fields (name, title, description, group_id), return the video."""
-        return Video.from_json(self._send("PATCH", f"/v2/videos/{video_id}", json=changes).json())
+        path = f"/v2/videos/{video_id}"
+        return Video.from_json(self._get_json("PATCH", path, ("video_id",), json=changes))
 
     def delete_video(self, video_id: str) -> None:
         """Given a video id, delete the video and everything indexed from it."""
@@ -273,28 +224,30 @@ class ApiClient:
 
     def list_groups(self) -> list[Group]:
         """Return every video group of the key."""
-        data = self._send("GET", "/v2/video-groups").json()
-        return [Group.from_json(g) for g in data.get("results") or []]
+        data = self._get_json("GET", "/v2/video-groups", ("results",))
+        return each_result(data, "GET /v2/video-groups", Group.from_json)
 
     def create_group(self, name: str, metadata: dict[str, Any] | None = None) -> Group:
         """Given a name, create a group. Raise Conflict if one by that name exists."""
         payload: dict[str, Any] = {"name": name}
         if metadata is not None:
             payload["metadata"] = metadata
-        return Group.from_json(self._send("POST", "/v2/video-groups", json=payload).json())
+        return Group.from_json(
+            self._get_json("POST", "/v2/video-groups", ("group_id", "name"), json=payload)
+        )
 
     def get_group(self, group_id: str) -> Group:
         """Given a group id, return the group. Raise NotFound if it does not exist."""
-        return Group.from_json(self._send("GET", f"/v2/video-groups/{group_id}").json())
+        path = f"/v2/video-groups/{group_id}"
+        return Group.from_json(self._get_json("GET", path, ("group_id", "name")))
 
     def update_group(
         self, group_id: str, *, name: str | None = None, metadata: dict[str, Any] | None = None
     ) -> Group:
         """Given a group id and a new name or metadata, return the updated group."""
         payload = {k: v for k, v in (("name", name), ("metadata", metadata)) if v is not None}
-        return Group.from_json(
-            self._send("PATCH", f"/v2/video-groups/{group_id}", json=payload).json()
-        )
+        path = f"/v2/video-groups/{group_id}"
+        return Group.from_json(self._get_json("PATCH", path, ("group_id", "name"), json=payload))
 
     def delete_group(self, group_id: str) -> None:
         """Given a group id, delete the group; its videos stay, detached."""
@@ -302,36 +255,48 @@ class ApiClient:
 
     def group_videos(self, group_id: str) -> list[Video]:
         """Given a group id, return the videos in it."""
-        data = self._send("GET", f"/v2/video-groups/{group_id}/videos").json()
-        return [Video.from_json(v) for v in data.get("results") or []]
+        path = f"/v2/video-groups/{group_id}/videos"
+        data = self._get_json("GET", path, ("results",))
+        return each_result(data, f"GET {path}", Video.from_json)
 
     def move_videos(self, group_id: str, video_ids: list[str]) -> MoveResult:
         """Given a group and video ids, move them there; return how many moved."""
-        data = self._send(
-            "POST", f"/v2/video-groups/{group_id}/videos", json={"video_ids": video_ids}
-        ).json()
-        return MoveResult(int(data.get("moved_count", 0)), list(data.get("video_ids") or []))
+        path = f"/v2/video-groups/{group_id}/videos"
+        data = self._get_json("POST", path, ("video_ids",), json={"video_ids": video_ids})
+        moved = data["video_ids"]
+        if not isinstance(moved, list):
+            raise BadReply(f"POST {path}: video_ids is not a list")
+        return MoveResult(int(data.get("moved_count") or len(moved)), [str(v) for v in moved])
 
     # -- features (optional indexing) -----------------------------------------------------
 
     def feature_catalog(self) -> list[dict[str, Any]]:
         """Return the features the API can produce, with their dependencies."""
-        return list(self._send("GET", "/v2/features").json().get("features") or [])
+        return list(self._get_json("GET", "/v2/features", ("features",))["features"])
 
     def plan_features(self, video_id: str, desired: list[str]) -> dict[str, Any]:
         """Given a video and the features wanted, return the API's plan (statuses, actionable)."""
-        data: dict[str, Any] = self._send(
-            "POST", f"/v2/videos/{video_id}/features/plan", json={"desired": desired}
-        ).json()
-        return data
+        path = f"/v2/videos/{video_id}/features/plan"
+        return self._get_json("POST", path, ("statuses",), json={"desired": desired})
 
     def trigger_feature(self, video_id: str, feature: str, **options: Any) -> str:
         """Given a video and a feature, start it; return the feature's status."""
         body = {"force": False, **options}
-        data = self._send("POST", f"/v2/videos/{video_id}/features/{feature}", json=body).json()
-        return str(data.get("status"))
+        path = f"/v2/videos/{video_id}/features/{feature}"
+        response = self._send("POST", path, json=body)
+        try:  # triggers are metered: an unreadable answer is followed by a fresh plan
+            return str(reply_json(response, f"POST {path}", ("status",))["status"])
+        except BadReply as exc:
+            raise OutcomeUnknown(f"{exc}; plan again before triggering") from None
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _get_json(
+        self, method: str, path: str, required: tuple[str, ...], **kwargs: Any
+    ) -> dict[str, Any]:
+        """Send an idempotent (or not metered) request; return its JSON object. Raise
+        BadReply if the answer is not the documented JSON (safe to send again)."""
+        return reply_json(self._send(method, path, **kwargs), f"{method} {path}", required)
 
     def _send(
         self, method: str, path: str, *, body: UploadBody | None = None, **kwargs: Any
@@ -355,109 +320,19 @@ class ApiClient:
                 ) from None
             kind = OutcomeUnknown if sent_all else NotSent
             raise kind(f"{method} {path}: no answer: {_reason(exc)}") from None
-        info = _info(method, path, response)
+        info = response_info(method, path, response)
         if self._on_response is not None:
             self._on_response(info)
+        if body is not None and body.finished and response.status_code in GATEWAY_STATUSES:
+            message, _, _ = parse_error_body(response.content)
+            raise OutcomeUnknown(
+                f"{method} {path}: HTTP {response.status_code} from a gateway after the whole "
+                f"body was sent ({message}); the API may have stored it"
+            )
         if response.status_code >= 400:
-            raise _status_error(response, info)
+            raise status_error(response, info)
         return response
 
 
 def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _info(method: str, path: str, response: httpx.Response) -> ResponseInfo:
-    headers = response.headers
-    return ResponseInfo(
-        method,
-        path,
-        response.status_code,
-        headers.get("x-request-id"),
-        _int(headers.get("x-ratelimit-requests-limit")),
-        _int(headers.get("x-ratelimit-requests-remaining")),
-        _seconds(headers.get("x-ratelimit-requests-reset")),
-        _seconds(headers.get("retry-after")),
-        _http_date(headers.get("date")),
-    )
-
-
-def _http_date(value: str | None) -> float | None:
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-_BY_STATUS: dict[int, type[ApiStatusError]] = {
-    401: AuthError,
-    403: AuthError,
-    404: NotFound,
-    409: Conflict,
-    429: RateLimited,
-}
-
-
-def _status_error(response: httpx.Response, info: ResponseInfo) -> ApiStatusError:
-    message, error_type, param = parse_error_body(response.content)
-    if response.status_code == 413 and not error_type:
-        message = f"file too large for the API ({message})"
-    if param:
-        message = f"{message} (param {param})"
-    cls = _BY_STATUS.get(response.status_code)
-    if cls is None:
-        cls = ServerError if response.status_code >= 500 else ValidationFailed
-    return cls(
-        response.status_code,
-        message,
-        error_type=error_type,
-        param=param,
-        request_id=info.request_id,
-        retry_after=info.retry_after,
-        reset_after=info.reset_after,
-    )
-
-
-def parse_error_body(content: bytes) -> tuple[str, str | None, str | None]:
-    """Given an error response body, return (message, type, param), whatever its shape.
-
-    Understands ``{"error": {"type"|"code", "message", "param"}}``, FastAPI's
-    ``{"detail": ...}``, and falls back to the raw text.
-    """
-    text = content.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text) if text else None
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict):
-            kind = error.get("type") or error.get("code")
-            message = error.get("message") or kind or text
-            param = error.get("param")
-            return str(message), str(kind) if kind else None, str(param) if param else None
-        detail = data.get("detail")
-        if isinstance(detail, str):
-            return detail, None, None
-        if isinstance(detail, list):
-            parts = [
-                f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
-                for d in detail
-                if isinstance(d, dict)
-            ]
-            return "; ".join(parts) or text, None, None
-    return (text[:300] or "(empty body)"), None, None

@@ -1,0 +1,234 @@
+"""What the API's answers say: typed values, the error for a status, a body summarised.
+
+Pure parsing (bytes and headers in, values out), used by the client in
+``__init__``; nothing here sends a request.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from reka_sync.errors import (
+    ApiStatusError,
+    AuthError,
+    BadReply,
+    Conflict,
+    NotFound,
+    RateLimited,
+    ServerError,
+    ValidationFailed,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ResponseInfo:
+    """What every response tells besides its body."""
+
+    method: str
+    path: str
+    status: int
+    request_id: str | None
+    limit: int | None
+    remaining: int | None
+    reset_after: float | None
+    retry_after: float | None
+    server_date: float | None = None  # the Date header, as epoch seconds
+
+
+@dataclass(frozen=True)
+class Video:
+    video_id: str
+    status: str | None
+    group_id: str | None
+    error: str | None
+    description: str | None
+    video_name: str | None
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Video:
+        meta = data.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        return cls(
+            str(data["video_id"]),
+            data.get("status"),
+            data.get("group_id"),
+            data.get("error"),
+            meta.get("description"),
+            meta.get("video_name"),
+            data,
+        )
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: str
+    name: str
+    metadata: dict[str, Any] | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Group:
+        return cls(str(data["group_id"]), str(data["name"]), data.get("metadata"))
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to an upload: the video id, and what we sent."""
+
+    video_id: str
+    status: str
+    digest: str | None
+    sample_hash: str | None
+    bytes_sent: int
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    moved_count: int
+    video_ids: list[str]
+
+
+def reply_json(response: httpx.Response, what: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """Given a 2xx response, return its JSON object. Raise BadReply if it is not JSON, not an
+    object, or lacks a `required` key."""
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        summary, _, _ = parse_error_body(response.content)
+        raise BadReply(
+            f"{what}: HTTP {response.status_code} with a reply that is not JSON: {summary}"
+        ) from None
+    if not isinstance(data, dict):
+        raise BadReply(f"{what}: HTTP {response.status_code} with a reply that is not an object")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise BadReply(f"{what}: HTTP {response.status_code} without {', '.join(missing)}")
+    return data
+
+
+def each_result(data: dict[str, Any], what: str, build: Callable[[dict[str, Any]], T]) -> list[T]:
+    """Given a listing, build each of its `results`. Raise BadReply if one is malformed."""
+    try:
+        return [build(item) for item in data.get("results") or []]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise BadReply(f"{what}: an item of results is malformed ({exc!r})") from None
+
+
+def response_info(method: str, path: str, response: httpx.Response) -> ResponseInfo:
+    headers = response.headers
+    return ResponseInfo(
+        method,
+        path,
+        response.status_code,
+        headers.get("x-request-id"),
+        _int(headers.get("x-ratelimit-requests-limit")),
+        _int(headers.get("x-ratelimit-requests-remaining")),
+        _seconds(headers.get("x-ratelimit-requests-reset")),
+        _seconds(headers.get("retry-after")),
+        _http_date(headers.get("date")),
+    )
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+_BY_STATUS: dict[int, type[ApiStatusError]] = {
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    409: Conflict,
+    429: RateLimited,
+}
+
+
+def status_error(response: httpx.Response, info: ResponseInfo) -> ApiStatusError:
+    message, error_type, param = parse_error_body(response.content)
+    if response.status_code == 413 and not error_type:
+        message = f"file too large for the API ({message})"
+    if param:
+        message = f"{message} (param {param})"
+    cls = _BY_STATUS.get(response.status_code)
+    if cls is None:
+        cls = ServerError if response.status_code >= 500 else ValidationFailed
+    return cls(
+        response.status_code,
+        message,
+        error_type=error_type,
+        param=param,
+        request_id=info.request_id,
+        retry_after=info.retry_after,
+        reset_after=info.reset_after,
+    )
+
+
+def parse_error_body(content: bytes) -> tuple[str, str | None, str | None]:
+    """Given an error response body, return (message, type, param), whatever its shape.
+
+    Understands ``{"error": {"type"|"code", "message", "param"}}``, FastAPI's
+    ``{"detail": ...}``, and falls back to the raw text.
+    """
+    text = content.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            kind = error.get("type") or error.get("code")
+            message = error.get("message") or kind or text
+            param = error.get("param")
+            return str(message), str(kind) if kind else None, str(param) if param else None
+        detail = data.get("detail")
+        if isinstance(detail, str):
+            return detail, None, None
+        if isinstance(detail, list):
+            parts = [
+                f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
+                for d in detail
+                if isinstance(d, dict)
+            ]
+            return "; ".join(parts) or text, None, None
+    title = _html_title(text)
+    if title is not None:
+        return f"an HTML page: {title}", None, None
+    line = " ".join(text.split())
+    return (line[:200] + ("..." if len(line) > 200 else "")) or "(empty body)", None, None
+
+
+def _html_title(text: str) -> str | None:
+    """Given a body, return a one-line summary if it is an HTML page (a proxy's error page)."""
+    if not re.match(r"\s*<(!doctype html|html|head|body|title)\b", text, re.IGNORECASE):
+        return None
+    found = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    shown = found.group(1) if found else re.sub(r"<[^>]*>", " ", text)
+    return " ".join(html.unescape(shown).split())[:120] or "(empty page)"

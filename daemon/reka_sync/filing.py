@@ -1,0 +1,113 @@
+"""The confirming steps: follow uploaded videos until the API says stored, file them in groups.
+
+Polls are batched (`GET /v2/videos?ids=...`) and committed in one transaction;
+what each answer does to a job is `outcomes.after_poll`. A poll that fails
+(an outage, a reply that is not JSON) puts the batch's next poll off, doubling
+each time, and says so once, not at every tick.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+
+from reka_sync import outcomes
+from reka_sync.errors import NotFound, Paused, RekaSyncError
+from reka_sync.journal import Job
+from reka_sync.lifecycle import Event
+from reka_sync.moves import Changes, Move
+from reka_sync.workers import Context
+
+log = structlog.get_logger("reka_sync.filing")
+POLL_BATCH = 50
+
+
+class Confirmer:
+    """Polls uploaded videos and moves stored ones into their groups."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._failures = 0  # polls failed in a row
+
+    def poll(self, jobs: list[Job]) -> None:
+        """Given uploaded jobs, ask the API how their videos are and record it in one commit."""
+        ctx = self.ctx
+        try:
+            videos = {
+                v.video_id: v
+                for v in ctx.api.list_videos(ids=[j.video_id for j in jobs if j.video_id])
+            }
+        except Paused:
+            return  # held back before sending: the engine polls again once the pause ends
+        except RekaSyncError as exc:
+            self._poll_failed(jobs, exc)
+            return
+        self._poll_worked()
+        now = ctx.clock()
+        policy = ctx.policy
+        moves = [
+            outcomes.after_poll(job, videos.get(job.video_id or ""), policy, now, ctx.rand())
+            for job in jobs
+        ]
+        ctx.journal.apply_many(moves, now)
+
+    def _poll_failed(self, jobs: list[Job], exc: RekaSyncError) -> None:
+        with self._lock:
+            self._failures += 1
+            streak = self._failures
+        now = self.ctx.clock()
+        moves = [outcomes.poll_failed(j, streak, str(exc), self.ctx.policy, now) for j in jobs]
+        self.ctx.journal.apply_many(moves, now)
+        delay = moves[0].changes.columns()["next_attempt_at"] - now if moves else 0.0
+        say = log.warning if streak == 1 else log.debug
+        say("status poll failed; backing off", error=str(exc), retry_in=round(delay, 1))
+
+    def _poll_worked(self) -> None:
+        with self._lock:
+            failed, self._failures = self._failures, 0
+        if failed:
+            log.info("status poll works again", failed_polls=failed)
+
+    def file(self, jobs: list[Job]) -> None:
+        """Given stored jobs waiting for their group, move their videos there."""
+        by_group: dict[str, list[Job]] = {}
+        for job in jobs:
+            if job.group_id and job.video_id:
+                by_group.setdefault(job.group_id, []).append(job)
+        for group_id, members in by_group.items():
+            self._move(group_id, members)
+
+    def _move(self, group_id: str, jobs: list[Job]) -> None:
+        ctx = self.ctx
+        try:
+            result = ctx.api.move_videos(group_id, [j.video_id for j in jobs if j.video_id])
+        except NotFound:
+            self._regroup(jobs)
+            return
+        except RekaSyncError as exc:
+            log.info("move to group failed; trying again later", error=str(exc))
+            return
+        moved = set(result.video_ids)
+        now = ctx.clock()
+        later = now + ctx.config.upload.poll_interval
+        ctx.journal.apply_many(
+            [
+                Move(j.id, Event.FILED, detail={"group": j.group_name})
+                if j.video_id in moved
+                else Move(j.id, None, Changes(next_attempt_at=later), note="move refused")
+                for j in jobs
+            ],
+            now,
+        )
+
+    def _regroup(self, jobs: list[Job]) -> None:
+        """The group was deleted remotely: look it up (or create it) again."""
+        ctx = self.ctx
+        for job in jobs:
+            if job.group_name:
+                ctx.groups.forget(job.group_name)
+                new_id = ctx.groups.resolve(job.group_name)
+                move = Move(job.id, None, Changes(group_id=new_id), note="regroup")
+                ctx.journal.apply(move, ctx.clock())
