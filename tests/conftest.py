@@ -330,3 +330,46 @@ class ServiceProcess:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=30)
+
+
+def ffmpeg_exe() -> str:
+    """Return the path of a real ffmpeg (from imageio-ffmpeg, in the test extra)."""
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+LIVE_FLAGS = {  # what a live recorder writes, by file name
+    "plain.mp4": [],
+    "fast.mp4": ["-movflags", "+faststart"],
+    "frag.mp4": ["-movflags", "frag_keyframe+empty_moov"],
+    "live.mkv": [],
+    "live.ts": [],
+    "clip.mov": [],
+}
+
+
+def record(
+    path: Path, seconds: float, live: bool = True, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start ffmpeg recording a test pattern into `path` (2 Mbit/s, a keyframe every 4 s);
+    `live` paces it in real time, as a camera or a DVR writes."""
+    flags = LIVE_FLAGS.get(path.name, [])
+    command = [
+        ffmpeg_exe(),
+        *("-hide_banner", "-loglevel", "error", "-nostdin"),
+        *(["-re"] if live else []),
+        *("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", f"{seconds:g}"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-b:v", "2M", "-g", "100"),
+        *("-pix_fmt", "yuv420p", *flags, *extra, "-y", str(path)),
+    ]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+
+def with_settings(config: Path, section: str, **values: Any) -> Path:
+    """Given a config file, set keys of one of its sections; return the path."""
+    import tomllib
+
+    data = tomllib.loads(config.read_text())
+    data.setdefault(section, {}).update(values)
+    return write_config(config, data)

@@ -205,3 +205,18 @@ def test_locked_journal_gives_a_clear_error(
         blocker.execute("ROLLBACK")
     journal.save_group("x", "y", 1.0)
     assert journal.group_ids() == {"x": "y"}
+
+
+def test_one_bad_move_never_holds_the_others_back(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    ids = fill(journal, 3)
+    moved_on = Move(ids[1], Event.FILED)  # not allowed from queued: another process's job
+    refused = journal.apply_many(
+        [Move(ids[0], Event.CLAIM), moved_on, Move(ids[2], Event.CLAIM), Move(999, Event.CLAIM)],
+        3.0,
+    )
+    assert [move for move, _ in refused] == [moved_on, Move(999, Event.CLAIM)]
+    assert "not allowed" in refused[0][1] and "no job" in refused[1][1]
+    states = [journal.get(i).state for i in ids]
+    assert states == [State.UPLOADING, State.QUEUED, State.UPLOADING]
+    assert [h.event for h in journal.history(ids[1])][-1] == "settled"

@@ -15,12 +15,13 @@ from typing import Any, TextIO
 from reka_sync.config import Config, Secret
 from reka_sync.errors import UsageError
 from reka_sync.fingerprint import digest_file, sample_file
-from reka_sync.journal import Job, Journal, SeenFile
+from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import ACTIVE, State
 from reka_sync.mounts import probe
+from reka_sync.names import shown
 from reka_sync.patterns import IgnoreRules
 from reka_sync.progress import Progress
-from reka_sync.scanner import ScanProblem, walk
+from reka_sync.scanner import ScanProblem, links_of, walk
 from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
 
@@ -30,6 +31,7 @@ WAIT_STEP = 0.1  # seconds between looks at the journal while the engine works
 @dataclass
 class Scan:
     files: list[SeenFile] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     unavailable: list[Path] = field(default_factory=list)
     mounted: dict[str, str] = field(default_factory=dict)  # root -> its mount point
@@ -60,7 +62,8 @@ def scan(config: Config, paths: list[Path], last_mounts: Mapping[str, str]) -> S
         else:
             result.unavailable.append(root)
     for root, start in targets:
-        result.files.extend(walk(root, ignore, start, result.problems))
+        found = walk(root, ignore, start, result.problems, links_of(config.watch), result.skipped)
+        result.files.extend(found)
     return result
 
 
@@ -87,7 +90,7 @@ def run(
         assert key is not None
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
-        ids = _record(journal, found.files)
+        ids = _record(journal, found.files, found.skipped)
         interrupted = _drive(config, journal, key, ids, err)
         summary = summarise(journal.jobs_by_ids(ids), interrupted)
     finally:
@@ -96,27 +99,36 @@ def run(
     return 1 if summary["failed"] or interrupted else 0
 
 
-def _record(journal: Journal, files: list[SeenFile]) -> list[int]:
+def _record(journal: Journal, files: list[SeenFile], skipped: list[Skipped]) -> list[int]:
     now = time.time()
     for start in range(0, len(files), 2000):
-        journal.record_scan(files[start : start + 2000], now, priority=1)
-    return journal.ids_of(f.path for f in files)
+        summary = journal.record_scan(files[start : start + 2000], now, priority=1)
+        for path, why in summary.refused:
+            print(f"reka-sync: warning: cannot record {shown(path)}: {why}", file=sys.stderr)
+    journal.record_skipped(skipped, now)
+    return journal.ids_of([*(f.path for f in files), *(s.path for s in skipped)])
 
 
 def _drive(config: Config, journal: Journal, key: Secret, ids: list[int], err: TextIO) -> bool:
     """Run the engine until every job in `ids` is finished; return True if interrupted."""
-    engine = Engine(config, journal, key)
+    engine = Engine(config, journal, key, one_shot=True)
     stop = threading.Event()
     on_stop_signals(stop.set)
     progress = Progress(
         err, total_files=len(ids), total_bytes=sum(size for _, size in journal.tally(ids).values())
     )
+    left = engine.settler.left  # files still being written: the service takes them
+    waiting, counted = ids, 0
     engine.start()
     try:
         while not stop.wait(WAIT_STEP):
-            tally = journal.tally(ids)
+            if len(left) != counted:
+                counted = len(left)
+                waiting = [i for i in ids if i not in left]
+            tally = journal.tally(waiting)
             progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
             if all(tally[state][0] == 0 for state in ACTIVE):
+                engine.confirm.retire(journal.superseded_due())  # videos of old contents
                 break
     finally:
         engine.stop()
@@ -136,7 +148,17 @@ def summarise(jobs: list[Job], interrupted: bool = False) -> dict[str, Any]:
         "duplicates": duplicates,
         "failed": sum(1 for job in jobs if job.state is State.FAILED),
         "failures": [
-            {"path": j.path, "error": j.last_error} for j in jobs if j.state is State.FAILED
+            {"path": shown(j.path), "error": j.last_error} for j in jobs if j.state is State.FAILED
+        ],
+        "left": [  # still being written, or empty: the service takes them
+            {"path": shown(j.path), "reason": j.last_error}
+            for j in jobs
+            if j.state is State.DISCOVERED and not interrupted
+        ],
+        "skipped": [
+            {"path": shown(j.path), "reason": j.last_error}
+            for j in jobs
+            if j.state is State.SKIPPED and not j.video_id
         ],
         "interrupted": interrupted,
     }
@@ -160,6 +182,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool, out: TextIO) -> None:
             print(f"  {group:<30} {count}", file=out)
     for failure in summary["failures"]:
         print(f"FAILED {failure['path']}: {failure['error']}", file=out)
+    for item in summary["left"]:
+        print(f"LEFT   {item['path']}: {item['reason']}", file=out)
+    for item in summary["skipped"]:
+        print(f"SKIPPED {item['path']}: {item['reason']}", file=out)
     if summary["interrupted"]:
         print("interrupted: run the same command again to finish", file=out)
 
@@ -174,7 +200,7 @@ def _dry_run(
         job = journal.find(seen.path)
         plan.append(
             {
-                "path": seen.path,
+                "path": shown(seen.path),
                 "group": decision.group or "",
                 "rule": decision.reason,
                 "status": _planned_status(journal, seen, job),

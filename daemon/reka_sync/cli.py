@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from reka_sync.config import (
 from reka_sync.errors import ConfigError, JournalError, RekaSyncError, UsageError
 from reka_sync.journal import Journal
 from reka_sync.lifecycle import State
+from reka_sync.names import shown
 from reka_sync.status import format_show, format_status, show_report, status_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -210,20 +212,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     config = _config(args)
     journal = Journal.open(config.journal.path, readonly=True)
     try:
-        path = str(Path(args.path).resolve())
+        path = _as_recorded(args.path)
         job = journal.find(path)
         if job is None:
             print(
-                f"reka-sync: {path} is not in the journal (never seen, ignored, "
+                f"reka-sync: {shown(path)} is not in the journal (never seen, ignored, "
                 "or outside the roots)",
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        report = show_report(job, journal.history(job.id))
+        report = show_report(job, journal.history(job.id), journal.superseded_of(job.id))
     finally:
         journal.close()
     print(json.dumps(report, indent=2) if args.json else format_show(report))
     return EXIT_OK
+
+
+def _as_recorded(raw: str) -> str:
+    """Given a path from the command line, return it as the journal records it: its folder
+    resolved, its last part as it is (a link is shown as the link, not its target)."""
+    absolute = os.path.abspath(raw)
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -234,7 +243,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     config = _config(args)
     journal = Journal.open(config.journal.path)
     try:
-        jobs = [journal.find(str(Path(p).resolve())) for p in args.paths]
+        jobs = [journal.find(_as_recorded(p)) for p in args.paths]
         if args.all_failed:
             jobs += journal.jobs([State.FAILED], limit=1_000_000)
         status = EXIT_OK

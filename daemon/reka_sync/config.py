@@ -70,12 +70,18 @@ class JournalConfig:
 @dataclass(frozen=True)
 class WatchConfig:
     roots: tuple[Path, ...] = ()
-    extensions: tuple[str, ...] = ("mp4", "mov", "m4v", "mkv", "webm", "avi")
+    extensions: tuple[str, ...] = (
+        *("mp4", "mov", "m4v", "mkv", "webm", "avi", "ts", "mts", "m2ts"),
+        *("mpg", "mpeg", "wmv", "flv", "3gp"),
+    )
     ignore: tuple[str, ...] = ("**/.*", "**/*.part", "**/@eaDir/**")
     settle_seconds: float = 15.0
     rescan_interval: float = 300.0
     observer: str = "auto"
     mp4_index_wait: float = 600.0
+    live_quiet_seconds: float = 60.0
+    follow_symlinks: bool = False
+    on_change: str = "replace"
 
 
 @dataclass(frozen=True)
@@ -378,6 +384,16 @@ def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
         rescan_interval=table.get("rescan_interval", float, d.rescan_interval, _positive),
         observer=observer,
         mp4_index_wait=table.get("mp4_index_wait", float, d.mp4_index_wait, _non_negative),
+        live_quiet_seconds=table.get(
+            "live_quiet_seconds", float, d.live_quiet_seconds, _non_negative
+        ),
+        follow_symlinks=table.get("follow_symlinks", bool, d.follow_symlinks),
+        on_change=table.get(
+            "on_change",
+            str,
+            d.on_change,
+            lambda v: None if v in ("replace", "keep") else "must be 'replace' or 'keep'",
+        ),
     )
     table.finish()
     return config

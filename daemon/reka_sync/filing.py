@@ -14,13 +14,14 @@ import structlog
 
 from reka_sync import outcomes
 from reka_sync.errors import NotFound, Paused, RekaSyncError
-from reka_sync.journal import Job
+from reka_sync.journal import Job, Replaced
 from reka_sync.lifecycle import Event
 from reka_sync.moves import Changes, Move
-from reka_sync.workers import Context
+from reka_sync.workers import Context, marker
 
 log = structlog.get_logger("reka_sync.filing")
 POLL_BATCH = 50
+RETIRE_BACKOFF = 60.0  # seconds before trying superseded deletes again after a failure
 
 
 class Confirmer:
@@ -30,6 +31,7 @@ class Confirmer:
         self.ctx = ctx
         self._lock = threading.Lock()
         self._failures = 0  # polls failed in a row
+        self._retire_after = 0.0  # after a failed delete, wait before the next
 
     def poll(self, jobs: list[Job]) -> None:
         """Given uploaded jobs, ask the API how their videos are and record it in one commit."""
@@ -51,7 +53,15 @@ class Confirmer:
             outcomes.after_poll(job, videos.get(job.video_id or ""), policy, now, ctx.rand())
             for job in jobs
         ]
-        ctx.journal.apply_many(moves, now)
+        self._apply(moves, now)
+
+    def _apply(self, moves: list[Move], now: float) -> None:
+        for move, why in self.ctx.journal.apply_many(moves, now):
+            log.debug(
+                "a polled job moved on meanwhile; its poll result is dropped",
+                job=move.job_id,
+                reason=why,
+            )
 
     def _poll_failed(self, jobs: list[Job], exc: RekaSyncError) -> None:
         with self._lock:
@@ -59,7 +69,7 @@ class Confirmer:
             streak = self._failures
         now = self.ctx.clock()
         moves = [outcomes.poll_failed(j, streak, str(exc), self.ctx.policy, now) for j in jobs]
-        self.ctx.journal.apply_many(moves, now)
+        self._apply(moves, now)
         delay = moves[0].changes.columns()["next_attempt_at"] - now if moves else 0.0
         say = log.warning if streak == 1 else log.debug
         say("status poll failed; backing off", error=str(exc), retry_in=round(delay, 1))
@@ -92,7 +102,7 @@ class Confirmer:
         moved = set(result.video_ids)
         now = ctx.clock()
         later = now + ctx.config.upload.poll_interval
-        ctx.journal.apply_many(
+        self._apply(
             [
                 Move(j.id, Event.FILED, detail={"group": j.group_name})
                 if j.video_id in moved
@@ -101,6 +111,42 @@ class Confirmer:
             ],
             now,
         )
+
+    def retire(self, replaced: list[Replaced]) -> None:
+        """Given videos of files' earlier contents (whose new content is stored and filed),
+        delete them (watch.on_change = "replace") or keep them ("keep"); record which."""
+        ctx = self.ctx
+        for old in replaced:
+            now = ctx.clock()
+            if now < self._retire_after:
+                return
+            if ctx.config.watch.on_change == "keep":
+                ctx.journal.close_superseded(old.id, "kept", now)
+                continue
+            try:
+                outcome = self._delete_old(old)
+            except RekaSyncError as exc:
+                self._retire_after = now + RETIRE_BACKOFF
+                log.info(
+                    "cannot delete a superseded video yet", video_id=old.video_id, error=str(exc)
+                )
+                return
+            ctx.journal.close_superseded(old.id, outcome, ctx.clock())
+            log.info("superseded video " + outcome, video_id=old.video_id, key=old.upload_key)
+
+    def _delete_old(self, old: Replaced) -> str:
+        api = self.ctx.api
+        ids = [old.video_id] if old.video_id else []
+        if old.upload_key:  # its send's outcome was unknown: find it by its marker
+            tag = marker(old.upload_key)
+            ids = [v.video_id for v in api.list_videos() if v.description and tag in v.description]
+        gone = 0
+        for video_id in ids:
+            try:
+                api.delete_video(video_id)
+            except NotFound:
+                gone += 1
+        return "deleted" if ids and gone < len(ids) else "already gone"
 
     def _regroup(self, jobs: list[Job]) -> None:
         """The group was deleted remotely: look it up (or create it) again."""

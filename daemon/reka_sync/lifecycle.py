@@ -64,7 +64,7 @@ ACTIVE = frozenset(
 FINISHED = frozenset({State.DONE, State.FAILED, State.SKIPPED, State.MISSING})
 _PRE_UPLOAD = (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT, State.UPLOADING)
 # A file found changed right after its upload: the video is deleted, the file settles again.
-_CHANGEABLE = (*_PRE_UPLOAD, State.UPLOADED)
+_CHANGEABLE = (*_PRE_UPLOAD, State.UPLOADED, State.FILING)
 
 _TABLE: dict[tuple[State, Event], State] = {
     (State.DISCOVERED, Event.SEEN): State.DISCOVERED,

@@ -58,7 +58,7 @@ from reka_sync.errors import (
     TransportError,
     ValidationFailed,
 )
-from reka_sync.lifecycle import Event
+from reka_sync.lifecycle import Event, State
 from reka_sync.moves import UNSET, Changes, Lease, Move
 from reka_sync.pauses import AUTH_PAUSE
 from reka_sync.retry import Backoff, server_wait
@@ -389,6 +389,66 @@ def changed_after_send(
         ),
         detail,
     )
+
+
+class Versioned(Protocol):
+    """The columns of a job a content change reads."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def video_id(self) -> str | None: ...
+    @property
+    def upload_key(self) -> str | None: ...
+    @property
+    def outcome_unknown(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """A video of a file's earlier content: by id, or (its send's outcome unknown) by key."""
+
+    video_id: str | None
+    upload_key: str | None
+
+
+def content_changed(
+    job: Versioned, size: int, mtime_ns: int, inode: int, device: int, quiet_since: float
+) -> tuple[Move, Superseded | None]:
+    """Given a job whose file now has other content (its new stat), return the move back to
+    settling and the video it supersedes, if any. New content is a new upload chain: a
+    fresh key, attempts from zero, nothing of the old video kept on the row. A duplicate's
+    video is its twin's, never superseded."""
+    stat = Changes(
+        size=size,
+        mtime_ns=mtime_ns,
+        inode=inode,
+        device=device,
+        quiet_since=quiet_since,
+        sample_hash=None,
+    )
+    if job.state in (State.DISCOVERED, State.MISSING):
+        return Move(job.id, Event.SEEN, stat, {"size": size}), None
+    old: Superseded | None = None
+    if job.state is not State.SKIPPED and (
+        job.video_id or (job.outcome_unknown and job.upload_key)
+    ):
+        old = Superseded(job.video_id, None if job.video_id else job.upload_key)
+    fresh = dataclasses.replace(
+        stat,
+        digest=None,
+        video_id=None,
+        upload_key=None,
+        outcome_unknown=False,
+        attempts=0,
+        accepted_at=None,
+        remote_status=None,
+        last_error=None,
+    )
+    detail = {"size": size, **({"superseded": old.video_id or old.upload_key} if old else {})}
+    return Move(job.id, Event.CHANGED, fresh, detail), old
 
 
 def requeue(job: Ledger) -> Move:

@@ -67,7 +67,7 @@ def compile_glob(pattern: str) -> Glob:
         if "**" in segment:
             raise GlobError(f"'**' must be a whole segment, not part of {segment!r}")
         parts.append(_segment_regex(segment, captures) + ("" if last else "/"))
-    return Glob(pattern, re.compile("".join(parts)), tuple(captures))
+    return Glob(pattern, re.compile("".join(parts), re.DOTALL), tuple(captures))
 
 
 def _segment_regex(segment: str, captures: list[str]) -> str:
@@ -103,7 +103,9 @@ class IgnoreRules:
         compiled = [compile_glob(g) for g in globs]
         # One alternation instead of one match per glob: this runs for every file of a scan.
         patterns = [re.sub(r"\(\?P<\w+>", "(?:", g.regex.pattern) for g in compiled]
-        self._any = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+        self._any = (
+            re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL) if patterns else None
+        )
         self._extensions = frozenset(e.lower().lstrip(".") for e in extensions)
 
     def ignores_dir(self, rel_dir: str) -> bool:
@@ -114,6 +116,12 @@ class IgnoreRules:
         if self._any is None:
             return False
         return bool(self._any.fullmatch(rel_dir) or self._any.fullmatch(rel_dir + "/"))
+
+    def wrong_extension(self, rel_path: str) -> bool:
+        """Given a root-relative file path, return True if its extension is not a video's."""
+        name = rel_path[rel_path.rfind("/") + 1 :]
+        dot = name.rfind(".")
+        return dot <= 0 or name[dot + 1 :].lower() not in self._extensions
 
     def ignores_file(self, rel_path: str, *, folders_checked: bool = False) -> bool:
         """Given a root-relative file path, return True if it is not a wanted video.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reka_sync.names import text
 from reka_sync.patterns import Glob, compile_glob
 
 
@@ -35,7 +36,10 @@ class GroupRules:
         self._default = default.strip()
 
     def decide(self, rel_path: str) -> GroupDecision:
-        """Given a root-relative path, return the group it belongs to and the rule that said so."""
+        """Given a root-relative path, return the group it belongs to and the rule that said so.
+
+        Rules match the name as text: undecodable bytes read as U+FFFD."""
+        rel_path = text(rel_path)
         for index, (rule, glob) in enumerate(self._rules):
             captures = glob.match(rel_path)
             if captures is None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from reka_sync.journal import SeenFile
+from reka_sync.config import WatchConfig
+from reka_sync.journal import SeenFile, Skipped
 from reka_sync.patterns import IgnoreRules
 from reka_sync.stability import FileStat
 
@@ -18,15 +20,79 @@ class ScanProblem:
     reason: str
 
 
-def stat_file(path: str | Path) -> FileStat | None:
-    """Given a path, return its stat, or None if it is gone or not a regular file."""
+@dataclass
+class Tally:
+    """What a walk passed over, counted: files whose extension is not a video's."""
+
+    other_extensions: int = 0
+
+
+@dataclass(frozen=True)
+class Links:
+    """Which symbolic links may be followed: none, or those to a file inside a root."""
+
+    follow: bool = False
+    roots: tuple[Path, ...] = ()
+
+    def target(self, path: str) -> str | None:
+        """Given a path that is a link, return its real target if it may be followed."""
+        if not self.follow:
+            return None
+        real = os.path.realpath(path)
+        inside = any(real.startswith(str(root) + os.sep) for root in self.roots)
+        return real if inside else None
+
+
+NO_LINKS = Links()
+
+
+def links_of(watch: WatchConfig) -> Links:
+    """Given the watch settings, return the links policy they set."""
+    return Links(watch.follow_symlinks, watch.roots)
+
+
+LINK_SKIPPED = "a symbolic link (watch.follow_symlinks = false): not followed"
+LINK_OUTSIDE = "a symbolic link whose target is outside every root: not followed"
+
+
+def stat_file(path: str | Path, links: Links = NO_LINKS) -> FileStat | None:
+    """Given a path, return its stat, or None if it is gone, not a regular file, or a link
+    that may not be followed. A link that may be followed gives its target's stat."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            target = links.target(str(path))
+            if target is None:
+                return None
+            st = os.lstat(target)  # the real path: a link here was swapped in since
     except OSError:
         return None
-    if not _is_regular(st.st_mode):
+    if not stat.S_ISREG(st.st_mode):
         return None
     return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def why_skipped(path: str, links: Links = NO_LINKS) -> str | None:
+    """Given a path a scan passed over, return why it is not a file to upload (a link
+    that may not be followed, a FIFO, a socket, a device), or None if it is gone."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        if not links.follow:
+            return LINK_SKIPPED
+        return LINK_OUTSIDE if links.target(path) is None else "a link to something not a file"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(st.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(st.st_mode)
+        else "a device or special file"
+    )
+    return f"{kind}, not a regular file: never opened"
 
 
 def walk(
@@ -34,10 +100,13 @@ def walk(
     ignore: IgnoreRules,
     start: Path | None = None,
     problems: list[ScanProblem] | None = None,
+    links: Links = NO_LINKS,
+    skipped: list[Skipped] | None = None,
 ) -> Iterator[SeenFile]:
     """Given a root (and optionally a file or folder inside it), yield every wanted file.
 
-    Ignored folders are not entered; unreadable folders are reported in `problems`.
+    Ignored folders are not entered; unreadable folders are reported in `problems`,
+    links that may not be followed and special files in `skipped`.
     """
     base = start or root
     if base != root:
@@ -45,22 +114,30 @@ def walk(
         folders = parts if base.is_dir() else parts[:-1]
         if any(ignore.ignores_dir("/".join(folders[: i + 1])) for i in range(len(folders))):
             return  # inside an ignored tree
-    if base.is_file():
-        seen = _seen(root, str(base), ignore)
+    if not base.is_dir() or base.is_symlink():
+        seen = _seen(root, str(base), ignore, links, skipped)
         if seen is not None:
             yield seen
         return
-    for path, rel, st in walk_stats(root, ignore, str(base), problems):
-        stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-        yield SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9)
+    for path, rel, st in walk_stats(root, ignore, str(base), problems, links, skipped):
+        fs = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+        yield SeenFile(path, str(root), rel, fs, st.st_mtime_ns / 1e9)
 
 
 def walk_stats(
-    root: Path, ignore: IgnoreRules, folder: str, problems: list[ScanProblem] | None = None
+    root: Path,
+    ignore: IgnoreRules,
+    folder: str,
+    problems: list[ScanProblem] | None = None,
+    links: Links = NO_LINKS,
+    skipped: list[Skipped] | None = None,
+    tally: Tally | None = None,
 ) -> Iterator[tuple[str, str, os.stat_result]]:
     """Given a root and a folder in it, yield (path, relative path, stat) per wanted file.
 
     The raw form of `walk`, for the rescan: it compares stats before building records.
+    Links to folders are never walked; a link to a file gives its target's stat only
+    when `links` allows it.
     """
     skip = len(os.path.join(str(root), ""))  # entry.path is root + "/" + the relative path
     stack = [folder]
@@ -77,22 +154,38 @@ def walk_stats(
                 if not ignore.ignores_dir(rel):
                     stack.append(entry.path)
             elif not ignore.ignores_file(rel, folders_checked=True):
-                try:
-                    st = entry.stat()
-                except OSError:
-                    continue
-                if _is_regular(st.st_mode):
+                st = _regular_stat(entry, links)
+                if st is not None:
                     yield entry.path, rel, st
+                elif skipped is not None and (why := why_skipped(entry.path, links)):
+                    skipped.append(Skipped(entry.path, str(root), rel, why))
+            elif tally is not None and ignore.wrong_extension(rel):
+                tally.other_extensions += 1
 
 
-def _seen(root: Path, path: str, ignore: IgnoreRules) -> SeenFile | None:
+def _regular_stat(entry: os.DirEntry[str], links: Links) -> os.stat_result | None:
+    try:
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            target = links.target(entry.path)
+            st = os.lstat(target) if target is not None else st
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _seen(
+    root: Path, path: str, ignore: IgnoreRules, links: Links, skipped: list[Skipped] | None
+) -> SeenFile | None:
     rel = _relative(root, path)
     if ignore.ignores_file(rel):
         return None
-    stat = stat_file(path)
-    if stat is None:
+    fs = stat_file(path, links)
+    if fs is None:
+        if skipped is not None and (why := why_skipped(path, links)):
+            skipped.append(Skipped(path, str(root), rel, why))
         return None
-    return SeenFile(path, str(root), rel, stat, stat.mtime_ns / 1e9)
+    return SeenFile(path, str(root), rel, fs, fs.mtime_ns / 1e9)
 
 
 def _relative(root: Path, path: str) -> str:
@@ -100,10 +193,6 @@ def _relative(root: Path, path: str) -> str:
     if path.startswith(prefix):  # the walk's own paths: no need for relpath's normalising
         return path[len(prefix) :].replace(os.sep, "/")
     return os.path.relpath(path, root).replace(os.sep, "/")
-
-
-def _is_regular(mode: int) -> bool:
-    return (mode & 0o170000) == 0o100000
 
 
 def count_folders(root: Path, ignore: IgnoreRules, problems: list[ScanProblem]) -> int:

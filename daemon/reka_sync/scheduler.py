@@ -18,7 +18,6 @@ How this works
 
 from __future__ import annotations
 
-import functools
 import random
 import threading
 import time
@@ -33,20 +32,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from reka_sync import pauses
 from reka_sync.api import ApiClient, ResponseInfo, Transport
 from reka_sync.config import MAX_WORKERS, Config, Secret
-from reka_sync.container import Index, mp4_index, wants_check
 from reka_sync.errors import RekaSyncError
 from reka_sync.filing import POLL_BATCH, Confirmer
 from reka_sync.groups import GroupResolver
-from reka_sync.journal import Job, Journal, SeenFile
-from reka_sync.lifecycle import Event, State
-from reka_sync.mounts import is_there, probe
-from reka_sync.moves import UNSET, Changes, Move
+from reka_sync.journal import Job, Journal, SeenFile, Skipped
+from reka_sync.lifecycle import State
+from reka_sync.mounts import probe
 from reka_sync.patterns import IgnoreRules
 from reka_sync.pauses import ALL, PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
-from reka_sync.scanner import stat_file, walk_stats
+from reka_sync.scanner import Tally, links_of, walk_stats
 from reka_sync.service import owner_alive, owner_id
-from reka_sync.stability import FileStat, Verdict, await_index, settle
+from reka_sync.settling import Settler
+from reka_sync.stability import FileStat, Writer
 from reka_sync.watcher import Watcher
 from reka_sync.workers import Context, Steps, quiet_limit
 
@@ -54,8 +52,6 @@ log = structlog.get_logger("reka_sync.scheduler")
 HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
 STALLED = 30.0  # seconds without a heartbeat or dispatch tick before we call it stuck
 LIVELY_TICKS = ("heartbeat", "dispatch")
-SETTLE_BATCH = 5000
-WAITING_FOR_INDEX = "waiting for the MP4/MOV index (moov box): still being written?"
 
 
 class Engine:
@@ -72,6 +68,7 @@ class Engine:
         lease_seconds: float | None = None,
         watcher: Watcher | None = None,
         transport: Transport | None = None,
+        one_shot: bool = False,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -95,6 +92,7 @@ class Engine:
         self._scheduler: BackgroundScheduler | None = None
         self._last_run: dict[str, float] = {}
         self.watcher = watcher
+        self.settler = Settler(journal, self._writer_of, one_shot)
 
     def _context(
         self, config: Config, key: Secret, progress: dict[int, int]
@@ -181,71 +179,29 @@ class Engine:
             return 0
         polls = self.journal.jobs([State.UPLOADED], due_before=now, limit=POLL_BATCH * 4)
         filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
-        if not polls and not filing:
+        replaced = self.journal.superseded_due()
+        if not polls and not filing and not replaced:
             return 0
 
         def step() -> None:
             for start in range(0, len(polls), POLL_BATCH):
                 self.confirm.poll(polls[start : start + POLL_BATCH])
             self.confirm.file(filing)
+            self.confirm.retire(replaced)
 
         self.control.submit(step, lambda: None)
         return len(polls) + len(filing)
 
     def settle(self, now: float) -> int:
         """Given the time, promote discovered files that are complete; return how many."""
-        promoted = 0
-        settle_seconds = self.config.watch.settle_seconds
-
-        @functools.cache  # once per root and tick, not once per file of an unmounted share
-        def root_there(root: str) -> bool:
-            return is_there(root, self.journal.root_mounts())
-
-        for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH):
-            current = stat_file(job.path)
-            if current is None and not root_there(job.root):
-                continue  # an unmounted share: its files are not missing
-            verdict = settle(job.stat, current, job.quiet_since, now, settle_seconds)
-            if verdict is Verdict.STABLE:
-                verdict = self._check_index(job, now)
-            if verdict is Verdict.STABLE:
-                waited = job.last_error == WAITING_FOR_INDEX
-                changes = Changes(next_attempt_at=now, last_error=None if waited else UNSET)
-                self.journal.apply(Move(job.id, Event.SETTLED, changes), now)
-                promoted += 1
-            elif verdict is Verdict.VANISHED:
-                self.journal.apply(Move(job.id, Event.VANISHED), now)
-            elif verdict is Verdict.CHANGED and current is not None:
-                changes = Changes(
-                    size=current.size,
-                    mtime_ns=current.mtime_ns,
-                    inode=current.inode,
-                    device=current.device,
-                    quiet_since=now,
-                )
-                self.journal.apply(Move(job.id, None, changes, note="still changing"), now)
+        promoted = self.settler.tick(self.config.watch, now)
         if promoted:
             self.dispatch(now)
         return promoted
 
-    def _check_index(self, job: Job, now: float) -> Verdict:
-        """A stable MP4/MOV waits for its moov box; one that never gets it is failed."""
-        patience = self.config.watch.mp4_index_wait
-        if patience <= 0 or not wants_check(job.path):
-            return Verdict.STABLE
-        has_index = mp4_index(job.path) is not Index.MISSING
-        verdict = await_index(has_index, job.quiet_since, now, patience)
-        if verdict is Verdict.NO_INDEX_YET and job.last_error != WAITING_FOR_INDEX:
-            changes = Changes(last_error=WAITING_FOR_INDEX)
-            self.journal.apply(Move(job.id, None, changes, note=WAITING_FOR_INDEX), now)
-        elif verdict is Verdict.NO_INDEX:
-            reason = (
-                f"an MP4/MOV without its index (moov box) after {patience:.0f}s of quiet: cut "
-                "short? Re-export or repair it; a changed file is picked up again"
-            )
-            self.journal.apply(Move(job.id, Event.FAIL, Changes(last_error=reason)), now)
-            log.warning("incomplete video; not uploading it", path=job.path, reason=reason)
-        return verdict
+    def _writer_of(self, path: str) -> Writer:
+        watcher = self.watcher
+        return watcher.writer(path) if watcher is not None else Writer.UNSEEN
 
     def intake(self, now: float) -> int:
         """Given the time, record what the watcher saw (live files go first); return how many."""
@@ -253,8 +209,14 @@ class Engine:
             return 0
         seen = self.watcher.drain()
         if seen:
-            self.journal.record_scan(seen, now, priority=0)
+            self._record(seen, now, priority=0)
         return len(seen)
+
+    def _record(self, seen: list[SeenFile], now: float, priority: int) -> None:
+        for path, why in self.journal.record_scan(seen, now, priority).refused:
+            log.warning(
+                "cannot record this file; the next rescan tries again", path=path, error=why
+            )
 
     def rescan(self, now: float) -> int:
         """Given the time, walk every root to catch what events missed; return files seen."""
@@ -297,7 +259,10 @@ class Engine:
         known = self.journal.recorded_under(str(root))  # one read, compared in memory
         batch: list[SeenFile] = []
         count = changed = 0
-        for path, rel, st in walk_stats(root, ignore, str(root)):
+        skipped: list[Skipped] = []
+        links = links_of(self.config.watch)
+        tally = Tally()
+        for path, rel, st in walk_stats(root, ignore, str(root), None, links, skipped, tally):
             count += 1
             if (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) in known:
                 continue
@@ -305,9 +270,11 @@ class Engine:
             batch.append(SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9))
             changed += 1
             if len(batch) >= 2000:
-                self.journal.record_scan(batch, now, priority=1)
+                self._record(batch, now, priority=1)
                 batch = []
-        self.journal.record_scan(batch, now, priority=1)
+        self._record(batch, now, priority=1)
+        self.journal.record_skipped(skipped, now)
+        self.journal.set_root_tally(str(root), tally.other_extensions)
         if changed:
             log.info("scan found new or changed files", root=str(root), files=changed)
         return count

@@ -6,8 +6,9 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from reka_sync.journal import HistoryEntry, Job, Journal
+from reka_sync.journal import HistoryEntry, Job, Journal, Replaced
 from reka_sync.lifecycle import State
+from reka_sync.names import shown
 from reka_sync.progress import human_size
 
 
@@ -23,6 +24,8 @@ def status_report(journal: Journal, now: float) -> dict[str, Any]:
         "total": sum(counts.values()),
         "in_flight": [_with_progress(_brief(job, now), job, sent) for job in in_flight],
         "oldest_queued_seconds": round(now - waiting[0].created_at, 1) if waiting else None,
+        "waiting": [_brief(job, now) for job in journal.jobs([State.DISCOVERED], limit=20)],
+        "other_extensions": journal.other_extensions(),
         "pauses": [
             {
                 "kind": p.kind,
@@ -42,7 +45,7 @@ def status_report(journal: Journal, now: float) -> dict[str, Any]:
 
 def _brief(job: Job, now: float) -> dict[str, Any]:
     return {
-        "path": job.path,
+        "path": shown(job.path),
         "state": job.state.value,
         "attempts": job.attempts,
         "video_id": job.video_id,
@@ -81,6 +84,15 @@ def format_status(report: dict[str, Any]) -> str:
             f"UNAVAILABLE root {root['root']} since {root['since']} (not mounted?); "
             "its files wait, they are not missing"
         )
+    if report["other_extensions"]:
+        lines.append(
+            f"{report['other_extensions']} files under the roots are not videos by their "
+            "extension (watch.extensions); not uploaded"
+        )
+    waiting = [j for j in report["waiting"] if j["error"]]
+    if waiting:
+        lines.append("waiting to be complete:")
+        lines.extend(f"  {j['path']}: {j['error']}" for j in waiting)
     if report["oldest_queued_seconds"] is not None:
         lines.append(f"oldest queued file waits {report['oldest_queued_seconds']:.0f}s")
     if report["in_flight"]:
@@ -97,10 +109,14 @@ def _in_flight_line(job: dict[str, Any]) -> str:
     return f"  {job['state']:<10}{sent} {job['path']} (attempt {job['attempts']})"
 
 
-def show_report(job: Job, history: list[HistoryEntry]) -> dict[str, Any]:
-    """Given a job and its history, return everything `show` tells."""
+def show_report(
+    job: Job, history: list[HistoryEntry], replaced: list[Replaced] | None = None
+) -> dict[str, Any]:
+    """Given a job, its history and the videos of its earlier contents, return everything
+    `show` tells."""
     data = asdict(job)
     data["state"] = job.state.value
+    data["path"], data["rel_path"] = shown(job.path), shown(job.rel_path)
     data["history"] = [
         {
             "at": _iso(h.at),
@@ -110,6 +126,15 @@ def show_report(job: Job, history: list[HistoryEntry]) -> dict[str, Any]:
             **({"detail": h.detail} if h.detail else {}),
         }
         for h in history
+    ]
+    data["superseded"] = [
+        {
+            "video_id": r.video_id,
+            "upload_key": r.upload_key,
+            "since": _iso(r.since),
+            "outcome": r.outcome or "pending: deleted once the new content is stored and filed",
+        }
+        for r in replaced or []
     ]
     return data
 
@@ -129,6 +154,8 @@ def format_show(report: dict[str, Any]) -> str:
         "last_error",
     )
     lines = [f"{key:>11}: {report[key]}" for key in keys if report.get(key) is not None]
+    for old in report.get("superseded", []):
+        lines.append(f" superseded: {old['video_id'] or old['upload_key']} ({old['outcome']})")
     lines.append("    history:")
     for entry in report["history"]:
         detail = " ".join(f"{k}={v}" for k, v in entry.get("detail", {}).items())

@@ -8,8 +8,10 @@ the way out, so an upload reads each byte once.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,8 @@ from xxhash import xxh3_128
 
 from reka_sync.errors import Cancelled, FileChanged, FileUnreadable, FileVanished
 from reka_sync.fingerprint import DIGEST_PREFIX, Sampler
+from reka_sync.names import text
+from reka_sync.stability import FileStat
 
 READ_SIZE = 1024 * 1024
 
@@ -37,9 +41,11 @@ class UploadBody:
         content_type: str,
         cancel: threading.Event | None = None,
         on_progress: Callable[[int], None] | None = None,
+        expected: FileStat | None = None,
     ) -> None:
         self.path = path
         self.size = size
+        self.expected = expected
         self.cancel = cancel or threading.Event()
         self.on_progress = on_progress
         self.bytes_sent = 0
@@ -52,7 +58,7 @@ class UploadBody:
         parts = [_field(boundary, name, value) for name, value in fields.items()]
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{_quote(filename)}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
+            f'filename="{_quote(text(filename))}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
         )
         self._preamble = b"".join(parts)
         self._epilogue = f"\r\n--{boundary}--\r\n".encode()
@@ -69,12 +75,24 @@ class UploadBody:
         return self._sampler.hexdigest() if self.finished else None
 
     def __enter__(self) -> UploadBody:
+        """Open the file without following a link (and without blocking on a FIFO); check it
+        is the very file that settled. Raise FileVanished, FileChanged or FileUnreadable."""
         try:
-            self._handle = self.path.open("rb", buffering=0)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise FileVanished(f"{self.path} vanished before its upload") from None
         except OSError as exc:
-            raise FileVanished(f"{self.path} cannot be read: {exc.strerror}") from None
+            if exc.errno == errno.ELOOP:
+                raise FileChanged(f"{self.path} became a symbolic link since it settled") from None
+            raise FileUnreadable(f"{self.path} cannot be read: {exc.strerror}") from None
+        st = os.fstat(fd)
+        opened = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+        if not stat.S_ISREG(st.st_mode) or (
+            self.expected is not None and not opened.same_content_as(self.expected)
+        ):
+            os.close(fd)
+            raise FileChanged(f"{self.path} is not the file that settled (swapped or rewritten)")
+        self._handle = os.fdopen(fd, "rb", buffering=0)
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(self._handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         return self

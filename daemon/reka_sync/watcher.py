@@ -49,7 +49,8 @@ from reka_sync.config import WatchConfig
 from reka_sync.journal import SeenFile
 from reka_sync.mounts import mount_of, observer_kind, read_mounts
 from reka_sync.patterns import IgnoreRules
-from reka_sync.scanner import stat_file, walk
+from reka_sync.scanner import links_of, stat_file, walk
+from reka_sync.stability import Writer
 from reka_sync.watches import OUT_OF_WATCHES, NativeObserver, Placement, polling_observer
 
 log = structlog.get_logger("reka_sync.watcher")
@@ -69,6 +70,12 @@ WANTED_EVENTS = (
 )
 
 
+# Seconds a writer's last word is trusted: a close-write is forgotten for a file nobody
+# touches, and a write with no close-write this long ago (a lost event) no longer holds
+# the file back.
+FORGET_WRITER = 3600.0
+
+
 @dataclass
 class Hint:
     at: float
@@ -78,17 +85,27 @@ class Hint:
 class _Handler(FileSystemEventHandler):
     """Notes paths that something happened to; nothing else (no I/O, never raises)."""
 
-    def __init__(self, note: Callable[[str, bool], None]) -> None:
+    def __init__(self, note: Callable[[str, bool, Writer | None], None]) -> None:
         self._note = note
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
-            for raw in (event.src_path, event.dest_path):
-                if raw:
-                    path = os.fsdecode(raw)
-                    self._note(path, event.is_directory)
+            if event.src_path:
+                self._note(os.fsdecode(event.src_path), event.is_directory, _writer_after(event))
+            if event.dest_path:  # renamed into place: that is a completion
+                self._note(os.fsdecode(event.dest_path), event.is_directory, Writer.CLOSED)
         except Exception:  # noqa: BLE001, S110 (raising here would kill watchdog's thread)
             pass
+
+
+def _writer_after(event: FileSystemEvent) -> Writer | None:
+    """What an event says of a file's writers: a write opens, a close-write closes."""
+    if event.is_directory:
+        return None
+    if isinstance(event, (FileClosedEvent, FileMovedEvent, FileDeletedEvent)):
+        return Writer.CLOSED  # closed, or no longer under that name
+    # A creation says nothing yet: a file moved in from outside the roots arrives as one.
+    return Writer.OPEN if isinstance(event, FileModifiedEvent) else None
 
 
 class Watcher:
@@ -98,18 +115,37 @@ class Watcher:
         self._config = config
         self._clock = clock
         self._ignore = IgnoreRules(config.ignore, config.extensions)
+        self._links = links_of(config)
         self._lock = threading.Lock()
         self._hints: dict[str, Hint] = {}
+        self._writers: dict[str, tuple[Writer, float]] = {}  # path -> last word, when
         self._observers: dict[str, BaseObserver] = {}
         self._watches: dict[Path, ObservedWatch] = {}
         self._placing = threading.RLock()  # watch/unwatch (rescan) vs fallback (intake)
         self._placement = Placement(config.roots, self._ignore)
         self.kinds: dict[Path, str] = {}
 
-    def note(self, path: str, is_directory: bool) -> None:
-        """Given a path an event touched, remember it (called on watchdog's thread)."""
+    def note(self, path: str, is_directory: bool, writer: Writer | None = None) -> None:
+        """Given a path an event touched (and what it says of its writers), remember it
+        (called on watchdog's thread)."""
         with self._lock:
-            self._hints[path] = Hint(self._clock(), is_directory)
+            now = self._clock()
+            self._hints[path] = Hint(now, is_directory)
+            if writer is not None:
+                self._writers[path] = (writer, now)
+
+    def writer(self, path: str) -> Writer:
+        """Given a file's path, return what the events said of its writers: OPEN (a write
+        and no close-write since), CLOSED, or UNSEEN (no events for it, or a polled root,
+        where no close-write is ever reported)."""
+        root = self._root_of(path)
+        if root is None or self.kinds.get(root) != "native":
+            return Writer.UNSEEN
+        with self._lock:
+            seen = self._writers.get(path)
+        if seen is None or self._clock() - seen[1] > FORGET_WRITER:
+            return Writer.UNSEEN
+        return seen[0]
 
     def start(self) -> None:
         """Place the watches on every root that exists now."""
@@ -203,6 +239,7 @@ class Watcher:
         self._poll_exhausted_roots()
         with self._lock:
             hints, self._hints = self._hints, {}
+            self._forget_old_writers(self._clock())
         seen: list[SeenFile] = []
         for path, hint in hints.items():
             root = self._root_of(path)
@@ -212,16 +249,22 @@ class Watcher:
                 seen.extend(self._walk_new_folder(root, Path(path), hint.at))
                 continue
             rel = os.path.relpath(path, root).replace(os.sep, "/")
-            stat = None if self._ignore.ignores_file(rel) else stat_file(path)
+            stat = None if self._ignore.ignores_file(rel) else stat_file(path, self._links)
             if stat is not None:
                 seen.append(SeenFile(path, str(root), rel, stat, hint.at))
         return seen
+
+    def _forget_old_writers(self, now: float) -> None:
+        """Drop writers' words nobody has touched for long (call with the lock held)."""
+        old = [p for p, (_, at) in self._writers.items() if now - at > FORGET_WRITER]
+        for path in old:
+            del self._writers[path]
 
     def _walk_new_folder(self, root: Path, folder: Path, at: float) -> list[SeenFile]:
         rel = os.path.relpath(folder, root).replace(os.sep, "/")
         if rel != "." and self._ignore.ignores_dir(rel):
             return []
-        found = list(walk(root, self._ignore, folder)) if folder.is_dir() else []
+        found = list(walk(root, self._ignore, folder, links=self._links)) if folder.is_dir() else []
         return [SeenFile(f.path, f.root, f.rel_path, f.stat, max(f.quiet_since, at)) for f in found]
 
     def _root_of(self, path: str) -> Path | None:

@@ -9,6 +9,7 @@ two lines resumes from the journal.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -36,11 +37,12 @@ from reka_sync.journal import Job, Journal
 from reka_sync.lifecycle import Event
 from reka_sync.mounts import is_there
 from reka_sync.moves import Move
+from reka_sync.names import text
 from reka_sync.outcomes import Duplicate, Failure, Happened, Kind, Policy, Reach, Stored
 from reka_sync.pauses import UPLOADS, PauseBoard
 from reka_sync.retry import Backoff
 from reka_sync.rules import GroupRules
-from reka_sync.scanner import stat_file
+from reka_sync.scanner import Links, links_of, stat_file
 
 log = structlog.get_logger("reka_sync.workers")
 TWIN_WAIT = 2.0  # seconds to wait for a twin being sent before looking again
@@ -101,6 +103,10 @@ class Steps:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    @property
+    def links(self) -> Links:
+        return links_of(self.ctx.config.watch)
+
     def upload(self, job: Job, cancel: threading.Event) -> None:
         """Given a leased job, try once to upload its file (or adopt, or dedupe it) and
         commit what happened."""
@@ -126,7 +132,7 @@ class Steps:
     def _prepare(self, job: Job) -> Happened | Send:
         """Check the file, settle an unknown earlier send, dedupe; commit the send."""
         ctx = self.ctx
-        current = stat_file(job.path)
+        current = stat_file(job.path, self.links)
         if current is None and not is_there(job.root, ctx.journal.root_mounts()):
             return _deferred(
                 "its root is unavailable (unmounted?)", ctx.config.watch.rescan_interval
@@ -158,11 +164,15 @@ class Steps:
 
     def _send(self, send: Send, cancel: threading.Event) -> Stored:
         job = send.job
+        opened = self.links.target(job.path) if os.path.islink(job.path) else job.path
+        if opened is None:
+            raise FileChanged(f"{job.path} became a symbolic link that may not be followed")
         accepted = self.ctx.api.upload_file(
-            Path(job.path),
-            video_name=Path(job.path).name,
+            Path(opened),
+            video_name=text(Path(job.path).name),
+            expected=job.stat,
             size=job.size,
-            description=f"{job.rel_path} {marker(send.key)}",
+            description=f"{text(job.rel_path)} {marker(send.key)}",
             group_id=send.group_id,
             cancel=cancel,
             on_progress=lambda count: self._sending(job, count),
@@ -196,7 +206,7 @@ class Steps:
 
     def _file_now(self, job: Job, exc: FileProblem) -> FileProblem:
         """A read failed: a file that is gone or changed says so; else the read error stands."""
-        current = stat_file(job.path)
+        current = stat_file(job.path, self.links)
         if current is None:
             return FileVanished(f"{job.path} vanished during its upload ({exc})")
         if not current.same_content_as(job.stat):
@@ -226,7 +236,7 @@ class Steps:
 
     def _check_unchanged(self, job: Job) -> None:
         """The file changed while it was sent: delete the video, settle the file again."""
-        after = stat_file(job.path)
+        after = stat_file(job.path, self.links)
         if after is not None and after.same_content_as(job.stat):
             return
         error = None
@@ -302,7 +312,7 @@ class Steps:
         the video there. Return the group the video is in, and what happened."""
         decision = self.ctx.rules.decide(job.rel_path)
         if (
-            stat_file(twin.path) is not None
+            stat_file(twin.path, self.links) is not None
             or not twin.video_id
             or (decision.group is None or decision.group == twin.group_name)
         ):

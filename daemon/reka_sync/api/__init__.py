@@ -33,6 +33,7 @@ from reka_sync.api.replies import (
 )
 from reka_sync.config import ApiConfig, Secret
 from reka_sync.errors import BadReply, Cancelled, NotSent, OutcomeUnknown
+from reka_sync.stability import FileStat
 from reka_sync.upload_body import UploadBody
 
 __all__ = [
@@ -128,6 +129,7 @@ class ApiClient:
         group_id: str | None = None,
         cancel: threading.Event | None = None,
         on_progress: Callable[[int], None] | None = None,
+        expected: FileStat | None = None,
     ) -> Accepted:
         """Given a file and its expected size, stream it as a new video and return the 202 answer.
 
@@ -144,6 +146,7 @@ class ApiClient:
             content_type=content_type,
             cancel=cancel,
             on_progress=on_progress,
+            expected=expected,
         )
         timeout = httpx.Timeout(
             self.answer_wait(size),

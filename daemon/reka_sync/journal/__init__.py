@@ -31,14 +31,16 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from reka_sync import outcomes
-from reka_sync.errors import LeaseLost
+from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
 from reka_sync.journal.queries import JournalQueries
 from reka_sync.journal.records import (
     HistoryEntry,
     Job,
     Pause,
+    Replaced,
     ScanSummary,
     SeenFile,
+    Skipped,
 )
 from reka_sync.journal.rows import (
     checked_row,
@@ -51,6 +53,8 @@ from reka_sync.journal.rows import (
 )
 from reka_sync.lifecycle import Event, State, next_state
 from reka_sync.moves import Changes, Lease, Move
+from reka_sync.names import to_db
+from reka_sync.stability import FileStat
 
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
@@ -60,8 +64,10 @@ __all__ = [
     "Journal",
     "LeaseLost",
     "Pause",
+    "Replaced",
     "ScanSummary",
     "SeenFile",
+    "Skipped",
 ]
 
 
@@ -72,7 +78,8 @@ class Journal(JournalQueries):
         """Given files a scan or the watcher saw, record new ones and stat changes at once.
 
         Idempotent on path: an unchanged file writes nothing. Return how many were new,
-        changed and unchanged.
+        changed and unchanged, and the files that could not be recorded (with why): one
+        bad item never holds the others back.
         """
         summary = ScanSummary()
         batch = list({item.path: item for item in seen}.values())  # last word per path
@@ -90,17 +97,33 @@ class Journal(JournalQueries):
         with self._write() as conn:
             rows = rows_by_path(conn, [item.path for item in todo])
             for item in todo:
-                row = rows.get(item.path)
-                if row is None:
-                    self._insert(conn, item, now, priority)
-                    summary.new += 1
-                elif stat_of(row).same_content_as(item.stat) and row["state"] != State.MISSING:
-                    summary.unchanged += 1
-                elif self._note_change(conn, row, item, now):
-                    summary.changed += 1
-                else:
-                    summary.unchanged += 1
+                conn.execute("SAVEPOINT item")
+                try:
+                    self._record_one(conn, rows.get(item.path), item, now, priority, summary)
+                except (sqlite3.Error, IllegalTransition, ValueError, OverflowError) as exc:
+                    conn.execute("ROLLBACK TO item")
+                    summary.refused.append((item.path, str(exc) or type(exc).__name__))
+                conn.execute("RELEASE item")
         return summary
+
+    def _record_one(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row | None,
+        item: SeenFile,
+        now: float,
+        priority: int,
+        summary: ScanSummary,
+    ) -> None:
+        if row is None:
+            self._insert(conn, item, now, priority)
+            summary.new += 1
+        elif stat_of(row).same_content_as(item.stat) and row["state"] != State.MISSING:
+            summary.unchanged += 1
+        elif self._note_change(conn, row, item, now):
+            summary.changed += 1
+        else:
+            summary.unchanged += 1
 
     def _insert(self, conn: sqlite3.Connection, item: SeenFile, now: float, priority: int) -> None:
         s = item.stat
@@ -108,9 +131,9 @@ class Journal(JournalQueries):
             "INSERT INTO files (path, root, rel_path, size, mtime_ns, inode, device, quiet_since,"
             " state, priority, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                item.path,
+                to_db(item.path),
                 item.root,
-                item.rel_path,
+                to_db(item.rel_path),
                 s.size,
                 s.mtime_ns,
                 s.inode,
@@ -132,23 +155,46 @@ class Journal(JournalQueries):
             {"size": s.size},
         )
 
+    def record_skipped(self, skipped: Iterable[Skipped], now: float) -> int:
+        """Given paths a scan passed over (links not followed, FIFOs, devices), record each
+        as skipped with its reason; a file waiting for upload that became one is skipped
+        too. Return how many were recorded."""
+        batch = list({item.path: item for item in skipped}.values())
+        if not batch:
+            return 0
+        recorded = 0
+        with self._write() as conn:
+            rows = rows_by_path(conn, [item.path for item in batch])
+            for item in batch:
+                row = rows.get(item.path)
+                if row is None:
+                    seen = SeenFile(item.path, item.root, item.rel_path, FileStat(0, 0, 0, 0), now)
+                    self._insert(conn, seen, now, 1)
+                    row = rows_by_path(conn, [item.path])[item.path]
+                elif State(row["state"]) not in (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT):
+                    continue
+                if row["last_error"] != item.reason or row["state"] != State.SKIPPED.value:
+                    move = Move(row["id"], Event.IGNORE, Changes(last_error=item.reason))
+                    self._commit(conn, row, move, now)
+                    recorded += 1
+        return recorded
+
     def _note_change(
         self, conn: sqlite3.Connection, row: sqlite3.Row, item: SeenFile, now: float
     ) -> bool:
-        state = State(row["state"])
-        if state in (State.UPLOADING, State.UPLOADED, State.FILING):
-            return False  # the worker in charge compares stats itself
-        event = Event.SEEN if state in (State.DISCOVERED, State.MISSING) else Event.CHANGED
+        if row["state"] == State.UPLOADING.value:
+            return False  # the worker sending it compares stats itself
         s = item.stat
-        changes = Changes(
-            size=s.size,
-            mtime_ns=s.mtime_ns,
-            inode=s.inode,
-            device=s.device,
-            quiet_since=item.quiet_since,
-            sample_hash=None,
+        job = to_job(row)
+        move, old = outcomes.content_changed(
+            job, s.size, s.mtime_ns, s.inode, s.device, item.quiet_since
         )
-        self._commit(conn, row, Move(row["id"], event, changes, {"size": s.size}), now)
+        self._commit(conn, row, move, now)
+        if old is not None:
+            conn.execute(
+                "INSERT INTO superseded (file_id, video_id, upload_key, since) VALUES (?,?,?,?)",
+                (job.id, old.video_id, old.upload_key, now),
+            )
         return True
 
     def apply(
@@ -165,11 +211,23 @@ class Journal(JournalQueries):
             row = checked_row(conn, move.job_id, expect, owner)
             return self._commit(conn, row, move, now)
 
-    def apply_many(self, moves: Sequence[Move], now: float) -> None:
-        """Given several jobs' moves, commit them in one transaction."""
+    def apply_many(self, moves: Sequence[Move], now: float) -> list[tuple[Move, str]]:
+        """Given several jobs' moves, commit them in one transaction; return the moves that
+        could not be made (a job another process moved on, or removed), each with why.
+
+        One bad move never holds the others back: they are committed without it.
+        """
+        refused: list[tuple[Move, str]] = []
         with self._write() as conn:
             for move in moves:
-                self._commit(conn, row_by_id(conn, move.job_id), move, now)
+                conn.execute("SAVEPOINT move")
+                try:
+                    self._commit(conn, row_by_id(conn, move.job_id), move, now)
+                except (IllegalTransition, JournalError) as exc:
+                    conn.execute("ROLLBACK TO move")
+                    refused.append((move, str(exc)))
+                conn.execute("RELEASE move")
+        return refused
 
     def begin_send(
         self, move: Move, owner: str, now: float, sample_hash: str, checked: Iterable[int]
@@ -271,6 +329,22 @@ class Journal(JournalQueries):
                 (State.UPLOADING.value, *dead),
             )
             return cursor.rowcount
+
+    def set_root_tally(self, root: str, other_extensions: int) -> None:
+        """Given a root and how many files its last rescan passed over for their extension,
+        record it (for `status`)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE roots SET other_extensions = ? WHERE path = ?", (other_extensions, root)
+            )
+
+    def close_superseded(self, replaced_id: int, outcome: str, now: float) -> None:
+        """Given a superseded video, record what became of it (deleted, already gone, kept)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE superseded SET outcome = ?, done_at = ? WHERE id = ?",
+                (outcome, now, replaced_id),
+            )
 
     def save_group(self, name: str, group_id: str, now: float) -> None:
         """Given a group's name and id, cache them."""

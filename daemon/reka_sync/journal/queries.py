@@ -7,9 +7,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from reka_sync.journal.connection import JournalConnection, mapped
-from reka_sync.journal.records import JOB_COLUMNS, HistoryEntry, Job, Pause
+from reka_sync.journal.records import JOB_COLUMNS, HistoryEntry, Job, Pause, Replaced
 from reka_sync.journal.rows import in_chunks, row_by_id, rows_by_path, to_job
 from reka_sync.lifecycle import State
+from reka_sync.names import from_db, to_db
 
 
 class JournalQueries(JournalConnection):
@@ -18,13 +19,13 @@ class JournalQueries(JournalConnection):
     def _recorded_stats(self, paths: list[str]) -> dict[str, tuple[Any, ...]]:
         found: dict[str, tuple[Any, ...]] = {}
         with self._read_lock, mapped(self.path):
-            for chunk, marks in in_chunks(paths, 900):
+            for chunk, marks in in_chunks([to_db(p) for p in paths], 900):
                 rows = self._reader.execute(
                     "SELECT path, size, mtime_ns, inode, device, state FROM files"
                     f" WHERE path IN ({marks})",
                     chunk,
                 )
-                found.update((row[0], row[1:]) for row in rows)
+                found.update((from_db(row[0]), row[1:]) for row in rows)
         return found
 
     def progress(self) -> dict[int, tuple[int, float]]:
@@ -43,7 +44,8 @@ class JournalQueries(JournalConnection):
 
     def find(self, path: str) -> Job | None:
         """Given an absolute path, return its job, or None if the journal never saw it."""
-        rows = self._read(f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path = ?", (path,))
+        sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path = ?"
+        rows = self._read(sql, (to_db(path),))
         return to_job(rows[0]) if rows else None
 
     def jobs(
@@ -144,13 +146,31 @@ class JournalQueries(JournalConnection):
         Files recorded as missing are left out: seeing one again is news.
         """
         with self._read_lock, mapped(self.path):
-            return set(
-                self._reader.execute(
-                    "SELECT path, size, mtime_ns, inode, device FROM files"
-                    " WHERE root = ? AND state != ?",
-                    (root, State.MISSING.value),
-                )
+            rows = self._reader.execute(
+                "SELECT path, size, mtime_ns, inode, device FROM files"
+                " WHERE root = ? AND state != ?",
+                (root, State.MISSING.value),
             )
+            return {(from_db(path), *stats) for path, *stats in rows}
+
+    def other_extensions(self) -> int:
+        """Return how many files the last rescans passed over for their extension."""
+        rows = self._read("SELECT coalesce(sum(other_extensions), 0) FROM roots")
+        return int(rows[0][0])
+
+    def superseded_due(self, limit: int = 50) -> list[Replaced]:
+        """Return pending superseded videos whose file's new content is stored and filed."""
+        rows = self._read(
+            "SELECT s.* FROM superseded s JOIN files f ON f.id = s.file_id"
+            " WHERE s.done_at IS NULL AND f.state = ? ORDER BY s.id LIMIT ?",
+            (State.DONE.value, limit),
+        )
+        return [Replaced(**dict(zip(r.keys(), tuple(r), strict=True))) for r in rows]
+
+    def superseded_of(self, file_id: int) -> list[Replaced]:
+        """Given a job, return the videos of its earlier contents, oldest first."""
+        rows = self._read("SELECT * FROM superseded WHERE file_id = ? ORDER BY id", (file_id,))
+        return [Replaced(**dict(zip(r.keys(), tuple(r), strict=True))) for r in rows]
 
     def group_ids(self) -> dict[str, str]:
         """Return the cached group name → id map."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from reka_sync.lifecycle import State
@@ -67,6 +67,28 @@ class SeenFile(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """A video of a file's earlier content (superseded), and what became of it."""
+
+    id: int
+    file_id: int
+    video_id: str | None
+    upload_key: str | None  # when the send's outcome was unknown: look it up by marker
+    since: float
+    outcome: str | None  # deleted, already gone, kept; None while pending
+    done_at: float | None
+
+
+class Skipped(NamedTuple):
+    """A path a scan passed over, and why (a link not followed, a FIFO, a device)."""
+
+    path: str
+    root: str
+    rel_path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Pause:
     kind: str
     until: float
@@ -78,6 +100,7 @@ class ScanSummary:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why) not recorded
 
 
 JOB_COLUMNS = tuple(f.name for f in fields(Job))

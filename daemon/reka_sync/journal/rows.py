@@ -10,6 +10,7 @@ from typing import Any
 from reka_sync.errors import JournalError, LeaseLost
 from reka_sync.journal.records import JOB_COLUMNS, Job
 from reka_sync.lifecycle import Event, State
+from reka_sync.names import from_db, storable, to_db
 from reka_sync.stability import FileStat
 
 
@@ -24,13 +25,13 @@ def in_chunks(values: Iterable[Any], size: int = 500) -> Iterator[tuple[list[Any
 
 def rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlite3.Row]:
     found: dict[str, sqlite3.Row] = {}
-    for chunk, marks in in_chunks(paths):
+    for chunk, marks in in_chunks([to_db(p) for p in paths]):
         cursor = conn.execute(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path IN ({marks})",
             chunk,
         )
         cursor.row_factory = sqlite3.Row
-        found.update((r["path"], r) for r in cursor.fetchall())
+        found.update((from_db(r["path"]), r) for r in cursor.fetchall())
     return found
 
 
@@ -82,11 +83,14 @@ def stat_of(row: sqlite3.Row) -> FileStat:
 
 
 def sql_values(values: Iterable[Any]) -> list[Any]:
-    return [int(v) if isinstance(v, bool) else v for v in values]
+    return [
+        int(v) if isinstance(v, bool) else storable(v) if isinstance(v, str) else v for v in values
+    ]
 
 
 def to_job(row: sqlite3.Row) -> Job:
     data = dict(zip(row.keys(), tuple(row), strict=True))
     data["state"] = State(data["state"])
+    data["path"], data["rel_path"] = from_db(data["path"]), from_db(data["rel_path"])
     data["outcome_unknown"] = bool(data["outcome_unknown"])
     return Job(**data)

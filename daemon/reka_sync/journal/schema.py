@@ -92,3 +92,29 @@ def _progress(db: sqlite_utils.Database) -> None:
 @migrations(name="0004_root_mounts")
 def _root_mounts(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE roots ADD COLUMN mount TEXT")  # its mount point when last there
+
+
+@migrations(name="0005_byte_paths")
+def _byte_paths(db: sqlite_utils.Database) -> None:
+    # Paths are the filesystem's bytes (not always valid UTF-8): stored as BLOBs.
+    db.execute(
+        "UPDATE files SET path = CAST(path AS BLOB), rel_path = CAST(rel_path AS BLOB)"
+        " WHERE typeof(path) = 'text' OR typeof(rel_path) = 'text'"
+    )
+
+
+@migrations(name="0006_superseded")
+def _superseded(db: sqlite_utils.Database) -> None:
+    # Videos of a file's earlier content, kept until their delete succeeded (on_change).
+    db.execute(
+        "CREATE TABLE superseded (id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL"
+        " REFERENCES files(id), video_id TEXT, upload_key TEXT, since REAL NOT NULL,"
+        " outcome TEXT, done_at REAL)"
+    )
+    db.execute("CREATE INDEX superseded_open ON superseded(done_at, file_id)")
+
+
+@migrations(name="0007_root_tally")
+def _root_tally(db: sqlite_utils.Database) -> None:
+    # Files under each root the extension filter passed over, at the last rescan.
+    db.execute("ALTER TABLE roots ADD COLUMN other_extensions INTEGER NOT NULL DEFAULT 0")

@@ -1,0 +1,127 @@
+"""The settle tick: promote discovered files that are complete, one file's trouble at a time.
+
+For each discovered file it stats once (without following links), asks the
+watcher what the events say of its writers, reads the container headers once the
+file is quiet, and hands all of that to the pure decision (`stability`). What a
+verdict does to the job is a move committed here. An error on one file is
+recorded on that file and the tick goes on with the others.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import structlog
+
+from reka_sync.config import WatchConfig
+from reka_sync.container import inspect
+from reka_sync.errors import RekaSyncError
+from reka_sync.journal import Job, Journal
+from reka_sync.lifecycle import Event, State
+from reka_sync.mounts import is_there
+from reka_sync.moves import UNSET, Changes, Move
+from reka_sync.scanner import NO_LINKS, links_of, stat_file
+from reka_sync.stability import Decision, FileStat, Limits, Verdict, Writer, complete, settle
+
+log = structlog.get_logger("reka_sync.settling")
+SETTLE_BATCH = 5000
+CHANGED_SINCE_SCAN = "it keeps changing"
+KEEPS_CHANGING = 3  # one-shot: changes seen before a file counts as being written
+
+
+class Settler:
+    """Decides, tick by tick, which discovered files are complete."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        writer_of: Callable[[str], Writer],
+        one_shot: bool = False,
+    ) -> None:
+        self.journal = journal
+        self.writer_of = writer_of
+        self.one_shot = one_shot
+        self.left: dict[int, str] = {}  # one-shot: files left for the service, and why
+        self.links = NO_LINKS
+        self._changes: dict[int, int] = {}  # one-shot: times each file changed under us
+
+    def tick(self, config: WatchConfig, now: float) -> int:
+        """Given the watch settings and the time, promote complete files; return how many."""
+        self.links = links_of(config)
+        limits = Limits(
+            config.settle_seconds,
+            config.live_quiet_seconds,
+            config.mp4_index_wait,
+            self.one_shot,
+        )
+
+        @functools.cache  # once per root and tick, not once per file of an unmounted share
+        def root_there(root: str) -> bool:
+            return is_there(root, self.journal.root_mounts())
+
+        promoted = 0
+        for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH):
+            if job.id in self.left:
+                continue
+            try:
+                promoted += self._one(job, limits, now, root_there)
+            except (RekaSyncError, OSError) as exc:
+                log.warning("cannot settle this file; trying again", path=job.path, error=str(exc))
+        return promoted
+
+    def _one(self, job: Job, limits: Limits, now: float, root_there: Callable[[str], bool]) -> int:
+        current = stat_file(job.path, self.links)
+        if current is None and not root_there(job.root):
+            return 0  # an unmounted share: its files are not missing
+        first = settle(job.stat, current, job.quiet_since, now, limits.settle_seconds)
+        if first is Verdict.VANISHED:
+            self._commit(Move(job.id, Event.VANISHED), now)
+        elif first is Verdict.CHANGED and current is not None:
+            self._changed(job, current, now)
+        elif first is Verdict.STABLE or self.one_shot:
+            container = inspect(job.path) if job.size > 0 else None
+            writer = self.writer_of(job.path)
+            decision = complete(job.size, now - job.quiet_since, writer, container, limits)
+            return self._decided(job, decision, now)
+        return 0
+
+    def _changed(self, job: Job, current: FileStat, now: float) -> None:
+        changes = Changes(
+            size=current.size,
+            mtime_ns=current.mtime_ns,
+            inode=current.inode,
+            device=current.device,
+            quiet_since=now,
+        )
+        self._commit(Move(job.id, None, changes, note="still changing"), now)
+        if self.one_shot:  # once is a rewrite; again and again is a writer at work
+            self._changes[job.id] = self._changes.get(job.id, 0) + 1
+            if self._changes[job.id] >= KEEPS_CHANGING:
+                self._leave(
+                    job, f"still being written ({CHANGED_SINCE_SCAN}); left for the service"
+                )
+
+    def _decided(self, job: Job, decision: Decision, now: float) -> int:
+        verdict, reason = decision.verdict, decision.reason
+        if verdict in (Verdict.STABLE, Verdict.UNFINALISED):
+            detail = {"unfinalised": reason} if reason else None
+            settled = Changes(next_attempt_at=now, last_error=None if job.last_error else UNSET)
+            self._commit(Move(job.id, Event.SETTLED, settled, detail), now)
+            return 1
+        if verdict is Verdict.CUT_SHORT:
+            self._commit(Move(job.id, Event.FAIL, Changes(last_error=reason)), now)
+            log.warning("incomplete video; not uploading it", path=job.path, reason=reason)
+        elif verdict is Verdict.NOT_VIDEO:
+            self._commit(Move(job.id, Event.IGNORE, Changes(last_error=reason)), now)
+        elif job.last_error != reason:  # WAIT, EMPTY, LEFT: say why in `show`, once
+            self._commit(Move(job.id, None, Changes(last_error=reason), note="waiting"), now)
+        if self.one_shot and verdict in (Verdict.EMPTY, Verdict.LEFT):
+            self._leave(job, reason)
+        return 0
+
+    def _leave(self, job: Job, reason: str) -> None:
+        self.left[job.id] = reason
+
+    def _commit(self, move: Move, now: float) -> None:
+        self.journal.apply(move, now)
