@@ -220,3 +220,13 @@ def test_one_bad_move_never_holds_the_others_back(tmp_path: Path) -> None:
     states = [journal.get(i).state for i in ids]
     assert states == [State.UPLOADING, State.QUEUED, State.UPLOADING]
     assert [h.event for h in journal.history(ids[1])][-1] == "settled"
+
+
+def test_one_file_that_cannot_be_recorded_never_holds_the_scan_back(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    good = [seen(Path("/m"), f"f{i}.mp4", size=i) for i in range(3)]
+    bad = SeenFile("/m/huge.mp4", "/m", "huge.mp4", FileStat(2**70, 1, 1, 1), 0.0)
+    summary = journal.record_scan([good[0], bad, *good[1:]], now=1.0)
+    assert summary.new == 3
+    assert [path for path, _ in summary.refused] == ["/m/huge.mp4"]
+    assert journal.find("/m/huge.mp4") is None and journal.find("/m/f2.mp4") is not None

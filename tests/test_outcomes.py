@@ -28,7 +28,7 @@ from reka_sync.errors import (
 )
 from reka_sync.journal.records import JOB_COLUMNS
 from reka_sync.lifecycle import ACTIVE, Event, State, next_state
-from reka_sync.moves import UNSET, Changes, Lease, Move
+from reka_sync.moves import UNSET, Changes, Lease, Move, Superseded
 from reka_sync.outcomes import Duplicate, Failure, Kind, Policy, Reach, Stored
 from reka_sync.retry import Backoff
 
@@ -53,6 +53,7 @@ class Row:
     quiet_since: float = 0.0
     last_error: str | None = None
     history: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)  # keys retired, never to be adopted
 
     def apply(self, move: Move | None) -> None:
         if move is None:
@@ -64,6 +65,8 @@ class Row:
         for name, value in move.changes.columns().items():
             if hasattr(self, name):
                 setattr(self, name, value)
+        if move.supersede is not None and move.supersede.upload_key:
+            self.superseded.append(move.supersede.upload_key)
 
 
 def row(**values: object) -> Row:
@@ -154,14 +157,17 @@ def test_retry_after_wins_over_a_shorter_backoff() -> None:
     assert move is not None and move.changes.columns()["next_attempt_at"] == NOW + 40.0
 
 
-def test_a_change_starts_a_new_key_unless_the_last_send_is_unknown() -> None:
+def test_a_change_starts_a_new_key_and_supersedes_an_unknown_send() -> None:
     changed = Failure(Kind.CHANGED, "grew")
     move = outcomes.after_upload(row(upload_key="k1"), True, changed, POLICY, NOW, 0.5)
     assert move is not None and move.changes.columns()["upload_key"] is None
+    assert move.supersede is None
     before_send = outcomes.after_upload(
         row(upload_key="k1", outcome_unknown=True), False, changed, POLICY, NOW, 0.5
     )
-    assert before_send is not None and "upload_key" not in before_send.changes.columns()
+    assert before_send is not None and before_send.changes.columns()["upload_key"] is None
+    assert before_send.changes.columns()["outcome_unknown"] is False
+    assert before_send.supersede == Superseded(None, "k1")  # retired by marker, not adopted
 
 
 def test_stored_and_duplicate_release_the_lease_and_record_the_video() -> None:
@@ -429,6 +435,7 @@ def _step(job: Row, world: World, data: st.DataObject) -> None:
 
 def _check(job: Row, world: World) -> None:
     assert 0 <= job.attempts <= POLICY.max_attempts
+    world.unreconciled -= set(job.superseded)  # old content: retired, never adopted
     if world.unreconciled:  # the journal must remember to look before the next send
         assert job.outcome_unknown and job.upload_key in world.unreconciled, job
     if job.state in ACTIVE and job.state is not State.UPLOADING:

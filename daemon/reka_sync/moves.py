@@ -67,6 +67,14 @@ class Changes:
 
 
 @dataclass(frozen=True)
+class Superseded:
+    """A video of a file's earlier content: by id, or (its send's outcome unknown) by key."""
+
+    video_id: str | None
+    upload_key: str | None
+
+
+@dataclass(frozen=True)
 class Move:
     """One job's move: a lifecycle event (or a note when event is None) and its changes."""
 
@@ -75,3 +83,4 @@ class Move:
     changes: Changes = field(default_factory=Changes)
     detail: dict[str, Any] | None = None
     note: str = ""
+    supersede: Superseded | None = None  # a video of earlier content, to retire later

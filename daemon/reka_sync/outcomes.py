@@ -59,7 +59,7 @@ from reka_sync.errors import (
     ValidationFailed,
 )
 from reka_sync.lifecycle import Event, State
-from reka_sync.moves import UNSET, Changes, Lease, Move
+from reka_sync.moves import UNSET, Changes, Lease, Move, Superseded
 from reka_sync.pauses import AUTH_PAUSE
 from reka_sync.retry import Backoff, server_wait
 
@@ -325,19 +325,22 @@ def _failed(
         max(job.attempts, min(job.attempts + 1, policy.max_attempts)) if spends else job.attempts
     )
     event, delay, reason = _verdict(failure, attempts, policy, rand)
+    # New content is a new chain: a send of the old content whose fate is unknown is
+    # superseded (retired by its marker later), never adopted.
+    old = Superseded(None, job.upload_key) if event is Event.CHANGED and unknown else None
     changes = Changes(
         attempts=attempts,
-        outcome_unknown=unknown,
+        outcome_unknown=unknown and old is None,
         lease=None,
         last_error=reason,
         next_attempt_at=now + delay,
         quiet_since=now if event is Event.CHANGED else UNSET,
-        upload_key=None if event is Event.CHANGED and not unknown else UNSET,
+        upload_key=None if event is Event.CHANGED else UNSET,
     )
     detail: dict[str, Any] = {"error": reason, "retry_in": round(delay, 1)}
     if not spends:
         detail["attempt_given_back"] = True
-    return Move(job.id, event, changes, detail)
+    return Move(job.id, event, changes, detail, supersede=old)
 
 
 def _verdict(
@@ -406,17 +409,9 @@ class Versioned(Protocol):
     def outcome_unknown(self) -> bool: ...
 
 
-@dataclass(frozen=True)
-class Superseded:
-    """A video of a file's earlier content: by id, or (its send's outcome unknown) by key."""
-
-    video_id: str | None
-    upload_key: str | None
-
-
 def content_changed(
     job: Versioned, size: int, mtime_ns: int, inode: int, device: int, quiet_since: float
-) -> tuple[Move, Superseded | None]:
+) -> Move:
     """Given a job whose file now has other content (its new stat), return the move back to
     settling and the video it supersedes, if any. New content is a new upload chain: a
     fresh key, attempts from zero, nothing of the old video kept on the row. A duplicate's
@@ -430,7 +425,7 @@ def content_changed(
         sample_hash=None,
     )
     if job.state in (State.DISCOVERED, State.MISSING):
-        return Move(job.id, Event.SEEN, stat, {"size": size}), None
+        return Move(job.id, Event.SEEN, stat, {"size": size})
     old: Superseded | None = None
     if job.state is not State.SKIPPED and (
         job.video_id or (job.outcome_unknown and job.upload_key)
@@ -448,7 +443,7 @@ def content_changed(
         last_error=None,
     )
     detail = {"size": size, **({"superseded": old.video_id or old.upload_key} if old else {})}
-    return Move(job.id, Event.CHANGED, fresh, detail), old
+    return Move(job.id, Event.CHANGED, fresh, detail, supersede=old)
 
 
 def requeue(job: Ledger) -> Move:

@@ -105,7 +105,7 @@ def complete(
     if writer is Writer.OPEN:
         return _not_yet(limits, "a local process still has it open for writing")
     if quiet_for < limits.settle_seconds:  # short: a backfill waits for it too
-        return Decision(Verdict.WAIT, f"quiet for {quiet_for:.0f}s of {limits.settle_seconds:g}s")
+        return Decision(Verdict.WAIT, f"waiting for {limits.settle_seconds:g}s of quiet")
     # Growing containers need quiet after a close-write, or a longer quiet without one.
     needed = limits.settle_seconds if writer is Writer.CLOSED else limits.live_quiet_seconds
     if container is None or container.kind is Kind.OTHER:
@@ -115,7 +115,7 @@ def complete(
             return Decision(Verdict.NOT_VIDEO, "no MPEG-TS sync bytes: not a video")
         if quiet_for < needed:
             return _not_yet(
-                limits, f"a stream {_growing(writer)}: quiet for {quiet_for:.0f}s of {needed:g}s"
+                limits, f"a stream {_growing(writer)}: waiting for {needed:g}s of quiet"
             )
         return Decision(Verdict.STABLE)
     if container.kind is Kind.MKV:
@@ -140,7 +140,7 @@ def _mp4(
     if container.fragmented and not container.closed_marker and quiet_for < needed:
         return _not_yet(
             limits,
-            f"a fragmented MP4 {_growing(writer)}: quiet for {quiet_for:.0f}s of {needed:g}s",
+            f"a fragmented MP4 {_growing(writer)}: waiting for {needed:g}s of quiet",
         )
     return Decision(Verdict.STABLE)
 

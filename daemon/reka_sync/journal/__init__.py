@@ -185,16 +185,10 @@ class Journal(JournalQueries):
         if row["state"] == State.UPLOADING.value:
             return False  # the worker sending it compares stats itself
         s = item.stat
-        job = to_job(row)
-        move, old = outcomes.content_changed(
-            job, s.size, s.mtime_ns, s.inode, s.device, item.quiet_since
+        move = outcomes.content_changed(
+            to_job(row), s.size, s.mtime_ns, s.inode, s.device, item.quiet_since
         )
         self._commit(conn, row, move, now)
-        if old is not None:
-            conn.execute(
-                "INSERT INTO superseded (file_id, video_id, upload_key, since) VALUES (?,?,?,?)",
-                (job.id, old.video_id, old.upload_key, now),
-            )
         return True
 
     def apply(
@@ -265,6 +259,11 @@ class Journal(JournalQueries):
         )
         event = move.event if move.event is not None else f"note:{move.note}"
         log_event(conn, row["id"], now, event, old, new, move.detail)
+        if move.supersede is not None:
+            conn.execute(
+                "INSERT INTO superseded (file_id, video_id, upload_key, since) VALUES (?,?,?,?)",
+                (row["id"], move.supersede.video_id, move.supersede.upload_key, now),
+            )
         return to_job(row_by_id(conn, row["id"]))
 
     def claim_uploads(self, owner: str, now: float, limit: int, lease_seconds: float) -> list[Job]:
