@@ -54,7 +54,8 @@ def test_a_healthy_setup_passes_every_check(tmp_path: Path, media: Path, emu: An
     # projects/alpha, misc
     assert root["message"].endswith(", inotify, 8 folders")
     journal = next(c for c in checks if c["name"] == "journal")
-    assert journal["message"].endswith("intact, 8 files recorded")
+    assert "intact, 8 files recorded; " in journal["message"]
+    assert journal["message"].endswith("on its disk")  # free space is checked too
     assert API_KEY not in text
 
 
@@ -84,7 +85,8 @@ def test_a_refused_key_a_missing_root_and_a_damaged_journal_fail_with_hints(
     assert "reload" in found["key"]["hint"]
     assert found["root"]["level"] == "warn" and "unmounted" in found["root"]["message"]
     assert found["journal"]["level"] == "fail", found["journal"]
-    assert "move the file aside" in found["journal"]["hint"]
+    hint = found["journal"]["hint"]
+    assert "keep the file" in hint and "backfill" not in hint  # a rebuild would re-upload all
     assert "hint: " in text
     assert "a-wrong-key" not in text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -13,19 +14,28 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from reka_sync.config import Config, Secret
-from reka_sync.errors import UsageError
+from reka_sync.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_IOERR,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    JournalError,
+    UsageError,
+)
 from reka_sync.fingerprint import digest_file, sample_file
 from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import ACTIVE, State
 from reka_sync.mounts import probe
 from reka_sync.names import shown
 from reka_sync.patterns import IgnoreRules
-from reka_sync.progress import Progress
+from reka_sync.progress import Progress, human_size
 from reka_sync.scanner import ScanProblem, links_of, walk
 from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
 
 WAIT_STEP = 0.1  # seconds between looks at the journal while the engine works
+JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
 
 
 @dataclass
@@ -74,10 +84,13 @@ def run(
     *,
     dry_run: bool,
     as_json: bool,
+    max_wait: float = 900.0,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Given the config, back the roots (or `paths`) up once; return the exit code."""
+    """Given the config, back the roots (or `paths`) up once; return the exit code: 0 all
+    done, 1 some failed or interrupted, 74 the journal cannot be written, 75 the API stayed
+    unreachable for `max_wait` seconds (0: wait forever), 78 the API refused the key."""
     journal = Journal.open(config.journal.path)
     try:
         found = scan(config, paths, journal.root_mounts())
@@ -91,12 +104,16 @@ def run(
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
         ids = _record(journal, found.files, found.skipped)
-        interrupted = _drive(config, journal, key, ids, err)
-        summary = summarise(journal.jobs_by_ids(ids), interrupted)
+        interrupted, stopped = _drive(config, journal, key, ids, err, max_wait)
+        summary = summarise(journal.jobs_by_ids(ids), interrupted or stopped is not None)
     finally:
         journal.close()
     _print_summary(summary, as_json, out)
-    return 1 if summary["failed"] or interrupted else 0
+    if stopped is not None:
+        code, message = stopped
+        print(f"reka-sync: {message}", file=err)
+        return code
+    return EXIT_FAILED if summary["failed"] or interrupted else EXIT_OK
 
 
 def _record(journal: Journal, files: list[SeenFile], skipped: list[Skipped]) -> list[int]:
@@ -109,8 +126,11 @@ def _record(journal: Journal, files: list[SeenFile], skipped: list[Skipped]) -> 
     return journal.ids_of([*(f.path for f in files), *(s.path for s in skipped)])
 
 
-def _drive(config: Config, journal: Journal, key: Secret, ids: list[int], err: TextIO) -> bool:
-    """Run the engine until every job in `ids` is finished; return True if interrupted."""
+def _drive(
+    config: Config, journal: Journal, key: Secret, ids: list[int], err: TextIO, max_wait: float
+) -> tuple[bool, tuple[int, str] | None]:
+    """Run the engine until every job in `ids` is finished; return whether a signal
+    interrupted it, and the exit code and reason if the environment stopped it."""
     engine = Engine(config, journal, key, one_shot=True)
     stop = threading.Event()
     on_stop_signals(stop.set)
@@ -120,8 +140,12 @@ def _drive(config: Config, journal: Journal, key: Secret, ids: list[int], err: T
     left = engine.settler.left  # files still being written: the service takes them
     waiting, counted = ids, 0
     engine.start()
+    stopped: tuple[int, str] | None = None
     try:
         while not stop.wait(WAIT_STEP):
+            stopped = _environment_stops(engine, max_wait, time.time())
+            if stopped is not None:
+                break
             if len(left) != counted:
                 counted = len(left)
                 waiting = [i for i in ids if i not in left]
@@ -130,10 +154,47 @@ def _drive(config: Config, journal: Journal, key: Secret, ids: list[int], err: T
             if all(tally[state][0] == 0 for state in ACTIVE):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents
                 break
+    except JournalError as exc:
+        stopped = _journal_stops(journal.path, str(exc))
     finally:
         engine.stop()
         progress.close()
-    return stop.is_set()
+    return stop.is_set(), stopped
+
+
+def _environment_stops(engine: Engine, max_wait: float, now: float) -> tuple[int, str] | None:
+    """Given the engine's view of the environment, return why a one-shot run must stop."""
+    if engine.key_refused:
+        return EXIT_CONFIG, (
+            f"{engine.key_refused}: fix api_key_file, $REKA_API_KEY or the credential "
+            "reka-api-key, then run backfill again"
+        )
+    since = engine.reach.since
+    if since is not None and max_wait > 0 and now - since >= max_wait:
+        return EXIT_TEMPFAIL, (
+            f"the API is unreachable since {_iso(since)} ({engine.reach.reason}); "
+            "nothing was lost: run backfill again later"
+        )
+    trouble = engine.journal_trouble
+    if trouble is not None and now - trouble[0] >= JOURNAL_PATIENCE:
+        return _journal_stops(engine.journal.path, engine.journal_error)
+    return None
+
+
+def _journal_stops(path: Path, error: str) -> tuple[int, str]:
+    try:
+        free = shutil.disk_usage(path.parent).free
+        room = f"{human_size(free)} free on its disk"
+    except OSError:
+        room = "its disk cannot be read"
+    return EXIT_IOERR, (
+        f"the journal {path} cannot be written ({error}); {room}. Free some space or fix "
+        "its permissions, then run backfill again: it carries on where it stopped"
+    )
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def summarise(jobs: list[Job], interrupted: bool = False) -> dict[str, Any]:

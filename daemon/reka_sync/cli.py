@@ -20,13 +20,22 @@ from reka_sync.config import (
     require_api_key,
     resolve_api_key,
 )
-from reka_sync.errors import ConfigError, JournalError, RekaSyncError, UsageError
+from reka_sync.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_IOERR,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    JournalError,
+    NoJournalYet,
+    RekaSyncError,
+    UsageError,
+)
 from reka_sync.journal import Journal
 from reka_sync.lifecycle import State
 from reka_sync.names import shown
 from reka_sync.status import format_show, format_status, show_report, status_report
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -46,9 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"reka-sync: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except JournalError as exc:
+    except NoJournalYet as exc:
         print(f"reka-sync: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except JournalError as exc:
+        print(f"reka-sync: {exc}", file=sys.stderr)
+        return EXIT_IOERR
     except RekaSyncError as exc:
         print(f"reka-sync: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -94,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", type=Path, metavar="PATH", help="only these files or folders"
     )
     sub.add_argument("--dry-run", action="store_true", help="upload nothing; show the plan")
+    sub.add_argument(
+        "--max-wait",
+        type=_duration,
+        default=900.0,
+        metavar="DURATION",
+        help="how long to wait for an unreachable API before exiting 75 (15m; 0 = forever)",
+    )
     _json_flag(sub)
     _json_flag(add("status", cmd_status, "counts per state, work in flight, pauses, failures"))
     sub = add("show", cmd_show, "one file's history in the journal")
@@ -112,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     _emulator_flags(add("emulator", cmd_emulator, "run the built-in Reka Vision API emulator"))
     add("demo", cmd_demo, "run the pipeline against the built-in emulator on a sample tree")
     return parser
+
+
+def _duration(text: str) -> float:
+    """Given "90", "90s", "20m" or "2h", return seconds; refuse anything else."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90s, 20m, 2h)") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("a duration cannot be negative")
+    return seconds
 
 
 def _emulator_flags(sub: argparse.ArgumentParser) -> None:
@@ -299,7 +331,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     config = _config(args)
     key = None if args.dry_run else require_api_key(config)
     _logging(args, key)
-    return backfill.run(config, key, args.paths, dry_run=args.dry_run, as_json=args.json)
+    return backfill.run(
+        config, key, args.paths, dry_run=args.dry_run, as_json=args.json, max_wait=args.max_wait
+    )
 
 
 def _logging(args: argparse.Namespace, key: Secret | None) -> None:

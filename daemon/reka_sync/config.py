@@ -60,6 +60,7 @@ class ApiConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     stall_timeout: float = 60.0
+    outage_grace: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -307,6 +308,7 @@ def _api(table: _Table, base: Path) -> ApiConfig:
         connect_timeout=table.get("connect_timeout", float, d.connect_timeout, _positive),
         read_timeout=table.get("read_timeout", float, d.read_timeout, _positive),
         stall_timeout=table.get("stall_timeout", float, d.stall_timeout, _positive),
+        outage_grace=table.get("outage_grace", float, d.outage_grace, _non_negative),
     )
     table.finish()
     return config

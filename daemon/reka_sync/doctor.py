@@ -8,6 +8,7 @@ the folders to watch, and the journal (intact, writable). It changes nothing.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +17,17 @@ from reka_sync.api import ApiClient, ResponseInfo
 from reka_sync.config import Config, resolve_api_key
 from reka_sync.errors import AuthError, ConfigError, JournalError, RekaSyncError
 from reka_sync.journal import Journal
+from reka_sync.journal.connection import DAMAGED_HINT
 from reka_sync.mounts import mount_of, observer_kind, probe, read_mounts
 from reka_sync.patterns import IgnoreRules
+from reka_sync.progress import human_size
 from reka_sync.scanner import ScanProblem, count_folders
 
 CLOCK_WARN, CLOCK_FAIL = 5.0, 120.0  # seconds of skew against the API's Date header
 INOTIFY = Path("/proc/sys/fs/inotify")
 SYSCTL_HINT = "install systemd/60-reka-sync.conf in /etc/sysctl.d/ and run `sysctl --system`"
-REBUILD_HINT = "stop reka-sync, move the file aside and run `reka-sync backfill` to rebuild it"
+REBUILD_HINT = DAMAGED_HINT
+FREE_WARN_BYTES, FREE_WARN_SHARE = 1 << 30, 0.05  # warn under 1 GiB or 5% free
 
 
 @dataclass(frozen=True)
@@ -193,4 +197,14 @@ def check_journal(path: Path) -> Check:
     if not os.access(path, os.W_OK) or not os.access(folder, os.W_OK):
         hint = "run doctor as the service user: sudo -u reka-sync reka-sync doctor"
         return Check("fail", "journal", f"{path} is intact but not writable by this user", hint)
-    return Check("ok", "journal", f"{path} intact, {total} files recorded")
+    return _free_space(path, f"{path} intact, {total} files recorded")
+
+
+def _free_space(path: Path, intact: str) -> Check:
+    """Given the journal and what the integrity check said, warn when its disk runs low."""
+    usage = shutil.disk_usage(path.parent)
+    free = f"{human_size(usage.free)} free of {human_size(usage.total)}"
+    if usage.free < FREE_WARN_BYTES or usage.free < FREE_WARN_SHARE * usage.total:
+        hint = "free space there: a full disk stops the journal (and so every upload)"
+        return Check("warn", "journal", f"{intact}; only {free} on its disk", hint)
+    return Check("ok", "journal", f"{intact}; {free} on its disk")

@@ -7,7 +7,8 @@ exceptions into this tree, with a message that says what to do next::
     ├── ConfigError            the configuration cannot be used (exit 78)
     ├── GlobError              a glob is malformed (the config reports it with its key path)
     ├── UsageError             the command line names something it cannot act on (exit 2)
-    ├── JournalError           the SQLite journal cannot be opened or written
+    ├── JournalError           the SQLite journal cannot be opened or written (exit 74)
+    │   ├── NoJournalYet           nothing has created it yet (exit 1)
     │   └── LeaseLost              another process took the job over; our result is dropped
     ├── IllegalTransition      a job state change the lifecycle forbids (a bug)
     ├── FileProblem            a local file is unreadable, vanished or changing
@@ -35,6 +36,12 @@ What each of these does to a job is decided in one place: ``outcomes.classify``.
 
 from __future__ import annotations
 
+# Exit codes (sysexits where one fits): what a one-shot command or the service ends with.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_IOERR = 74  # the journal cannot be read or written (disk full, read-only, damaged)
+EXIT_TEMPFAIL = 75  # the API stayed unreachable past --max-wait: run again later
+EXIT_CONFIG = 78  # a configuration error, including a key the API refuses
+
 
 class RekaSyncError(Exception):
     """Base of every error reka-sync raises on purpose."""
@@ -58,6 +65,10 @@ class UsageError(RekaSyncError):
 
 class JournalError(RekaSyncError):
     """The journal file cannot be used as asked."""
+
+
+class NoJournalYet(JournalError):
+    """No journal at the configured path yet: nothing has run (not an I/O error)."""
 
 
 class LeaseLost(JournalError):
@@ -157,7 +168,12 @@ class TransportError(ApiError):
 
 
 class NotSent(TransportError):
-    """The request never reached the server; it is safe to send again."""
+    """The request never reached the server; it is safe to send again. `unreachable`: no
+    connection could be made (refused, DNS, TLS, connect timeout): the API is not there."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        self.unreachable = unreachable
+        super().__init__(message)
 
 
 class BadReply(TransportError):

@@ -179,6 +179,8 @@ def _classify(error: BaseException, sent: bool) -> Failure:
         return _status_failure(error, reason)
     if isinstance(error, OutcomeUnknown):
         return Failure(Kind.RETRYABLE, reason, Reach.MAYBE)
+    if isinstance(error, NotSent) and error.unreachable:  # the API is not there: not the file's
+        return Failure(Kind.PAUSED, reason, Reach.NONE)
     if isinstance(error, (NotSent, TransportError)):
         return Failure(Kind.RETRYABLE, reason, Reach.NONE)
     return Failure(

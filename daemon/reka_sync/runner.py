@@ -24,7 +24,7 @@ from reka_sync.journal import Journal
 from reka_sync.lifecycle import State
 from reka_sync.logs import register_secret
 from reka_sync.scheduler import Engine
-from reka_sync.service import Notifier, on_reload_signal, on_stop_signals
+from reka_sync.service import InstanceLock, Notifier, on_reload_signal, on_stop_signals
 from reka_sync.watcher import Watcher
 
 log = structlog.get_logger("reka_sync.run")
@@ -56,7 +56,11 @@ class Service:
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.drained = True
+        self.instance = InstanceLock(config.journal.path)
+        self.instance.acquire()  # one service per journal: a second one says whose it is
         self.journal = Journal.open(config.journal.path)
+        self.journal.require_intact()  # damage is said at start, never silently worked on
+        self.journal.record_check("ok", time.time())
         self.engine = Engine(config, self.journal, key, watcher=Watcher(config.watch, time.time))
 
     def serve(self) -> int:
@@ -152,6 +156,9 @@ class Service:
         counts = self.journal.counts()
         sending = self.engine.in_flight()
         parts = [f"uploading {len(sending)}"]
+        trouble = self.engine.health_line()
+        if trouble:
+            parts.insert(0, trouble)
         parts += [
             f"{label} {counts[state]}"
             for label, state in (

@@ -32,9 +32,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from reka_sync import pauses
 from reka_sync.api import ApiClient, ResponseInfo, Transport
 from reka_sync.config import MAX_WORKERS, Config, Secret
-from reka_sync.errors import RekaSyncError
+from reka_sync.errors import JournalError, RekaSyncError, TransportError
 from reka_sync.filing import POLL_BATCH, Confirmer
 from reka_sync.groups import GroupResolver
+from reka_sync.health import Reachability, Said
 from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import State
 from reka_sync.mounts import probe
@@ -52,6 +53,9 @@ log = structlog.get_logger("reka_sync.scheduler")
 HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
 STALLED = 30.0  # seconds without a heartbeat or dispatch tick before we call it stuck
 LIVELY_TICKS = ("heartbeat", "dispatch")
+JOURNAL_REMIND = 600.0  # seconds between lines while the journal cannot be written
+INTEGRITY_EVERY = 86400.0  # seconds between the service's quick checks of the journal
+JOURNAL_RECOVERED = 3.0  # seconds of writes without a failure before the trouble is over
 
 
 class Engine:
@@ -78,6 +82,12 @@ class Engine:
         self._owner = owner_id()
         self._rand = rand
         self._retired: list[ApiClient] = []
+        self.reach = Reachability(grace=config.api.outage_grace)
+        self.key_refused: str | None = None  # why, once the API refused the key
+        # (since, last said, last failure) while the journal cannot be written
+        self.journal_trouble: tuple[float, float, float] | None = None
+        self.journal_error = ""
+        self._health_lock = threading.Lock()
         self._transport = transport
         self.api, self.ctx = self._context(config, key, {})
         self.steps = Steps(self.ctx)
@@ -103,6 +113,7 @@ class Engine:
             max_connections=MAX_WORKERS + 2,
             on_response=self._observe,
             before_request=self._gate,
+            on_failure=self._no_answer,
             transport=self._transport,
         )
         groups = GroupResolver(api, self.journal, config.groups.create_missing, self.clock)
@@ -117,6 +128,7 @@ class Engine:
             self.clock,
             self._rand,
             self._touch,
+            lambda: self.reach.outage,
             progress,
         )
         return api, ctx
@@ -127,6 +139,8 @@ class Engine:
         Steps in flight finish with what they started with; nothing is cancelled.
         """
         api, ctx = self._context(config, key, self.ctx.progress)
+        self.key_refused = None  # a new key gets a new chance
+        self.reach.grace = config.api.outage_grace
         with self._lock:
             self._retired.append(self.api)
             self.config, self.api, self.ctx = config, api, ctx
@@ -159,7 +173,8 @@ class Engine:
                 cancel = threading.Event()
                 self._cancels[job.id] = cancel
                 self.uploads.submit(
-                    partial(self.steps.upload, job, cancel), partial(self._finished, job)
+                    self._journal_guarded(partial(self.steps.upload, job, cancel)),
+                    partial(self._finished, job),
                 )
             return len(jobs)
 
@@ -189,7 +204,7 @@ class Engine:
             self.confirm.file(filing)
             self.confirm.retire(replaced)
 
-        self.control.submit(step, lambda: None)
+        self.control.submit(self._journal_guarded(step), lambda: None)
         return len(polls) + len(filing)
 
     def settle(self, now: float) -> int:
@@ -279,6 +294,15 @@ class Engine:
             log.info("scan found new or changed files", root=str(root), files=changed)
         return count
 
+    def check_integrity(self, now: float) -> str:
+        """Given the time, run SQLite's quick check on the journal, keep the verdict for
+        `status`, and say so loudly if it found damage; return the verdict."""
+        verdict = self.journal.check_integrity()
+        self.journal.record_check(verdict, now)
+        if verdict != "ok":
+            log.error("the journal is damaged; stop reka-sync and keep the file", verdict=verdict)
+        return verdict
+
     def heartbeat(self, now: float) -> None:
         """Given the time, renew our leases, free those of dead local processes, publish pauses."""
         self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight())
@@ -301,9 +325,44 @@ class Engine:
         self._touch()
         self.pauses.check(kind_of(method, path), self.clock())
 
+    def _no_answer(self, error: TransportError) -> None:
+        self._touch()
+        self._unreachable(self.clock(), str(error))
+
+    def _unreachable(self, now: float, reason: str) -> None:
+        with self._health_lock:
+            said = self.reach.failed(now, reason)
+            if not self.reach.outage:
+                return
+            since = _iso(self.reach.since or now)
+            text = self.reach.describe(since)
+            pause = self.pauses.pause(ALL, self.reach.probe_at(now), text)
+        self.journal.set_pause(pause.kind, pause.until, pause.reason)
+        if said is Said.STARTED:
+            log.warning("API unreachable; everything waits for it", since=since, reason=reason)
+        elif said is Said.LASTS:
+            log.warning("API still unreachable", since=since, reason=reason)
+
+    def _reachable(self, now: float) -> None:
+        with self._health_lock:
+            said = self.reach.answered(now)
+            if said is Said.ENDED:
+                self.pauses.lift(ALL)
+        if said is Said.ENDED:
+            self.journal.clear_pause(ALL)
+            log.warning("API reachable again; carrying on")
+
     def _observe(self, info: ResponseInfo) -> None:
         self._touch()
         now = self.clock()
+        if info.status >= 500:
+            self._unreachable(now, f"HTTP {info.status} from {info.method} {info.path}")
+        else:
+            self._reachable(now)
+        if info.status in (401, 403):
+            self.key_refused = f"the API refused the key (HTTP {info.status})"
+        elif info.status < 400:
+            self.key_refused = None
         order = pauses.pause_for(info, now)
         if order is not None:
             pause = self.pauses.pause(order.kind, order.until, order.reason)
@@ -346,6 +405,12 @@ class Engine:
             )
         if self.watcher is not None:
             self._schedule_rescan(scheduler, self.config.watch.rescan_interval, soon=True)
+            scheduler.add_job(
+                partial(self._run_tick, "integrity", self.check_integrity),
+                "interval",
+                seconds=INTEGRITY_EVERY,
+                id="integrity",
+            )
         scheduler.start()
         self._scheduler = scheduler
 
@@ -362,10 +427,53 @@ class Engine:
     def _run_tick(self, name: str, tick: Callable[[float], object]) -> None:
         try:
             tick(self.clock())
+            if name == "heartbeat":  # it always writes
+                self._journal_worked()
+        except JournalError as exc:
+            self._journal_failed(str(exc))
         except RekaSyncError as exc:
             log.error("tick failed; it runs again shortly", tick=name, error=str(exc))
         finally:
             self._last_run[name] = self.clock()
+
+    def _journal_failed(self, reason: str) -> None:
+        """The journal cannot be written: say so once (then every ten minutes), not per tick."""
+        now = self.clock()
+        with self._health_lock:
+            first = self.journal_trouble is None
+            since, said, _ = self.journal_trouble or (now, 0.0, now)
+            speak = first or now - said >= JOURNAL_REMIND
+            self.journal_trouble = (since, now if speak else said, now)
+            self.journal_error = reason
+        if speak:
+            log.error(
+                "the journal cannot be written; nothing new is recorded until it can",
+                error=reason,
+                journal=str(self.journal.path),
+            )
+
+    def _journal_worked(self) -> None:
+        """A write went through: once none has failed for a while, the trouble is over."""
+        with self._health_lock:
+            trouble = self.journal_trouble
+            if trouble is None or self.clock() - trouble[2] < JOURNAL_RECOVERED:
+                return
+            self.journal_trouble = None
+        log.warning("the journal is writable again; carrying on")
+        if self._scheduler is not None and self.watcher is not None:  # what arrived meanwhile
+            self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
+
+    def _journal_guarded(self, step: Callable[[], None]) -> Callable[[], None]:
+        """Given a worker step, return it with a journal that cannot be written reported
+        as the engine's trouble (once), not as a crash of every step."""
+
+        def guarded() -> None:
+            try:
+                step()
+            except JournalError as exc:
+                self._journal_failed(str(exc))
+
+        return guarded
 
     def trouble(self, now: float) -> str | None:
         """Given the time, return what is stuck: the scheduler, its ticks or a worker step.
@@ -410,6 +518,16 @@ class Engine:
             log.warning("a step is stuck in a network call; the next start settles it")
         return drained
 
+    def health_line(self) -> str | None:
+        """Return what is wrong with the environment, in a few words, or None."""
+        if self.key_refused:
+            return f"PAUSED: {self.key_refused}"
+        if self.reach.outage and self.reach.since is not None:
+            return f"PAUSED: API unreachable since {_iso(self.reach.since)}"
+        if self.journal_trouble is not None:
+            return f"JOURNAL NOT WRITABLE since {_iso(self.journal_trouble[0])}"
+        return None
+
     def wait_idle(self, timeout: float) -> bool:
         """Given a timeout, wait until no upload, poll or group move runs; return True if so."""
         return self.uploads.wait_idle(timeout) and self.control.wait_idle(timeout)
@@ -417,3 +535,7 @@ class Engine:
     def in_flight(self) -> dict[int, int]:
         """Return bytes sent so far for each upload in flight, by job id."""
         return dict(self.ctx.progress)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -1,14 +1,21 @@
-"""Process-level concerns: signals, sd_notify, and who owns a lease. Handlers only set flags."""
+"""Process-level concerns: signals, sd_notify, who owns a lease, one service per journal.
+
+Signal handlers only set flags.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import FrameType
+
+from reka_sync.errors import RekaSyncError
 
 
 def on_stop_signals(stop: Callable[[], None]) -> threading.Event:
@@ -107,3 +114,39 @@ def owner_alive(owner: str) -> bool | None:
     if host != socket.gethostname() or not pid_text.isdigit():
         return None
     return _start_ticks(int(pid_text)) == started
+
+
+class InstanceLock:
+    """One `reka-sync run` per journal: an exclusive lock on a file beside it, with the PID.
+
+    A backfill beside the service needs none (they share the journal by design).
+    """
+
+    def __init__(self, journal: Path) -> None:
+        self.journal = journal
+        self.path = journal.with_name(journal.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock. Raise RekaSyncError naming the PID of the service that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RekaSyncError(
+                f"another `reka-sync run` (PID {holder}) already uses the journal "
+                f"{self.journal}; stop it first (systemctl stop reka-sync), or give this "
+                "one its own journal.path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the lock go (the process's exit does too)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

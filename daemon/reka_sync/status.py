@@ -14,7 +14,8 @@ from reka_sync.progress import human_size
 
 def status_report(journal: Journal, now: float) -> dict[str, Any]:
     """Given the journal and the time, return counts, in-flight work, pauses and recent failures."""
-    counts = journal.counts()
+    counts = journal.counts_from_rows()
+    checked = journal.last_check()
     in_flight = journal.jobs([State.UPLOADING, State.UPLOADED, State.FILING], limit=50)
     sent = journal.progress()
     waiting = journal.jobs([State.QUEUED, State.RETRY_WAIT], limit=1)
@@ -26,6 +27,7 @@ def status_report(journal: Journal, now: float) -> dict[str, Any]:
         "oldest_queued_seconds": round(now - waiting[0].created_at, 1) if waiting else None,
         "waiting": [_brief(job, now) for job in journal.jobs([State.DISCOVERED], limit=20)],
         "other_extensions": journal.other_extensions(),
+        "journal_check": {"at": _iso(checked[0]), "verdict": checked[1]} if checked else None,
         "pauses": [
             {
                 "kind": p.kind,
@@ -84,6 +86,9 @@ def format_status(report: dict[str, Any]) -> str:
             f"UNAVAILABLE root {root['root']} since {root['since']} (not mounted?); "
             "its files wait, they are not missing"
         )
+    check = report["journal_check"]
+    if check is not None and check["verdict"] != "ok":
+        lines.append(f"JOURNAL DAMAGED (checked {check['at']}): {check['verdict']}")
     if report["other_extensions"]:
         lines.append(
             f"{report['other_extensions']} files under the roots are not videos by their "

@@ -9,6 +9,7 @@ two lines resumes from the journal.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import uuid
@@ -75,6 +76,7 @@ class Context:
     clock: Callable[[], float]
     rand: Callable[[], float]
     touch: Callable[[float | None], None]  # a sign of life from the step on this thread
+    in_outage: Callable[[], bool]  # the API has been unreachable for a while
     progress: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -202,7 +204,10 @@ class Steps:
             exc = FileUnreadable(f"{job.path} cannot be read: {exc.strerror or exc}")
         if isinstance(exc, FileProblem) and not isinstance(exc, (FileChanged, FileVanished)):
             exc = self._file_now(job, exc)
-        return outcomes.classify(exc, sent, getattr(exc, "request_id", None))
+        failure = outcomes.classify(exc, sent, getattr(exc, "request_id", None))
+        if failure.kind is Kind.RETRYABLE and self.ctx.in_outage():  # the API's, not the file's
+            return dataclasses.replace(failure, kind=Kind.PAUSED, wait=None)
+        return failure
 
     def _file_now(self, job: Job, exc: FileProblem) -> FileProblem:
         """A read failed: a file that is gone or changed says so; else the read error stands."""

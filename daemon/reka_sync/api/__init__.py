@@ -32,7 +32,7 @@ from reka_sync.api.replies import (
     status_error,
 )
 from reka_sync.config import ApiConfig, Secret
-from reka_sync.errors import BadReply, Cancelled, NotSent, OutcomeUnknown
+from reka_sync.errors import BadReply, Cancelled, NotSent, OutcomeUnknown, TransportError
 from reka_sync.stability import FileStat
 from reka_sync.upload_body import UploadBody
 
@@ -55,13 +55,15 @@ MIN_UPLOAD_RATE = 5 * 1024 * 1024  # bytes/s we still wait for the answer to an 
 ResponseHook = Callable[[ResponseInfo], None]
 Transport = httpx.BaseTransport  # swappable: tests hand in an httpx.MockTransport
 RequestHook = Callable[[str, str], None]
+FailureHook = Callable[[TransportError], None]
 
 
 class ApiClient:
     """Typed calls to the Reka Vision API v2. Safe to share between threads.
 
     `before_request(method, path)` runs before anything is sent and may raise to hold a
-    request back; `on_response(info)` sees every answer, errors included.
+    request back; `on_response(info)` sees every answer, errors included;
+    `on_failure(error)` sees every request that got no answer (the error it raises).
     """
 
     def __init__(
@@ -73,10 +75,12 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         on_response: ResponseHook | None = None,
         before_request: RequestHook | None = None,
+        on_failure: FailureHook | None = None,
     ) -> None:
         self._config = config
         self._on_response = on_response
         self._before_request = before_request
+        self._on_failure = on_failure
         verify: Any = True
         if config.ca_bundle is not None:
             import ssl
@@ -310,19 +314,11 @@ class ApiClient:
             response = self._http.request(method, path, **kwargs)
         except Cancelled:
             raise
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise NotSent(
-                f"{method} {path}: cannot connect to {self._config.base_url}: {_reason(exc)}"
-            ) from None
         except httpx.TransportError as exc:
-            sent_all = body.finished if body is not None else method != "GET"
-            if body is not None and not sent_all:
-                raise NotSent(
-                    f"{method} {path}: connection failed after "
-                    f"{body.bytes_sent} of {body.length} bytes: {_reason(exc)}"
-                ) from None
-            kind = OutcomeUnknown if sent_all else NotSent
-            raise kind(f"{method} {path}: no answer: {_reason(exc)}") from None
+            error = self._transport_error(exc, method, path, body)
+            if self._on_failure is not None:
+                self._on_failure(error)
+            raise error from None
         info = response_info(method, path, response)
         if self._on_response is not None:
             self._on_response(info)
@@ -335,6 +331,26 @@ class ApiClient:
         if response.status_code >= 400:
             raise status_error(response, info)
         return response
+
+    def _transport_error(
+        self, exc: httpx.TransportError, method: str, path: str, body: UploadBody | None
+    ) -> TransportError:
+        """Map a failed exchange: not sent (safe again), or sent with the outcome unknown."""
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return NotSent(
+                f"{method} {path}: cannot connect to {self._config.base_url}: {_reason(exc)}",
+                unreachable=True,
+            )
+        if isinstance(exc, httpx.PoolTimeout):
+            return NotSent(f"{method} {path}: no free connection: {_reason(exc)}")
+        sent_all = body.finished if body is not None else method != "GET"
+        if body is not None and not sent_all:
+            return NotSent(
+                f"{method} {path}: connection failed after "
+                f"{body.bytes_sent} of {body.length} bytes: {_reason(exc)}"
+            )
+        kind = OutcomeUnknown if sent_all else NotSent
+        return kind(f"{method} {path}: no answer: {_reason(exc)}")
 
 
 def _reason(exc: Exception) -> str:

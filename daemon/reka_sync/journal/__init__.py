@@ -329,6 +329,14 @@ class Journal(JournalQueries):
             )
             return cursor.rowcount
 
+    def record_check(self, verdict: str, now: float) -> None:
+        """Given the verdict of an integrity check, keep it for `status`."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO checks (name, at, verdict) VALUES ('quick_check', ?, ?)",
+                (now, verdict),
+            )
+
     def set_root_tally(self, root: str, other_extensions: int) -> None:
         """Given a root and how many files its last rescan passed over for their extension,
         record it (for `status`)."""

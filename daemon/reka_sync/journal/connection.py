@@ -13,10 +13,17 @@ from typing import Any, Self
 
 import sqlite_utils
 
-from reka_sync.errors import JournalError
+from reka_sync.errors import JournalError, NoJournalYet
 from reka_sync.journal.schema import APPLICATION_ID, migrations
 
 BUSY_TIMEOUT_S = 10.0
+
+
+# Never suggest rebuilding the journal from scratch: that would upload every file again.
+DAMAGED_HINT = (
+    "stop reka-sync and keep the file; restore a copy of it if you have one (a journal "
+    "built from scratch would upload every file again)"
+)
 
 
 class JournalConnection:
@@ -36,7 +43,7 @@ class JournalConnection:
         """Given a path, return the open, migrated journal. Raise JournalError if unusable."""
         _refuse_foreign_file(path)
         if readonly and not path.exists():
-            raise JournalError(
+            raise NoJournalYet(
                 f"no journal at {path} yet; `reka-sync run` or `backfill` creates it"
             )
         try:
@@ -107,6 +114,12 @@ class JournalConnection:
             cursor.row_factory = sqlite3.Row
             return list(cursor.fetchall())
 
+    def require_intact(self) -> None:
+        """Raise JournalError, saying what to do, if SQLite's quick check finds damage."""
+        verdict = self.check_integrity()
+        if verdict != "ok":
+            raise JournalError(f"the journal {self.path} is damaged ({verdict}); {DAMAGED_HINT}")
+
     def check_integrity(self) -> str:
         """Return SQLite's integrity-check verdict ("ok" when healthy, else what is wrong)."""
         try:
@@ -155,4 +168,6 @@ def mapped(path: Path) -> Iterator[None]:
             "this is a bug in reka-sync, please report it"
         ) from None
     except sqlite3.DatabaseError as exc:
-        raise JournalError(f"journal {path} is damaged or not a database: {exc}") from None
+        raise JournalError(
+            f"journal {path} is damaged or not a database ({exc}); {DAMAGED_HINT}"
+        ) from None

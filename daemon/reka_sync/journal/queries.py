@@ -108,6 +108,18 @@ class JournalQueries(JournalConnection):
         with self._read_lock, mapped(self.path):
             return [r["id"] for r in rows_by_path(self._reader, list(paths)).values()]
 
+    def counts_from_rows(self) -> dict[State, int]:
+        """Return how many files are in each state, read from the rows themselves (not an
+        index), so damage to the table is met here and reported. Raise JournalError then."""
+        sql = "SELECT state, count(*) FROM files NOT INDEXED GROUP BY state"
+        found = {r[0]: r[1] for r in self._read(sql)}
+        return {state: int(found.get(state.value, 0)) for state in State}
+
+    def last_check(self) -> tuple[float, str] | None:
+        """Return when the service last checked the journal's integrity, and the verdict."""
+        rows = self._read("SELECT at, verdict FROM checks WHERE name = 'quick_check'")
+        return (rows[0][0], rows[0][1]) if rows else None
+
     def counts(self) -> dict[State, int]:
         """Return how many files are in each state (every state present, zeros included)."""
         found = {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM files GROUP BY state")}

@@ -118,3 +118,9 @@ def _superseded(db: sqlite_utils.Database) -> None:
 def _root_tally(db: sqlite_utils.Database) -> None:
     # Files under each root the extension filter passed over, at the last rescan.
     db.execute("ALTER TABLE roots ADD COLUMN other_extensions INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations(name="0008_checks")
+def _checks(db: sqlite_utils.Database) -> None:
+    # The last integrity check the service ran, for `status`.
+    db.execute("CREATE TABLE checks (name TEXT PRIMARY KEY, at REAL NOT NULL, verdict TEXT)")

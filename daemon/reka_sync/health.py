@@ -1,0 +1,80 @@
+"""The environment's health: is the API there, and does it take our key? (pure: no I/O, no clock)
+
+One owner for the states that are nobody's file's fault:
+
+* **API unreachable.** Every request failed (no connection, a timeout, a 5xx) for
+  `grace` seconds with no answer in between: an outage. It pauses everything; the
+  pause ends after a probe wait that doubles up to `cap`, and the requests that go
+  out then are the probes. The first answer ends the outage. Tries that fail during
+  one give their attempt back (`outcomes`).
+* **Key refused.** A 401/403: everything pauses until the key is fixed (the engine
+  probes once a minute; one-shot commands exit 78).
+
+Each state says when it starts (one line), while it lasts (one line every
+`remind` seconds) and when it ends (one line): `Said` tells the caller what to log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+OUTAGE_GRACE = 120.0  # seconds of nothing but failures before the API counts as down
+PROBE_FIRST = 5.0
+PROBE_CAP = 60.0
+REMIND = 600.0  # seconds between "still unreachable" lines
+
+
+class Said(StrEnum):
+    NOTHING = "nothing"
+    STARTED = "started"
+    LASTS = "lasts"  # a reminder is due
+    ENDED = "ended"
+
+
+@dataclass
+class Reachability:
+    """Whether the API answers: failures and answers in, outage decisions out."""
+
+    grace: float = OUTAGE_GRACE
+    cap: float = PROBE_CAP
+    since: float | None = None  # first failure of the current run of failures
+    declared: float | None = None  # when that run became an outage
+    reason: str = ""
+    probes: int = 0
+    reminded: float = 0.0
+
+    def failed(self, now: float, reason: str) -> Said:
+        """Given a request that got no answer (or a 5xx) at `now`, return what to say."""
+        self.reason = reason
+        if self.since is None:
+            self.since = now
+        if self.declared is None:
+            if now - self.since < self.grace:
+                return Said.NOTHING
+            self.declared = self.reminded = now
+            return Said.STARTED
+        self.probes += 1
+        if now - self.reminded >= REMIND:
+            self.reminded = now
+            return Said.LASTS
+        return Said.NOTHING
+
+    def answered(self, now: float) -> Said:
+        """Given an answer from the API at `now` (any status below 500), return what to say."""
+        was = self.declared
+        self.since = self.declared = None
+        self.probes = 0
+        return Said.ENDED if was is not None else Said.NOTHING
+
+    @property
+    def outage(self) -> bool:
+        return self.declared is not None
+
+    def probe_at(self, now: float) -> float:
+        """Given the time, return when the next probe may go out during an outage."""
+        return now + min(self.cap, PROBE_FIRST * 2.0 ** min(self.probes, 16))
+
+    def describe(self, at: str) -> str:
+        """Given `since` as text, return the outage for status and logs."""
+        return f"API unreachable since {at} ({self.reason}); trying again shortly"
