@@ -397,3 +397,23 @@ def test_a_garbled_reply_to_a_read_is_a_bad_reply_naming_the_endpoint(
     with pytest.raises(BadReply, match="GET /v2/video-groups"):
         client.list_groups()
     assert client.list_videos() == []
+
+
+def test_a_file_swapped_after_it_settled_is_never_sent(
+    client: ApiClient, emu: emulator.RunningEmulator, tmp_path: Path
+) -> None:
+    from reka_sync.scanner import stat_file
+
+    path = video_file(tmp_path, size=50_000)
+    settled = stat_file(path)
+    assert settled is not None
+    other = video_file(tmp_path, "other.mp4", size=50_000)
+    os.replace(other, path)  # same name and size, another file
+    with pytest.raises(FileChanged, match="not the file that settled"):
+        upload(client, path, expected=settled)
+    secret = video_file(tmp_path, "secret.mp4", size=50_000)
+    path.unlink()
+    path.symlink_to(secret)  # swapped for a link between the check and the open
+    with pytest.raises(FileChanged, match="symbolic link"):
+        upload(client, path, expected=settled)
+    assert emulator_records(emu.url) == []

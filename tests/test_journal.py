@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,3 +231,38 @@ def test_one_file_that_cannot_be_recorded_never_holds_the_scan_back(tmp_path: Pa
     assert summary.new == 3
     assert [path for path, _ in summary.refused] == ["/m/huge.mp4"]
     assert journal.find("/m/huge.mp4") is None and journal.find("/m/f2.mp4") is not None
+
+
+def test_a_claim_that_waits_for_the_lock_holds_its_lease_from_its_commit(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    [job_id] = fill(journal, 1)
+    blocker = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock for a while
+    clock = {"now": 100.0}
+    done = threading.Event()
+    claimed: list[Any] = []
+
+    def claim() -> None:
+        claimed.extend(journal.claim_uploads("w/1", lambda: clock["now"], 1, 60.0))
+        done.set()
+
+    worker = threading.Thread(target=claim)
+    worker.start()
+    assert not done.wait(0.3)  # the claim waits for the lock...
+    clock["now"] = 164.0  # ...while the clock moves past what its lease would have been
+    blocker.execute("ROLLBACK")
+    assert done.wait(30)
+    worker.join()
+    [job] = claimed
+    assert job.lease_expires == 164.0 + 60.0  # counted from the commit, not the request
+    # The same process claiming it again after the lease ran out uses another name, and
+    # the worker that lost it can no longer start its send.
+    [again] = journal.claim_uploads("w/2", 225.0, 1, 60.0)
+    assert again.id == job_id and again.lease_owner == "w/2"
+    send = outcomes.sending(job, "key-1", "s", None, None)
+    with pytest.raises(LeaseLost):
+        journal.begin_send(send, "w/1", 226.0, "s", [])
+    late = outcomes.sending(again, "key-2", "s", None, None)
+    with pytest.raises(LeaseLost, match="ran out"):
+        journal.begin_send(late, "w/2", 300.0, "s", [])  # its own lease lapsed too
+    assert journal.begin_send(late, "w/2", 230.0, "s", []) is not None

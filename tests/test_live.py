@@ -191,3 +191,18 @@ def test_on_change_keep_keeps_both_videos(tmp_path: Path, media: Path, emu: Any)
 def _state(config: Path, path: Path) -> str | None:
     report = _show(config, path)
     return report["state"] if report else None
+
+
+def test_backfill_over_finished_recordings_uploads_each_once_whole(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    names = ("plain.mp4", "fast.mp4", "frag.mp4", "live.mkv", "live.ts", "clip.mov")
+    procs = [record(media / name, 2, live=False) for name in names]
+    assert all(proc.wait(timeout=120) == 0 for proc in procs)
+    old = time.time() - 600  # a finished tree: nothing has touched it for a while
+    for name in names:
+        os.utime(media / name, (old, old))
+    done = run_backfill(engine_config(tmp_path, media, emu.url, settle_seconds=2), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["outcomes"] == {"done": len(names)}
+    assert_uploaded_exactly_once(emu.url, {str(media / n): "Inbox" for n in names})

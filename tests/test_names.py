@@ -120,3 +120,6 @@ def test_run_uploads_a_latin1_named_file(tmp_path: Path, media: Path, emu: Any) 
         assert service.stop() == 0
     names = sorted(r["video_name"] for r in emulator_records(emu.url))
     assert names == ["S\ufffdance d'\ufffdt\ufffd.mp4", "plain.mp4"]
+    logged = json.dumps([line for line in service.lines if "path" in line])
+    assert "S\\\\xe9ance" in logged, "the name is not shown escaped in the log"
+    assert "\\udce9" not in logged

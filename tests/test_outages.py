@@ -104,6 +104,8 @@ def test_an_outage_spends_no_attempt_and_the_service_carries_on(
         status = report_json("status", config)
         assert status is not None and "API unreachable since" in status["pauses"][0]["reason"]
         assert status["counts"].get("failed", 0) == 0
+        shown = report_json("show", config, next(iter(expected)))
+        assert shown is not None and "API unreachable since" in shown["pauses"][0]["reason"]
         api.start()
         wait_for(
             lambda: (s := report_json("status", config)) and s["counts"].get("done") == 20,

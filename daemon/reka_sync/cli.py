@@ -254,6 +254,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
         report = show_report(job, journal.history(job.id), journal.superseded_of(job.id))
+        report["pauses"] = [  # what holds every file back now: a 429, a refused key, an outage
+            {"kind": p.kind, "reason": p.reason} for p in journal.pauses(time.time())
+        ]
     finally:
         journal.close()
     print(json.dumps(report, indent=2) if args.json else format_show(report))

@@ -17,6 +17,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from reka_sync.config import Secret
+from reka_sync.names import storable
 
 _SECRETS: set[str] = set()
 QUIET = ("httpx", "httpcore", "apscheduler", "watchdog")
@@ -44,7 +45,11 @@ def redact(text: str) -> str:
 
 
 def _redact_event(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-    return {key: redact(value) if isinstance(value, str) else value for key, value in event.items()}
+    # File names need not be valid UTF-8: a line shows their bytes as \xNN, like `ls -b`.
+    return {
+        key: redact(storable(value)) if isinstance(value, str) else value
+        for key, value in event.items()
+    }
 
 
 def to_journald(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -166,8 +167,12 @@ class Engine:
         with self._lock:
             if self._stopping.is_set() or self.pauses.blocking("uploads", now):
                 return 0
+            # The lease is named for this claim (the process, then a token): a job claimed
+            # again by this very process after its lease ran out has another owner, so the
+            # worker that lost it cannot send it. Its time is read at the claim's commit.
+            claim = f"{self.owner}/{uuid.uuid4().hex[:8]}"
             jobs = self.journal.claim_uploads(
-                self.owner, now, self.uploads.free, self.lease_seconds
+                claim, self.clock, self.uploads.free, self.lease_seconds
             )
             for job in jobs:
                 cancel = threading.Event()

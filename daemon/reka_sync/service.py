@@ -109,7 +109,7 @@ def owner_id() -> str:
 
 def owner_alive(owner: str) -> bool | None:
     """Given a lease owner name, return whether that process lives (None: another host)."""
-    host, _, rest = owner.partition(":")
+    host, _, rest = owner.split("/", 1)[0].partition(":")  # a worker's name: process/claim
     pid_text, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return None

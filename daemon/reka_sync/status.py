@@ -159,6 +159,8 @@ def format_show(report: dict[str, Any]) -> str:
         "last_error",
     )
     lines = [f"{key:>11}: {report[key]}" for key in keys if report.get(key) is not None]
+    for pause in report.get("pauses", []):
+        lines.append(f"     paused: {pause['kind']}: {pause['reason']}")
     for old in report.get("superseded", []):
         lines.append(f" superseded: {old['video_id'] or old['upload_key']} ({old['outcome']})")
     lines.append("    history:")

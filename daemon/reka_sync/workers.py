@@ -72,7 +72,7 @@ class Context:
     groups: GroupResolver
     rules: GroupRules
     pauses: PauseBoard
-    owner: str
+    owner: str  # this process (leases are named per claim: owner/token)
     clock: Callable[[], float]
     rand: Callable[[], float]
     touch: Callable[[float | None], None]  # a sign of life from the step on this thread
@@ -159,7 +159,7 @@ class Steps:
             return spent
         key = outcomes.upload_key(job, uuid.uuid4().hex)
         move = outcomes.sending(job, key, sample, decision.group, group_id)
-        sending = ctx.journal.begin_send(move, ctx.owner, ctx.clock(), sample, checked)
+        sending = ctx.journal.begin_send(move, _holder(job), ctx.clock(), sample, checked)
         if sending is None:
             return _deferred("a file with the same content is being uploaded", TWIN_WAIT)
         return Send(sending, key, group_id)
@@ -227,7 +227,7 @@ class Steps:
             log.debug("lease lost; another process carries on")
             return
         try:
-            done = ctx.journal.apply(move, now, owner=ctx.owner)
+            done = ctx.journal.apply(move, now, owner=_holder(job))
         except LeaseLost as exc:
             log.debug("lost the job to another process; its result is dropped", reason=str(exc))
             return
@@ -270,7 +270,7 @@ class Steps:
                 "reconcile: the API is still storing videos whose marker it does not show yet",
                 ctx.config.upload.poll_interval,
             )
-        ctx.journal.apply(outcomes.reconciled_nothing(job), ctx.clock(), owner=ctx.owner)
+        ctx.journal.apply(outcomes.reconciled_nothing(job), ctx.clock(), owner=_holder(job))
         return None
 
     def _unmarked_in_progress(self, job: Job, videos: list[Video]) -> bool:
@@ -337,6 +337,12 @@ def _log_failure(failure: Failure, move: Move) -> None:
         log.warning("upload failed for good", **fields)
     else:
         log.info("upload step failed", retry_in=(move.detail or {}).get("retry_in"), **fields)
+
+
+def _holder(job: Job) -> str:
+    """Given a claimed job, return the lease owner this worker holds it under."""
+    assert job.lease_owner is not None, "a worker step runs only on a claimed job"
+    return job.lease_owner
 
 
 def _deferred(reason: str, seconds: float, reach: Reach = Reach.NONE) -> Failure:

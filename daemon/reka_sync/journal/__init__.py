@@ -238,6 +238,8 @@ class Journal(JournalQueries):
         marks = ", ".join("?" for _ in exclude)
         with self._write() as conn:
             row = checked_row(conn, move.job_id, State.UPLOADING, owner)
+            if (row["lease_expires"] or 0) < now:
+                raise LeaseLost(f"job {move.job_id}: the lease ran out before the send")
             twin = conn.execute(
                 "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
                 f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
@@ -266,15 +268,20 @@ class Journal(JournalQueries):
             )
         return to_job(row_by_id(conn, row["id"]))
 
-    def claim_uploads(self, owner: str, now: float, limit: int, lease_seconds: float) -> list[Job]:
+    def claim_uploads(
+        self, owner: str, now: float | Callable[[], float], limit: int, lease_seconds: float
+    ) -> list[Job]:
         """Given a lease owner, atomically lease up to `limit` due uploads and return them.
 
+        Given a clock as `now`, the time is read once the write lock is held, so a claim
+        that waited for the lock still holds a lease of `lease_seconds` from its commit.
         Live files (priority 0) come before backfill work; rows left `uploading` by a dead
         process are taken over once their lease has expired.
         """
         if limit <= 0:
             return []
         with self._write() as conn:
+            now = now() if callable(now) else now
             rows = conn.execute(
                 "SELECT id, state FROM files WHERE (state IN (?, ?) AND next_attempt_at <= ?)"
                 " OR (state = ? AND lease_expires < ?)"
@@ -297,9 +304,10 @@ class Journal(JournalQueries):
         `sent` (bytes sent so far by file id) replaces the owner's progress for `status`.
         """
         with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE files SET lease_expires = ? WHERE lease_owner = ? AND state = ?",
-                (now + lease_seconds, owner, State.UPLOADING.value),
+            cursor = conn.execute(  # the process's own name, or one of its workers' names
+                "UPDATE files SET lease_expires = ? WHERE state = ? AND"
+                " (lease_owner = ? OR substr(lease_owner, 1, ?) = ?)",
+                (now + lease_seconds, State.UPLOADING.value, owner, len(owner) + 1, owner + "/"),
             )
             conn.execute("DELETE FROM progress WHERE owner = ?", (owner,))
             conn.executemany(
