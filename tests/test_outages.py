@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -79,6 +80,22 @@ class Restartable:
         if self.running is not None:
             self.running.stop()
             self.running = None
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs to put a journal on and fill up (needs root to mount)."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("needs to mount a small tmpfs (run as root)")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=False)
 
 
 @pytest.fixture
@@ -181,38 +198,25 @@ def test_a_second_service_on_one_journal_refuses_and_names_the_first(
 
 
 def test_backfill_exits_74_when_the_journal_disk_fills_and_a_rerun_loses_nothing(
-    tmp_path: Path, media: Path, emu: Any
+    tmp_path: Path, media: Path, emu: Any, small_disk: Path
 ) -> None:
-    disk = tmp_path / "small"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip("needs to mount a small tmpfs (run as root)")
-    try:
-        expected = make_tree(media, 40, size=32 * 1024)
-        config = engine_config(tmp_path, media, emu.url)
-        with_settings(config, "journal", path=str(disk / "journal.db"))
-        set_faults(emu.url, [{"kind": "latency", "scope": "upload", "seconds": 0.3}])
-        proc = start_backfill(config, capture=True)
-        wait_for(lambda: len(emulator_records(emu.url)) >= 2, timeout=60, message="uploads")
-        filler = fill_disk(disk)  # the disk fills up under the journal
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 74, out + err
-        assert "cannot be written" in err and "free on its disk" in err
-        assert err.count("the journal cannot be written") <= 2, err
-        filler.unlink()
-        set_faults(emu.url, [])
-        again = run_backfill(config, "--json")
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert json.loads(again.stdout)["outcomes"] == {"done": 40}
-        assert_uploaded_exactly_once(emu.url, expected)
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=False)
-        os.sync()
+    expected = make_tree(media, 40, size=32 * 1024)
+    config = engine_config(tmp_path, media, emu.url)
+    with_settings(config, "journal", path=str(small_disk / "journal.db"))
+    set_faults(emu.url, [{"kind": "latency", "scope": "upload", "seconds": 0.3}])
+    proc = start_backfill(config, capture=True)
+    wait_for(lambda: len(emulator_records(emu.url)) >= 2, timeout=60, message="uploads")
+    filler = fill_disk(small_disk)  # the disk fills up under the journal
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 74, out + err
+    assert "cannot be written" in err and "free on its disk" in err
+    assert err.count("the journal cannot be written") <= 2, err
+    filler.unlink()
+    set_faults(emu.url, [])
+    again = run_backfill(config, "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["outcomes"] == {"done": 40}
+    assert_uploaded_exactly_once(emu.url, expected)
 
 
 def test_run_refuses_a_damaged_journal_with_exit_74_and_keeps_it(
@@ -222,7 +226,6 @@ def test_run_refuses_a_damaged_journal_with_exit_74_and_keeps_it(
     make_tree(media, 4, size=4096)
     assert run_backfill(config, "--dry-run").returncode == 0  # creates the journal
     journal = tmp_path / "journal.db"
-    import sqlite3
 
     with sqlite3.connect(journal) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -247,53 +250,41 @@ def test_run_refuses_a_damaged_journal_with_exit_74_and_keeps_it(
 
 
 def test_run_rides_out_a_full_journal_disk_and_catches_up_at_once(
-    tmp_path: Path, media: Path, emu: Any
+    tmp_path: Path, media: Path, emu: Any, small_disk: Path
 ) -> None:
-    disk = tmp_path / "small"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip("needs to mount a small tmpfs (run as root)")
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=1)
+    with_settings(config, "journal", path=str(small_disk / "journal.db"))
+    service = ServiceProcess(config)
     try:
-        config = engine_config(tmp_path, media, emu.url, settle_seconds=1)
-        with_settings(config, "journal", path=str(disk / "journal.db"))
-        service = ServiceProcess(config)
-        try:
-            first = make_tree(media, 4)
-            wait_for(lambda: len(emulator_records(emu.url)) == 4, timeout=60, message="4 files")
-            filler = fill_disk(disk)
-            late = media / "late"
-            late.mkdir()
-            for index in range(3):  # they arrive while nothing can be recorded
-                (late / f"late{index}.mp4").write_bytes(os.urandom(20_000 + index))
-            wait_for(
-                lambda: service.logged(
-                    "the journal cannot be written; nothing new is recorded until it can"
-                ),
-                timeout=60,
-                message="the journal trouble to be said",
-            )
-            filler.unlink()
-            freed = time.monotonic()
-            wait_for(lambda: len(emulator_records(emu.url)) == 7, timeout=60, message="late ones")
-            caught_up = time.monotonic() - freed
-        finally:
-            assert service.stop() == 0
-        expected = {**first, **{str(late / f"late{i}.mp4"): "Inbox" for i in range(3)}}
-        assert_uploaded_exactly_once(emu.url, expected)
-        assert caught_up < 20, f"the files that arrived meanwhile took {caught_up:.0f}s"
-        episode = [
-            e
-            for e in service.lines
-            if "journal" in e.get("event", "") or "disk is full" in str(e.get("error", ""))
-        ]
-        assert len(episode) < 10, episode
+        first = make_tree(media, 4)
+        wait_for(lambda: len(emulator_records(emu.url)) == 4, timeout=60, message="4 files")
+        filler = fill_disk(small_disk)
+        late = media / "late"
+        late.mkdir()
+        for index in range(3):  # they arrive while nothing can be recorded
+            (late / f"late{index}.mp4").write_bytes(os.urandom(20_000 + index))
+        wait_for(
+            lambda: service.logged(
+                "the journal cannot be written; nothing new is recorded until it can"
+            ),
+            timeout=60,
+            message="the journal trouble to be said",
+        )
+        filler.unlink()
+        freed = time.monotonic()
+        wait_for(lambda: len(emulator_records(emu.url)) == 7, timeout=60, message="late ones")
+        caught_up = time.monotonic() - freed
     finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+        assert service.stop() == 0
+    expected = {**first, **{str(late / f"late{i}.mp4"): "Inbox" for i in range(3)}}
+    assert_uploaded_exactly_once(emu.url, expected)
+    assert caught_up < 20, f"the files that arrived meanwhile took {caught_up:.0f}s"
+    episode = [
+        e
+        for e in service.lines
+        if "journal" in e.get("event", "") or "disk is full" in str(e.get("error", ""))
+    ]
+    assert len(episode) < 10, episode
 
 
 def test_status_on_a_damaged_journal_says_so_and_exits_74(
@@ -305,7 +296,6 @@ def test_status_on_a_damaged_journal_says_so_and_exits_74(
     healthy = report_json("status", config)
     assert healthy is not None and healthy["counts"]["done"] == 20
     journal = tmp_path / "journal.db"
-    import sqlite3
 
     with sqlite3.connect(journal) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
