@@ -172,7 +172,7 @@ class Engine:
             # worker that lost it cannot send it. Its time is read at the claim's commit.
             claim = f"{self.owner}/{uuid.uuid4().hex[:8]}"
             jobs = self.journal.claim_uploads(
-                claim, self.clock, self.uploads.free, self.lease_seconds
+                claim, lambda: max(now, self.clock()), self.uploads.free, self.lease_seconds
             )
             for job in jobs:
                 cancel = threading.Event()
