@@ -53,21 +53,21 @@ def test_rules_match_names_with_newlines_and_bad_bytes() -> None:
     assert decided.group == "Camera fr\ufffdont\nside"
 
 
-def test_a_journal_with_text_paths_is_migrated_to_bytes(tmp_path: Path) -> None:
+def test_names_are_stored_as_text_when_they_can_be_and_as_bytes_when_not(
+    tmp_path: Path,
+) -> None:
     journal = Journal.open(tmp_path / "j.db")
-    seen = SeenFile("/m/café.mp4", "/m", "café.mp4", FileStat(1, 1, 1, 1), 0.0)
-    journal.record_scan([seen], 1.0)
+    plain = SeenFile("/m/café.mp4", "/m", "café.mp4", FileStat(1, 1, 1, 1), 0.0)
+    raw = os.fsdecode(b"/m/caf\xe9.mp4")
+    odd = SeenFile(raw, "/m", raw[3:], FileStat(2, 2, 2, 2), 0.0)
+    assert journal.record_scan([plain, odd], 1.0).new == 2
+    assert journal.find("/m/café.mp4") is not None and journal.find(raw) is not None
+    assert journal.find("/m/caf\ufffd.mp4") is None  # no two names share one record
+    assert {p for p, *_ in journal.recorded_under("/m")} == {"/m/café.mp4", raw}
     journal.close()
-    with sqlite3.connect(tmp_path / "j.db") as db:  # as an older reka-sync left it
-        db.execute("UPDATE files SET path = CAST(path AS TEXT), rel_path = CAST(rel_path AS TEXT)")
-        db.execute("DELETE FROM _sqlite_migrations WHERE name = '0005_byte_paths'")
-        assert db.execute("SELECT typeof(path) FROM files").fetchone() == ("text",)
-    journal = Journal.open(tmp_path / "j.db")
-    job = journal.find("/m/café.mp4")
-    assert job is not None and job.rel_path == "café.mp4"
-    journal.close()
-    with sqlite3.connect(tmp_path / "j.db") as db:
-        assert db.execute("SELECT typeof(path) FROM files").fetchone() == ("blob",)
+    with sqlite3.connect(tmp_path / "j.db") as db:  # valid names stay text, as before
+        kinds = dict(db.execute("SELECT size, typeof(path) FROM files").fetchall())
+    assert kinds == {1: "text", 2: "blob"}
 
 
 def _names_tree(media: Path, names: list[bytes]) -> dict[str, bytes]:

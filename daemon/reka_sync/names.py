@@ -2,7 +2,9 @@
 
 Paths travel through reka-sync as Python `str` decoded with ``surrogateescape``
 (what `os.fsdecode` and `os.scandir` give), so any byte survives a round trip.
-The journal stores them as the bytes they are (`to_db`, `from_db`). What a person
+The journal stores a name that is valid UTF-8 as text and any other as
+the bytes it is (`to_db`, `from_db`): one value per name, so lookups stay exact,
+and the common case costs no decoding. What a person
 reads gets them escaped the way ``ls -b`` does (`shown`); what goes to the API,
 and what the group rules match, is valid UTF-8 with U+FFFD for undecodable bytes
 (`text`). Pure: no I/O.
@@ -15,14 +17,19 @@ import os
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
-def to_db(path: str) -> bytes:
-    """Given a path, return its bytes (how the journal stores it)."""
-    return os.fsencode(path)
+def to_db(path: str) -> str | bytes:
+    """Given a path, return how the journal stores it: the text if it is valid UTF-8,
+    else its bytes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
 
 
 def from_db(value: bytes | str) -> str:
-    """Given a stored path (bytes, or text from a journal older than byte paths), return it."""
-    return os.fsdecode(value) if isinstance(value, bytes) else value
+    """Given a stored path (text, or the bytes of a name that is not valid UTF-8), return it."""
+    return value.decode("utf-8", "surrogateescape") if type(value) is bytes else str(value)
 
 
 def text(name: str) -> str:

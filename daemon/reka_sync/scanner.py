@@ -44,6 +44,7 @@ class Links:
 
 
 NO_LINKS = Links()
+REGULAR = stat.S_IFREG
 
 
 def links_of(watch: WatchConfig) -> Links:
@@ -154,21 +155,28 @@ def walk_stats(
                 if not ignore.ignores_dir(rel):
                     stack.append(entry.path)
             elif not ignore.ignores_file(rel, folders_checked=True):
-                st = _regular_stat(entry, links)
-                if st is not None:
-                    yield entry.path, rel, st
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                found: os.stat_result | None = st
+                if st.st_mode & 0o170000 != REGULAR:  # rare: the common case stays cheap
+                    found = _link_target_stat(entry, links)
+                if found is not None:
+                    yield entry.path, rel, found
                 elif skipped is not None and (why := why_skipped(entry.path, links)):
                     skipped.append(Skipped(entry.path, str(root), rel, why))
             elif tally is not None and ignore.wrong_extension(rel):
                 tally.other_extensions += 1
 
 
-def _regular_stat(entry: os.DirEntry[str], links: Links) -> os.stat_result | None:
+def _link_target_stat(entry: os.DirEntry[str], links: Links) -> os.stat_result | None:
+    """Given an entry that is not a regular file, return its target's stat if it is a link
+    that may be followed to a regular file."""
+    if not entry.is_symlink() or (target := links.target(entry.path)) is None:
+        return None
     try:
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            target = links.target(entry.path)
-            st = os.lstat(target) if target is not None else st
+        st = os.lstat(target)
     except OSError:
         return None
     return st if stat.S_ISREG(st.st_mode) else None

@@ -163,7 +163,12 @@ class JournalQueries(JournalConnection):
                 " WHERE root = ? AND state != ?",
                 (root, State.MISSING.value),
             )
-            return {(from_db(path), *stats) for path, *stats in rows}
+            found = rows.fetchall()
+        if not found:
+            return set()
+        if all(type(row[0]) is str for row in found):  # names that are all valid UTF-8
+            return set(found)
+        return {(from_db(path), *stats) for path, *stats in found}
 
     def other_extensions(self) -> int:
         """Return how many files the last rescans passed over for their extension."""

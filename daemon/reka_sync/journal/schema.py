@@ -94,15 +94,6 @@ def _root_mounts(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE roots ADD COLUMN mount TEXT")  # its mount point when last there
 
 
-@migrations(name="0005_byte_paths")
-def _byte_paths(db: sqlite_utils.Database) -> None:
-    # Paths are the filesystem's bytes (not always valid UTF-8): stored as BLOBs.
-    db.execute(
-        "UPDATE files SET path = CAST(path AS BLOB), rel_path = CAST(rel_path AS BLOB)"
-        " WHERE typeof(path) = 'text' OR typeof(rel_path) = 'text'"
-    )
-
-
 @migrations(name="0006_superseded")
 def _superseded(db: sqlite_utils.Database) -> None:
     # Videos of a file's earlier content, kept until their delete succeeded (on_change).
