@@ -3,10 +3,11 @@
 One owner for the states that are nobody's file's fault:
 
 * **API unreachable.** Every request failed (no connection, a timeout, a 5xx) for
-  `grace` seconds with no answer in between: an outage. It pauses everything; the
-  pause ends after a probe wait that doubles up to `cap`, and the requests that go
-  out then are the probes. The first answer ends the outage. Tries that fail during
-  one give their attempt back (`outcomes`).
+  `grace` seconds with no answer in between: an outage. It pauses everything until
+  `next_probe`; the requests that go out then are the probes, and when they fail too
+  the next round waits twice as long, up to `cap` (failures within one round count
+  once). The first answer ends the outage. Tries that fail during one give their
+  attempt back (`outcomes`).
 * **Key refused.** A 401/403: everything pauses until the key is fixed (the engine
   probes once a minute; one-shot commands exit 78).
 
@@ -41,7 +42,8 @@ class Reachability:
     since: float | None = None  # first failure of the current run of failures
     declared: float | None = None  # when that run became an outage
     reason: str = ""
-    probes: int = 0
+    probes: int = 0  # probe rounds that failed
+    next_probe: float = 0.0  # when the current round's pause ends
     reminded: float = 0.0
 
     def failed(self, now: float, reason: str) -> Said:
@@ -53,8 +55,11 @@ class Reachability:
             if now - self.since < self.grace:
                 return Said.NOTHING
             self.declared = self.reminded = now
+            self._next_round(now)
             return Said.STARTED
-        self.probes += 1
+        if now >= self.next_probe:  # this round's probes failed too: wait longer
+            self.probes += 1
+            self._next_round(now)
         if now - self.reminded >= REMIND:
             self.reminded = now
             return Said.LASTS
@@ -71,9 +76,8 @@ class Reachability:
     def outage(self) -> bool:
         return self.declared is not None
 
-    def probe_at(self, now: float) -> float:
-        """Given the time, return when the next probe may go out during an outage."""
-        return now + min(self.cap, PROBE_FIRST * 2.0 ** min(self.probes, 16))
+    def _next_round(self, now: float) -> None:
+        self.next_probe = now + min(self.cap, PROBE_FIRST * 2.0 ** min(self.probes, 16))
 
     def describe(self, at: str) -> str:
         """Given `since` as text, return the outage for status and logs."""

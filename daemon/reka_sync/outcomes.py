@@ -64,6 +64,7 @@ from reka_sync.pauses import AUTH_PAUSE
 from reka_sync.retry import Backoff, server_wait
 
 FIRST_POLL = 1.0  # seconds from acceptance to the first status poll, at most
+UNREACHABLE_WAIT = 5.0  # seconds a file waits after the API could not be reached
 
 
 # -- what a step can report ----------------------------------------------------------------
@@ -180,7 +181,7 @@ def _classify(error: BaseException, sent: bool) -> Failure:
     if isinstance(error, OutcomeUnknown):
         return Failure(Kind.RETRYABLE, reason, Reach.MAYBE)
     if isinstance(error, NotSent) and error.unreachable:  # the API is not there: not the file's
-        return Failure(Kind.PAUSED, reason, Reach.NONE)
+        return Failure(Kind.PAUSED, reason, Reach.NONE, UNREACHABLE_WAIT)
     if isinstance(error, (NotSent, TransportError)):
         return Failure(Kind.RETRYABLE, reason, Reach.NONE)
     return Failure(

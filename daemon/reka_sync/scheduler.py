@@ -341,7 +341,7 @@ class Engine:
                 return
             since = _iso(self.reach.since or now)
             text = self.reach.describe(since)
-            pause = self.pauses.pause(ALL, self.reach.probe_at(now), text)
+            pause = self.pauses.pause(ALL, self.reach.next_probe, text)
         self.journal.set_pause(pause.kind, pause.until, pause.reason)
         if said is Said.STARTED:
             log.warning("API unreachable; everything waits for it", since=since, reason=reason)
