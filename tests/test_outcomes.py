@@ -456,3 +456,15 @@ def test_no_sequence_of_outcomes_loses_a_job_or_sends_twice_unreconciled(
     for _ in range(data.draw(st.integers(1, 40))):
         _step(job, world, data)
         _check(job, world)
+
+
+def test_new_bytes_at_a_path_never_inherit_an_unknown_send() -> None:
+    for state in (State.DISCOVERED, State.MISSING):
+        job = dataclasses.replace(
+            Row(state=state), upload_key="k-old", outcome_unknown=True, attempts=2
+        )
+        move = outcomes.content_changed(job, 10, 2, 3, 4, NOW)
+        job.apply(move)
+        assert move.supersede == Superseded(None, "k-old")  # retired by marker, never adopted
+        assert job.upload_key is None and not job.outcome_unknown
+        assert not outcomes.must_reconcile(job)

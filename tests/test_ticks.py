@@ -8,6 +8,8 @@ the network; the end-to-end tests use the real emulator over loopback.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import tomllib
 from collections.abc import Iterator
@@ -164,5 +166,31 @@ def test_status_polls_come_soon_after_acceptance_then_back_off_on_garbage(
         assert history[-1].event == "note:poll failed" and "not JSON" in json.dumps(
             history[-1].detail
         )
+    finally:
+        engine.stop()
+
+
+def test_a_folder_on_the_path_swapped_for_a_link_sends_nothing(
+    config: Config, journal: Journal, media: Path, tmp_path: Path
+) -> None:
+    folder = media / "d"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(os.urandom(4000))
+    api = FakeApi()
+    now = [time.time() + 5]
+    engine = engine_for(config, journal, api, now)  # records d/a.mp4
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "a.mp4").write_bytes(os.urandom(4000))
+    shutil.rmtree(folder)
+    folder.symlink_to(outside)  # d/a.mp4 now leads out of the root
+    try:
+        engine.settle(now[0])  # the stat moved: settle again
+        now[0] += 1
+        engine.settle(now[0])
+        assert engine.wait_idle(10)
+        [job] = journal.jobs([State.FAILED])
+        assert "symbolic link" in (job.last_error or "")
+        assert api.posts == 0
     finally:
         engine.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -42,6 +43,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Given command-line arguments, run the command and return its exit code."""
+    for stream in (sys.stdout, sys.stderr):  # a file name need not be valid UTF-8
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
@@ -289,7 +293,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         requeued = 0
         for job in (j for j in jobs if j is not None):
             if job.state not in (State.FAILED, State.MISSING, State.SKIPPED):
-                print(f"{job.path}: {job.state.value}, nothing to retry")
+                print(f"{shown(job.path)}: {job.state.value}, nothing to retry")
                 continue
             journal.apply(outcomes.requeue(job), time.time())
             requeued += 1
@@ -308,12 +312,12 @@ def cmd_rules(args: argparse.Namespace) -> int:
         path = Path(raw).resolve()
         root = next((r for r in config.watch.roots if path.is_relative_to(r)), None)
         if root is None:
-            print(f"{raw}: not under any watch.roots entry")
+            print(f"{shown(raw)}: not under any watch.roots entry")
             status = EXIT_FAILED
             continue
         decision = rules.decide(path.relative_to(root).as_posix())
         group = f"group {decision.group!r}" if decision.group else "no group"
-        print(f"{raw}: {group} ({decision.reason})")
+        print(f"{shown(raw)}: {group} ({decision.reason})")
     return status
 
 

@@ -75,7 +75,7 @@ def inspect(path: str) -> Container | None:
             if ext in PS_EXTENSIONS:
                 return Container(Kind.STREAM)
             return Container(Kind.OTHER)
-    except OSError:
+    except (OSError, struct.error, ValueError):  # gone, or cut while we read it
         return None
 
 

@@ -14,6 +14,7 @@ exceptions into this tree, with a message that says what to do next::
     ├── FileProblem            a local file is unreadable, vanished or changing
     │   ├── FileVanished
     │   ├── FileChanged
+    │   ├── FileOutside            a folder on its path became a link: never read
     │   └── FileUnreadable         an I/O error while reading it
     └── ApiError               anything the Reka API or the network said
         ├── Paused             held back before sending: that kind of request is paused
@@ -94,6 +95,10 @@ class FileVanished(FileProblem):
 
 class FileChanged(FileProblem):
     """The file changed while it was read; it goes back to settling."""
+
+
+class FileOutside(FileProblem):
+    """The path leads out of the roots through a link: it is never read."""
 
 
 class FileUnreadable(FileProblem):

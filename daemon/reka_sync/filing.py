@@ -32,6 +32,7 @@ class Confirmer:
         self._lock = threading.Lock()
         self._failures = 0  # polls failed in a row
         self._retire_after = 0.0  # after a failed delete, wait before the next
+        self._move_failures = 0  # group moves failed in a row
 
     def poll(self, jobs: list[Job]) -> None:
         """Given uploaded jobs, ask the API how their videos are and record it in one commit."""
@@ -97,8 +98,10 @@ class Confirmer:
             self._regroup(jobs)
             return
         except RekaSyncError as exc:
-            log.info("move to group failed; trying again later", error=str(exc))
+            self._later(jobs, f"move to group failed: {exc}")
             return
+        with self._lock:
+            self._move_failures = 0
         moved = set(result.video_ids)
         now = ctx.clock()
         later = now + ctx.config.upload.poll_interval
@@ -152,8 +155,24 @@ class Confirmer:
         """The group was deleted remotely: look it up (or create it) again."""
         ctx = self.ctx
         for job in jobs:
-            if job.group_name:
+            if not job.group_name:
+                continue
+            try:
                 ctx.groups.forget(job.group_name)
                 new_id = ctx.groups.resolve(job.group_name)
-                move = Move(job.id, None, Changes(group_id=new_id), note="regroup")
-                ctx.journal.apply(move, ctx.clock())
+            except RekaSyncError as exc:
+                self._later([job], f"group {job.group_name!r} cannot be had: {exc}")
+                continue
+            move = Move(job.id, None, Changes(group_id=new_id), note="regroup")
+            ctx.journal.apply(move, ctx.clock())
+
+    def _later(self, jobs: list[Job], reason: str) -> None:
+        """A group move failed: look again after the poll interval, doubled per failure."""
+        now = self.ctx.clock()
+        with self._lock:
+            self._move_failures += 1
+            streak = self._move_failures
+        moves = [outcomes.poll_failed(j, streak, reason, self.ctx.policy, now) for j in jobs]
+        self._apply(moves, now)
+        say = log.warning if streak == 1 else log.debug
+        say("moving videos into their group failed; trying again later", error=reason)

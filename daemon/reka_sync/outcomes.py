@@ -46,6 +46,7 @@ from reka_sync.errors import (
     Cancelled,
     Conflict,
     FileChanged,
+    FileOutside,
     FileProblem,
     FileVanished,
     LeaseLost,
@@ -170,6 +171,8 @@ def _classify(error: BaseException, sent: bool) -> Failure:
         return Failure(Kind.CHANGED, reason)
     if isinstance(error, FileVanished):
         return Failure(Kind.VANISHED, reason)
+    if isinstance(error, FileOutside):
+        return Failure(Kind.PERMANENT, reason)
     if isinstance(error, FileProblem):
         return Failure(Kind.RETRYABLE, reason)
     if isinstance(error, Cancelled):
@@ -427,13 +430,17 @@ def content_changed(
         quiet_since=quiet_since,
         sample_hash=None,
     )
+    unknown_send = job.upload_key if job.outcome_unknown else None
     if job.state in (State.DISCOVERED, State.MISSING):
-        return Move(job.id, Event.SEEN, stat, {"size": size})
+        # Still settling, or back after vanishing, with other bytes: a send of the old
+        # content whose fate is unknown must never be adopted for these.
+        old_send = Superseded(None, unknown_send) if unknown_send else None
+        chain = Changes(upload_key=None, outcome_unknown=False) if job.upload_key else Changes()
+        merged = dataclasses.replace(stat, **_set_fields(chain))
+        return Move(job.id, Event.SEEN, merged, {"size": size}, supersede=old_send)
     old: Superseded | None = None
-    if job.state is not State.SKIPPED and (
-        job.video_id or (job.outcome_unknown and job.upload_key)
-    ):
-        old = Superseded(job.video_id, None if job.video_id else job.upload_key)
+    if job.state is not State.SKIPPED and (job.video_id or unknown_send):
+        old = Superseded(job.video_id, None if job.video_id else unknown_send)
     fresh = dataclasses.replace(
         stat,
         digest=None,
@@ -447,6 +454,14 @@ def content_changed(
     )
     detail = {"size": size, **({"superseded": old.video_id or old.upload_key} if old else {})}
     return Move(job.id, Event.CHANGED, fresh, detail, supersede=old)
+
+
+def _set_fields(changes: Changes) -> dict[str, Any]:
+    return {
+        f.name: getattr(changes, f.name)
+        for f in dataclasses.fields(changes)
+        if getattr(changes, f.name) is not UNSET
+    }
 
 
 def requeue(job: Ledger) -> Move:

@@ -172,7 +172,11 @@ class Engine:
             # worker that lost it cannot send it. Its time is read at the claim's commit.
             claim = f"{self.owner}/{uuid.uuid4().hex[:8]}"
             jobs = self.journal.claim_uploads(
-                claim, lambda: max(now, self.clock()), self.uploads.free, self.lease_seconds
+                claim,
+                lambda: max(now, self.clock()),
+                self.uploads.free,
+                self.lease_seconds,
+                running=list(self._cancels),
             )
             for job in jobs:
                 cancel = threading.Event()
@@ -203,11 +207,22 @@ class Engine:
         if not polls and not filing and not replaced:
             return 0
 
-        def step() -> None:
-            for start in range(0, len(polls), POLL_BATCH):
-                self.confirm.poll(polls[start : start + POLL_BATCH])
-            self.confirm.file(filing)
-            self.confirm.retire(replaced)
+        def step() -> None:  # each part on its own: one failing never skips the others
+            parts = [
+                *(
+                    partial(self.confirm.poll, polls[i : i + POLL_BATCH])
+                    for i in range(0, len(polls), POLL_BATCH)
+                ),
+                partial(self.confirm.file, filing),
+                partial(self.confirm.retire, replaced),
+            ]
+            for part in parts:
+                try:
+                    part()
+                except JournalError:
+                    raise
+                except RekaSyncError as exc:
+                    log.warning("a confirming step failed; it runs again", error=str(exc))
 
         self.control.submit(self._journal_guarded(step), lambda: None)
         return len(polls) + len(filing)
@@ -310,7 +325,9 @@ class Engine:
 
     def heartbeat(self, now: float) -> None:
         """Given the time, renew our leases, free those of dead local processes, publish pauses."""
-        self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight())
+        with self._lock:
+            held = list(self._cancels)  # jobs a worker of ours still runs
+        self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight(), held)
         self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
         for pause in self.pauses.active(now):
             self.journal.set_pause(pause.kind, pause.until, pause.reason)

@@ -61,7 +61,8 @@ class Settler:
             return is_there(root, self.journal.root_mounts())
 
         promoted = 0
-        for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH):
+        away = self.journal.unavailable_roots()  # their files wait; never ahead of others
+        for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH, skip_roots=away):
             if job.id in self.left:
                 continue
             try:

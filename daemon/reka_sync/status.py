@@ -165,7 +165,7 @@ def format_show(report: dict[str, Any]) -> str:
         lines.append(f" superseded: {old['video_id'] or old['upload_key']} ({old['outcome']})")
     lines.append("    history:")
     for entry in report["history"]:
-        detail = " ".join(f"{k}={v}" for k, v in entry.get("detail", {}).items())
+        detail = " ".join(f"{k}={shown(str(v))}" for k, v in entry.get("detail", {}).items())
         lines.append(
             f"  {entry['at']}  {entry['event']:<12} {entry['from'] or '-':>10} -> "
             f"{entry['to']:<10} {detail}".rstrip()

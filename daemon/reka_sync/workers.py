@@ -25,9 +25,11 @@ from reka_sync.api import ApiClient, Video
 from reka_sync.config import ApiConfig, Config
 from reka_sync.errors import (
     FileChanged,
+    FileOutside,
     FileProblem,
     FileUnreadable,
     FileVanished,
+    JournalError,
     LeaseLost,
     NotFound,
     RekaSyncError,
@@ -104,6 +106,7 @@ class Steps:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._reconcile_since: dict[int, float] = {}  # job -> when reconcile began to wait
 
     @property
     def links(self) -> Links:
@@ -126,6 +129,10 @@ class Steps:
     def _guarded(self, job: Job, sent: bool, step: Callable[[], T]) -> T | Failure:
         try:
             return step()
+        except LeaseLost as exc:
+            return self._failure(job, exc, sent)
+        except JournalError:
+            raise  # not the file's: the engine reports it; the lease runs out, then a reclaim
         except Exception as exc:  # a bug must fail one file, not wedge its lease
             if not isinstance(exc, (RekaSyncError, OSError)):
                 log.exception("upload step crashed")
@@ -169,6 +176,12 @@ class Steps:
         opened = self.links.target(job.path) if os.path.islink(job.path) else job.path
         if opened is None:
             raise FileChanged(f"{job.path} became a symbolic link that may not be followed")
+        folder = os.path.dirname(opened)
+        if os.path.realpath(folder) != folder:  # O_NOFOLLOW guards the last part only
+            raise FileOutside(
+                f"{job.path}: a folder on its path is a symbolic link (to "
+                f"{os.path.realpath(folder)}); not followed, nothing sent"
+            )
         accepted = self.ctx.api.upload_file(
             Path(opened),
             video_name=text(Path(job.path).name),
@@ -202,7 +215,9 @@ class Steps:
             return _deferred("group was deleted remotely; looking it up again", 0.0, Reach.ANSWERED)
         if isinstance(exc, OSError):
             exc = FileUnreadable(f"{job.path} cannot be read: {exc.strerror or exc}")
-        if isinstance(exc, FileProblem) and not isinstance(exc, (FileChanged, FileVanished)):
+        if isinstance(exc, FileProblem) and not isinstance(
+            exc, (FileChanged, FileVanished, FileOutside)
+        ):
             exc = self._file_now(job, exc)
         failure = outcomes.classify(exc, sent, getattr(exc, "request_id", None))
         if failure.kind is Kind.RETRYABLE and self.ctx.in_outage():  # the API's, not the file's
@@ -265,7 +280,7 @@ class Steps:
             for video in extra:  # several attempts of one chain landed: keep one
                 ctx.api.delete_video(video.video_id)
             return self._adopted(job, keep, [v.video_id for v in extra])
-        if self._unmarked_in_progress(job, videos):
+        if self._unmarked_in_progress(job, videos, ctx.clock()):
             return _deferred(
                 "reconcile: the API is still storing videos whose marker it does not show yet",
                 ctx.config.upload.poll_interval,
@@ -273,14 +288,18 @@ class Steps:
         ctx.journal.apply(outcomes.reconciled_nothing(job), ctx.clock(), owner=_holder(job))
         return None
 
-    def _unmarked_in_progress(self, job: Job, videos: list[Video]) -> bool:
+    def _unmarked_in_progress(self, job: Job, videos: list[Video], now: float) -> bool:
+        """Are videos still being stored whose marker the API does not show yet (ours,
+        maybe)? Waited for at most processing_deadline from this process's first look."""
         unknown = [
             v for v in videos if v.status not in ("uploaded", "failed") and v.description is None
         ]
         ids = {v.video_id for v in unknown}
         if not ids or not ids - self.ctx.journal.known_video_ids(ids):
+            self._reconcile_since.pop(job.id, None)
             return False
-        return self.ctx.clock() - job.updated_at < self.ctx.config.upload.processing_deadline
+        since = self._reconcile_since.setdefault(job.id, now)
+        return now - since < self.ctx.config.upload.processing_deadline
 
     def _adopted(self, job: Job, video: Video, deleted: list[str]) -> Stored:
         return Stored(

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from reka_sync import outcomes
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
-from reka_sync.journal.queries import JournalQueries
+from reka_sync.journal.queries import STORED_STATES, JournalQueries
 from reka_sync.journal.records import (
     HistoryEntry,
     Job,
@@ -44,6 +45,7 @@ from reka_sync.journal.records import (
 )
 from reka_sync.journal.rows import (
     checked_row,
+    in_chunks,
     log_event,
     row_by_id,
     rows_by_path,
@@ -185,9 +187,12 @@ class Journal(JournalQueries):
         if row["state"] == State.UPLOADING.value:
             return False  # the worker sending it compares stats itself
         s = item.stat
-        move = outcomes.content_changed(
-            to_job(row), s.size, s.mtime_ns, s.inode, s.device, item.quiet_since
-        )
+        if stat_of(row).same_content_as(s):  # a missing file back as it was: same chain
+            move = Move(row["id"], Event.SEEN, Changes(quiet_since=item.quiet_since))
+        else:
+            move = outcomes.content_changed(
+                to_job(row), s.size, s.mtime_ns, s.inode, s.device, item.quiet_since
+            )
         self._commit(conn, row, move, now)
         return True
 
@@ -243,8 +248,9 @@ class Journal(JournalQueries):
             twin = conn.execute(
                 "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
                 f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
-                " AND lease_expires > ?) OR digest IS NOT NULL) LIMIT 1",
-                (row["size"], sample_hash, *exclude, State.UPLOADING.value, now),
+                " AND lease_expires > ?) OR (digest IS NOT NULL AND state IN (?, ?, ?)))"
+                " LIMIT 1",
+                (row["size"], sample_hash, *exclude, State.UPLOADING.value, now, *STORED_STATES),
             ).fetchone()
             if twin is not None:
                 return None
@@ -269,24 +275,31 @@ class Journal(JournalQueries):
         return to_job(row_by_id(conn, row["id"]))
 
     def claim_uploads(
-        self, owner: str, now: float | Callable[[], float], limit: int, lease_seconds: float
+        self,
+        owner: str,
+        now: float | Callable[[], float],
+        limit: int,
+        lease_seconds: float,
+        running: Sequence[int] = (),
     ) -> list[Job]:
         """Given a lease owner, atomically lease up to `limit` due uploads and return them.
 
         Given a clock as `now`, the time is read once the write lock is held, so a claim
         that waited for the lock still holds a lease of `lease_seconds` from its commit.
         Live files (priority 0) come before backfill work; rows left `uploading` by a dead
-        process are taken over once their lease has expired.
+        process are taken over once their lease has expired, never one of the caller's
+        own `running` jobs (its worker still sends it, even if its lease lapsed).
         """
         if limit <= 0:
             return []
         with self._write() as conn:
             now = now() if callable(now) else now
+            mine = f" AND id NOT IN ({', '.join('?' for _ in running)})" if running else ""
             rows = conn.execute(
-                "SELECT id, state FROM files WHERE (state IN (?, ?) AND next_attempt_at <= ?)"
-                " OR (state = ? AND lease_expires < ?)"
+                "SELECT id, state FROM files WHERE ((state IN (?, ?) AND next_attempt_at <= ?)"
+                f" OR (state = ? AND lease_expires < ?)){mine}"
                 " ORDER BY priority, next_attempt_at, id LIMIT ?",
-                (*UPLOAD_CLAIMABLE, now, State.UPLOADING.value, now, limit),
+                (*UPLOAD_CLAIMABLE, now, State.UPLOADING.value, now, *running, limit),
             ).fetchall()
             claimed = []
             lease = Lease(owner, now + lease_seconds)
@@ -297,24 +310,37 @@ class Journal(JournalQueries):
             return claimed
 
     def renew_leases(
-        self, owner: str, now: float, lease_seconds: float, sent: Mapping[int, int] | None = None
+        self,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        sent: Mapping[int, int] | None = None,
+        held: Iterable[int] | None = None,
     ) -> int:
         """Given an owner, push its leases' expiry to now + lease_seconds; return how many.
 
+        Given `held` (the jobs its workers still run), only those are renewed: a lease
+        whose step ended without recording its outcome runs out, so the job is taken over.
         `sent` (bytes sent so far by file id) replaces the owner's progress for `status`.
         """
+        jobs = None if held is None else list(held)
         with self._write() as conn:
-            cursor = conn.execute(  # the process's own name, or one of its workers' names
-                "UPDATE files SET lease_expires = ? WHERE state = ? AND"
-                " (lease_owner = ? OR substr(lease_owner, 1, ?) = ?)",
-                (now + lease_seconds, State.UPLOADING.value, owner, len(owner) + 1, owner + "/"),
-            )
+            where = "state = ? AND (lease_owner = ? OR substr(lease_owner, 1, ?) = ?)"
+            params: list[Any] = [State.UPLOADING.value, owner, len(owner) + 1, owner + "/"]
+            renewed = 0
+            for chunk, marks in in_chunks(jobs) if jobs is not None else [([], "")]:
+                ids = f" AND id IN ({marks})" if jobs is not None else ""
+                cursor = conn.execute(
+                    f"UPDATE files SET lease_expires = ? WHERE {where}{ids}",
+                    [now + lease_seconds, *params, *chunk],
+                )
+                renewed += cursor.rowcount
             conn.execute("DELETE FROM progress WHERE owner = ?", (owner,))
             conn.executemany(
                 "INSERT OR REPLACE INTO progress (file_id, owner, sent, at) VALUES (?, ?, ?, ?)",
                 [(file_id, owner, count, now) for file_id, count in (sent or {}).items()],
             )
-            return cursor.rowcount
+            return renewed
 
     def expire_leases(self, is_dead: Callable[[str], bool]) -> int:
         """Given a test of owners, end at once the leases held by dead ones; return how many."""

@@ -12,6 +12,8 @@ from reka_sync.journal.rows import in_chunks, row_by_id, rows_by_path, to_job
 from reka_sync.lifecycle import State
 from reka_sync.names import from_db, to_db
 
+STORED_STATES = (State.UPLOADED.value, State.FILING.value, State.DONE.value)
+
 
 class JournalQueries(JournalConnection):
     """What the journal knows, read through the read-only connection."""
@@ -49,13 +51,23 @@ class JournalQueries(JournalConnection):
         return to_job(rows[0]) if rows else None
 
     def jobs(
-        self, states: Iterable[State], *, due_before: float | None = None, limit: int = 1000
+        self,
+        states: Iterable[State],
+        *,
+        due_before: float | None = None,
+        limit: int = 1000,
+        skip_roots: Iterable[str] = (),
     ) -> list[Job]:
-        """Given states (and optionally a due time), return matching jobs, oldest due first."""
+        """Given states (and optionally a due time, and roots to leave out), return matching
+        jobs, oldest due first."""
         names = [s.value for s in states]
         marks = ", ".join("?" for _ in names)
         sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state IN ({marks})"
         params: list[Any] = list(names)
+        away = list(skip_roots)
+        if away:
+            sql += f" AND root NOT IN ({', '.join('?' for _ in away)})"
+            params.extend(away)
         if due_before is not None:
             sql += " AND next_attempt_at <= ?"
             params.append(due_before)
@@ -66,8 +78,9 @@ class JournalQueries(JournalConnection):
         """Given a size and sample, return other jobs whose content reached the API."""
         rows = self._read(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
-            " AND id != ? AND digest IS NOT NULL AND video_id IS NOT NULL ORDER BY id",
-            (size, sample_hash, exclude_id),
+            " AND id != ? AND digest IS NOT NULL AND video_id IS NOT NULL"
+            " AND state IN (?, ?, ?) ORDER BY id",  # a failed twin's video is no home
+            (size, sample_hash, exclude_id, *STORED_STATES),
         )
         return [to_job(r) for r in rows]
 
