@@ -37,6 +37,18 @@ from tests.conftest import (
 )
 
 
+def reka(config: Path, command: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a reka-sync command that ends by itself (with the key, if given); return it."""
+    return subprocess.run(
+        [PYTHON, "-m", "reka_sync", command, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(**({"REKA_API_KEY": key} if key else {})),
+        check=False,
+    )
+
+
 def fill_disk(folder: Path) -> Path:
     """Write a file into `folder` until its filesystem is full; return the file."""
     filler = folder / "filler"
@@ -180,14 +192,7 @@ def test_a_second_service_on_one_journal_refuses_and_names_the_first(
     config = engine_config(tmp_path, media, emu.url)
     first = ServiceProcess(config)
     try:
-        second = subprocess.run(
-            [PYTHON, "-m", "reka_sync", "run", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=cli_env(REKA_API_KEY=API_KEY),
-            check=False,
-        )
+        second = reka(config, "run", key=API_KEY)
         assert second.returncode == 1
         assert f"PID {first.proc.pid}" in second.stderr
         make_tree(media, 2)
@@ -235,14 +240,7 @@ def test_run_refuses_a_damaged_journal_with_exit_74_and_keeps_it(
             handle.seek(offset)
             handle.write(os.urandom(4096))
     damaged = journal.read_bytes()
-    done = subprocess.run(
-        [PYTHON, "-m", "reka_sync", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(REKA_API_KEY=API_KEY),
-        check=False,
-    )
+    done = reka(config, "run", key=API_KEY)
     assert done.returncode == 74, done.stderr
     assert "keep the file" in done.stderr and "Traceback" not in done.stderr
     assert journal.read_bytes() == damaged, "the damaged journal was changed"
@@ -304,14 +302,7 @@ def test_status_on_a_damaged_journal_says_so_and_exits_74(
     with journal.open("r+b") as handle:  # spoil the files table itself, not its indexes
         handle.seek((root_page[0] - 1) * page_size)
         handle.write(os.urandom(page_size))
-    done = subprocess.run(
-        [PYTHON, "-m", "reka_sync", "status", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(),
-        check=False,
-    )
+    done = reka(config, "status")
     assert done.returncode == 74, done.stdout + done.stderr
     assert "damaged" in done.stderr and "keep the file" in done.stderr
     assert "done=" not in done.stdout

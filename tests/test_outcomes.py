@@ -31,6 +31,7 @@ from reka_sync.lifecycle import ACTIVE, Event, State, next_state
 from reka_sync.moves import UNSET, Changes, Lease, Move, Superseded
 from reka_sync.outcomes import Duplicate, Failure, Kind, Policy, Reach, Stored
 from reka_sync.retry import Backoff
+from reka_sync.stability import FileStat
 
 POLICY = Policy(max_attempts=4, backoff=Backoff(2.0, 60.0), poll_interval=5.0)
 NOW = 1000.0
@@ -463,7 +464,7 @@ def test_new_bytes_at_a_path_never_inherit_an_unknown_send() -> None:
         job = dataclasses.replace(
             Row(state=state), upload_key="k-old", outcome_unknown=True, attempts=2
         )
-        move = outcomes.content_changed(job, 10, 2, 3, 4, NOW)
+        move = outcomes.content_changed(job, FileStat(10, 2, 3, 4), NOW)
         job.apply(move)
         assert move.supersede == Superseded(None, "k-old")  # retired by marker, never adopted
         assert job.upload_key is None and not job.outcome_unknown

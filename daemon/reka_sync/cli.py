@@ -39,6 +39,13 @@ from reka_sync.names import shown
 from reka_sync.status import format_show, format_status, show_report, status_report
 
 Handler = Callable[[argparse.Namespace], int]
+# The first matching kind decides the exit code (a NoJournalYet is a JournalError too).
+EXIT_CODES: tuple[tuple[type[RekaSyncError], int], ...] = (
+    (UsageError, EXIT_USAGE),
+    (NoJournalYet, EXIT_FAILED),
+    (JournalError, EXIT_IOERR),
+    (RekaSyncError, EXIT_FAILED),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,18 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    except UsageError as exc:
-        print(f"reka-sync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except NoJournalYet as exc:
-        print(f"reka-sync: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except JournalError as exc:
-        print(f"reka-sync: {exc}", file=sys.stderr)
-        return EXIT_IOERR
     except RekaSyncError as exc:
         print(f"reka-sync: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
     except KeyboardInterrupt:
         return 130
 

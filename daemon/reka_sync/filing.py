@@ -17,7 +17,7 @@ from reka_sync.errors import NotFound, Paused, RekaSyncError
 from reka_sync.journal import Job, Replaced
 from reka_sync.lifecycle import Event
 from reka_sync.moves import Changes, Move
-from reka_sync.workers import Context, marker
+from reka_sync.workers import Context, marked
 
 log = structlog.get_logger("reka_sync.filing")
 POLL_BATCH = 50
@@ -141,8 +141,7 @@ class Confirmer:
         api = self.ctx.api
         ids = [old.video_id] if old.video_id else []
         if old.upload_key:  # its send's outcome was unknown: find it by its marker
-            tag = marker(old.upload_key)
-            ids = [v.video_id for v in api.list_videos() if v.description and tag in v.description]
+            ids = [v.video_id for v in marked(api.list_videos(), old.upload_key)]
         gone = 0
         for video_id in ids:
             try:

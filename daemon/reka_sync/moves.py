@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from reka_sync.lifecycle import Event
+from reka_sync.stability import FileStat
 
 
 class _Unset(Enum):
@@ -51,6 +52,17 @@ class Changes:
     group_name: str | _Unset | None = UNSET
     group_id: str | _Unset | None = UNSET
     last_error: str | _Unset | None = UNSET
+
+    @classmethod
+    def for_stat(cls, stat: FileStat, quiet_since: float) -> Changes:
+        """Given what stat said of a file and since when it is quiet, return those columns."""
+        return cls(
+            size=stat.size,
+            mtime_ns=stat.mtime_ns,
+            inode=stat.inode,
+            device=stat.device,
+            quiet_since=quiet_since,
+        )
 
     def columns(self) -> dict[str, Any]:
         """Return the columns to write, by name (the lease as its two columns)."""

@@ -63,6 +63,7 @@ from reka_sync.lifecycle import Event, State
 from reka_sync.moves import UNSET, Changes, Lease, Move, Superseded
 from reka_sync.pauses import AUTH_PAUSE
 from reka_sync.retry import Backoff, server_wait
+from reka_sync.stability import FileStat
 
 FIRST_POLL = 1.0  # seconds from acceptance to the first status poll, at most
 UNREACHABLE_WAIT = 5.0  # seconds a file waits after the API could not be reached
@@ -415,34 +416,25 @@ class Versioned(Protocol):
     def outcome_unknown(self) -> bool: ...
 
 
-def content_changed(
-    job: Versioned, size: int, mtime_ns: int, inode: int, device: int, quiet_since: float
-) -> Move:
+def content_changed(job: Versioned, stat: FileStat, quiet_since: float) -> Move:
     """Given a job whose file now has other content (its new stat), return the move back to
-    settling and the video it supersedes, if any. New content is a new upload chain: a
-    fresh key, attempts from zero, nothing of the old video kept on the row. A duplicate's
-    video is its twin's, never superseded."""
-    stat = Changes(
-        size=size,
-        mtime_ns=mtime_ns,
-        inode=inode,
-        device=device,
-        quiet_since=quiet_since,
-        sample_hash=None,
-    )
+    settling, superseding its video (or a send of unknown fate), if any. New content is a
+    new upload chain: a fresh key, attempts from zero, nothing of the old video kept on the
+    row. A duplicate's video is its twin's, never superseded."""
+    stat_changes = dataclasses.replace(Changes.for_stat(stat, quiet_since), sample_hash=None)
     unknown_send = job.upload_key if job.outcome_unknown else None
     if job.state in (State.DISCOVERED, State.MISSING):
         # Still settling, or back after vanishing, with other bytes: a send of the old
         # content whose fate is unknown must never be adopted for these.
         old_send = Superseded(None, unknown_send) if unknown_send else None
-        chain = Changes(upload_key=None, outcome_unknown=False) if job.upload_key else Changes()
-        merged = dataclasses.replace(stat, **_set_fields(chain))
-        return Move(job.id, Event.SEEN, merged, {"size": size}, supersede=old_send)
+        if job.upload_key:  # the old chain ends here
+            stat_changes = dataclasses.replace(stat_changes, upload_key=None, outcome_unknown=False)
+        return Move(job.id, Event.SEEN, stat_changes, {"size": stat.size}, supersede=old_send)
     old: Superseded | None = None
     if job.state is not State.SKIPPED and (job.video_id or unknown_send):
         old = Superseded(job.video_id, None if job.video_id else unknown_send)
     fresh = dataclasses.replace(
-        stat,
+        stat_changes,
         digest=None,
         video_id=None,
         upload_key=None,
@@ -452,16 +444,8 @@ def content_changed(
         remote_status=None,
         last_error=None,
     )
-    detail = {"size": size, **({"superseded": old.video_id or old.upload_key} if old else {})}
+    detail = {"size": stat.size, **({"superseded": old.video_id or old.upload_key} if old else {})}
     return Move(job.id, Event.CHANGED, fresh, detail, supersede=old)
-
-
-def _set_fields(changes: Changes) -> dict[str, Any]:
-    return {
-        f.name: getattr(changes, f.name)
-        for f in dataclasses.fields(changes)
-        if getattr(changes, f.name) is not UNSET
-    }
 
 
 def requeue(job: Ledger) -> Move:

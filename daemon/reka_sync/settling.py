@@ -88,13 +88,7 @@ class Settler:
         return 0
 
     def _changed(self, job: Job, current: FileStat, now: float) -> None:
-        changes = Changes(
-            size=current.size,
-            mtime_ns=current.mtime_ns,
-            inode=current.inode,
-            device=current.device,
-            quiet_since=now,
-        )
+        changes = Changes.for_stat(current, now)
         self._commit(Move(job.id, None, changes, note="still changing"), now)
         if self.one_shot:  # once is a rewrite; again and again is a writer at work
             self._changes[job.id] = self._changes.get(job.id, 0) + 1

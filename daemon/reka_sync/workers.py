@@ -64,6 +64,12 @@ def marker(key: str) -> str:
     return f"[reka-sync:{key}]"
 
 
+def marked(videos: list[Video], key: str) -> list[Video]:
+    """Given remote videos and an upload key, return those sent under that key."""
+    tag = marker(key)
+    return [v for v in videos if v.description and tag in v.description]
+
+
 @dataclass
 class Context:
     """What every step needs; time and randomness are injected."""
@@ -209,10 +215,13 @@ class Steps:
 
     def _failure(self, job: Job, exc: Exception, sent: bool) -> Failure:
         """Turn an error into what happened, after the look at the file or group it calls for."""
-        group = self.ctx.rules.decide(job.rel_path).group
-        if isinstance(exc, NotFound) and exc.param == "group_id" and group:
-            self.ctx.groups.forget(group)
-            return _deferred("group was deleted remotely; looking it up again", 0.0, Reach.ANSWERED)
+        if isinstance(exc, NotFound) and exc.param == "group_id":
+            group = self.ctx.rules.decide(job.rel_path).group
+            if group:
+                self.ctx.groups.forget(group)
+                return _deferred(
+                    "group was deleted remotely; looking it up again", 0.0, Reach.ANSWERED
+                )
         if isinstance(exc, OSError):
             exc = FileUnreadable(f"{job.path} cannot be read: {exc.strerror or exc}")
         if isinstance(exc, FileProblem) and not isinstance(
@@ -274,8 +283,9 @@ class Steps:
         ctx = self.ctx
         assert job.upload_key is not None
         videos = ctx.api.list_videos()
-        mine = [v for v in videos if v.description and marker(job.upload_key) in v.description]
+        mine = marked(videos, job.upload_key)
         if mine:
+            self._reconcile_since.pop(job.id, None)
             keep, *extra = mine
             for video in extra:  # several attempts of one chain landed: keep one
                 ctx.api.delete_video(video.video_id)

@@ -190,9 +190,7 @@ class Journal(JournalQueries):
         if stat_of(row).same_content_as(s):  # a missing file back as it was: same chain
             move = Move(row["id"], Event.SEEN, Changes(quiet_since=item.quiet_since))
         else:
-            move = outcomes.content_changed(
-                to_job(row), s.size, s.mtime_ns, s.inode, s.device, item.quiet_since
-            )
+            move = outcomes.content_changed(to_job(row), s, item.quiet_since)
         self._commit(conn, row, move, now)
         return True
 
