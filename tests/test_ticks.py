@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -17,13 +18,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
+import structlog.testing
+from apscheduler.schedulers.background import BackgroundScheduler
 
-from reka_sync.backfill import scan
+from reka_sync.backfill import files_of, targets
 from reka_sync.config import Config, Secret, load_config
 from reka_sync.journal import Journal
 from reka_sync.lifecycle import State
-from reka_sync.scheduler import Engine
-from tests.conftest import API_KEY, engine_config, make_tree, write_config
+from reka_sync.scheduler import OVERLAPS, Engine
+from tests.conftest import API_KEY, engine_config, make_tree, wait_for, write_config
 
 
 class FakeApi:
@@ -71,7 +75,7 @@ def journal(config: Config) -> Iterator[Journal]:
 
 
 def engine_for(config: Config, journal: Journal, api: FakeApi, now: list[float]) -> Engine:
-    journal.record_scan(scan(config, [], {}).files, now[0])
+    journal.record_scan(list(files_of(config, targets(config, [], {}), [], [])), now[0])
     return Engine(
         config,
         journal,
@@ -102,8 +106,10 @@ def test_a_429_pauses_every_upload_and_gives_the_attempt_back(
         assert all(job.attempts == 0 for job in waiting), "a pause spent an attempt"
         assert all(job.next_attempt_at >= now[0] + 30 for job in waiting)
         assert engine.dispatch(now[0] + 29) == 0, "claimed during the retry-after pause"
+        never_claimed = journal.jobs([State.QUEUED])  # when fewer workers than files
         now[0] += 31
-        assert engine.dispatch(now[0]) == len(waiting)
+        workers = config.upload.workers  # the rest are claimed as those finish
+        assert engine.dispatch(now[0]) == min(workers, len(waiting) + len(never_claimed))
         assert engine.wait_idle(10)
         assert journal.counts()[State.UPLOADED] == 3
         now[0] += 2
@@ -194,3 +200,21 @@ def test_a_folder_on_the_path_swapped_for_a_link_sends_nothing(
         assert api.posts == 0
     finally:
         engine.stop()
+
+
+def test_a_tick_that_outlasts_its_interval_is_said_once() -> None:
+    """APScheduler skips a tick's runs while it still runs; that is one warning, not one
+    per interval (a 100,000-file run logged it 513 times)."""
+    release = threading.Event()
+    scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+    scheduler.add_job(lambda: release.wait(30), "interval", seconds=0.02, id="slow-tick-under-test")
+    before = OVERLAPS.skipped
+    with structlog.testing.capture_logs() as logs:
+        scheduler.start()
+        try:
+            wait_for(lambda: OVERLAPS.skipped - before >= 10, 30, "ten skipped runs")
+        finally:
+            release.set()
+            scheduler.shutdown()
+    said = [e for e in logs if e["event"].startswith("a tick outlasts its interval")]
+    assert [e["tick"] for e in said] == ["slow-tick-under-test"]

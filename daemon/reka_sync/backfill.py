@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +24,7 @@ from reka_sync.errors import (
     UsageError,
 )
 from reka_sync.fingerprint import digest_file, sample_file
-from reka_sync.journal import Job, Journal, SeenFile, Skipped
+from reka_sync.journal import Job, Journal, Listed, Scope, SeenFile, Skipped
 from reka_sync.lifecycle import ACTIVE, State
 from reka_sync.mounts import probe
 from reka_sync.names import shown
@@ -34,28 +34,30 @@ from reka_sync.scanner import ScanProblem, links_of, walk
 from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
 
-WAIT_STEP = 0.1  # seconds between looks at the journal while the engine works
+WAIT_STEP = 0.1  # seconds between looks at the engine's health
+LOOK_EVERY = 0.5  # seconds between looks at the journal (progress, and whether all is done)
+RECORD_BATCH = 2000  # files recorded per journal write while the scan goes on
 JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
 
 
 @dataclass
-class Scan:
-    files: list[SeenFile] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    problems: list[ScanProblem] = field(default_factory=list)
+class Targets:
+    """Where a backfill walks, the scope of journal rows it covers, and the roots away."""
+
+    walks: list[tuple[Path, Path | None]] = field(default_factory=list)  # (root, start)
+    scope: Scope = field(default_factory=Scope)
     unavailable: list[Path] = field(default_factory=list)
     mounted: dict[str, str] = field(default_factory=dict)  # root -> its mount point
 
 
-def scan(config: Config, paths: list[Path], last_mounts: Mapping[str, str]) -> Scan:
+def targets(config: Config, paths: list[Path], last_mounts: Mapping[str, str]) -> Targets:
     """Given the config, optional paths inside its roots and where roots were mounted,
-    return the wanted files there.
+    return what to walk.
 
-    Raise UsageError if a path is outside every root.
+    Raise UsageError if a path is outside every root, or does not exist.
     """
-    ignore = IgnoreRules(config.watch.ignore, config.watch.extensions)
-    result = Scan()
-    targets: list[tuple[Path, Path | None]] = []
+    found = Targets()
+    named: list[tuple[str, str]] = []
     for raw in paths:
         path = raw.resolve()
         root = next((r for r in config.watch.roots if path.is_relative_to(r)), None)
@@ -63,18 +65,28 @@ def scan(config: Config, paths: list[Path], last_mounts: Mapping[str, str]) -> S
             raise UsageError(f"{raw} is not under any watch.roots entry")
         if not path.exists():
             raise UsageError(f"{raw} does not exist")
-        targets.append((root, path))
+        found.walks.append((root, path))
+        named.append((str(root), str(path)))
     for root in config.watch.roots if not paths else []:
         there, point = probe(root, last_mounts.get(str(root)))
         if there:
-            targets.append((root, None))
-            result.mounted[str(root)] = point
+            found.walks.append((root, None))
+            found.mounted[str(root)] = point
         else:
-            result.unavailable.append(root)
-    for root, start in targets:
-        found = walk(root, ignore, start, result.problems, links_of(config.watch), result.skipped)
-        result.files.extend(found)
-    return result
+            found.unavailable.append(root)
+    found.scope = Scope(tuple(str(r) for r, _ in found.walks if not paths), tuple(named))
+    return found
+
+
+def files_of(
+    config: Config, found: Targets, problems: list[ScanProblem], skipped: list[Skipped]
+) -> Iterator[SeenFile]:
+    """Given the config and what to walk, yield the wanted files one by one; unreadable
+    folders go to `problems`, links not followed and special files to `skipped`."""
+    ignore = IgnoreRules(config.watch.ignore, config.watch.extensions)
+    links = links_of(config.watch)
+    for root, start in found.walks:
+        yield from walk(root, ignore, start, problems, links, skipped)
 
 
 def run(
@@ -93,19 +105,22 @@ def run(
     unreachable for `max_wait` seconds (0: wait forever), 78 the API refused the key."""
     journal = Journal.open(config.journal.path)
     try:
-        found = scan(config, paths, journal.root_mounts())
+        found = targets(config, paths, journal.root_mounts())
         for root in found.unavailable:
             print(f"reka-sync: warning: {root} is unavailable (not mounted?); skipped", file=err)
-        for problem in found.problems:
-            print(f"reka-sync: warning: cannot read {problem.path}: {problem.reason}", file=err)
+        problems: list[ScanProblem] = []
+        skipped: list[Skipped] = []
+        files = files_of(config, found, problems, skipped)
         if dry_run:
-            return _dry_run(config, journal, found.files, as_json, out)
+            code = _dry_run(config, journal, files, as_json, out)
+            _warn(problems, err)
+            return code
         assert key is not None
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
-        ids = _record(journal, found.files, found.skipped)
-        interrupted, stopped = _drive(config, journal, key, ids, err, max_wait)
-        summary = summarise(journal.jobs_by_ids(ids), interrupted or stopped is not None)
+        _record(journal, files, problems, skipped, err)
+        interrupted, stopped = _drive(config, journal, key, found.scope, err, max_wait)
+        summary = summarise(journal, found.scope, interrupted or stopped is not None)
     finally:
         journal.close()
     _print_summary(summary, as_json, out)
@@ -116,42 +131,71 @@ def run(
     return EXIT_FAILED if summary["failed"] or interrupted else EXIT_OK
 
 
-def _record(journal: Journal, files: list[SeenFile], skipped: list[Skipped]) -> list[int]:
+def _record(
+    journal: Journal,
+    files: Iterator[SeenFile],
+    problems: list[ScanProblem],
+    skipped: list[Skipped],
+    err: TextIO,
+) -> None:
+    """Record the files as the walk finds them, a batch at a time (never the whole tree
+    in memory), with what it skipped and could not read."""
     now = time.time()
-    for start in range(0, len(files), 2000):
-        summary = journal.record_scan(files[start : start + 2000], now, priority=1)
-        for path, why in summary.refused:
-            print(f"reka-sync: warning: cannot record {shown(path)}: {why}", file=sys.stderr)
+    batch: list[SeenFile] = []
+    for seen in files:
+        batch.append(seen)
+        if len(batch) >= RECORD_BATCH:
+            _flush(journal, batch, skipped, now, err)
+            _warn(problems, err)
+    _flush(journal, batch, skipped, now, err)
+    _warn(problems, err)
+
+
+def _flush(
+    journal: Journal, batch: list[SeenFile], skipped: list[Skipped], now: float, err: TextIO
+) -> None:
+    for path, why in journal.record_scan(batch, now, priority=1).refused:
+        print(f"reka-sync: warning: cannot record {shown(path)}: {why}", file=err)
     journal.record_skipped(skipped, now)
-    return journal.ids_of([*(f.path for f in files), *(s.path for s in skipped)])
+    batch.clear()
+    skipped.clear()
+
+
+def _warn(problems: list[ScanProblem], err: TextIO) -> None:
+    for problem in problems:
+        print(f"reka-sync: warning: cannot read {problem.path}: {problem.reason}", file=err)
+    problems.clear()
 
 
 def _drive(
-    config: Config, journal: Journal, key: Secret, ids: list[int], err: TextIO, max_wait: float
+    config: Config, journal: Journal, key: Secret, scope: Scope, err: TextIO, max_wait: float
 ) -> tuple[bool, tuple[int, str] | None]:
-    """Run the engine until every job in `ids` is finished; return whether a signal
+    """Run the engine until every file in `scope` is finished; return whether a signal
     interrupted it, and the exit code and reason if the environment stopped it."""
     engine = Engine(config, journal, key, one_shot=True)
     stop = threading.Event()
     on_stop_signals(stop.set)
+    tally = journal.scope_tally(scope)
     progress = Progress(
-        err, total_files=len(ids), total_bytes=sum(size for _, size in journal.tally(ids).values())
+        err,
+        total_files=sum(count for count, _ in tally.values()),
+        total_bytes=sum(size for _, size in tally.values()),
     )
-    left = engine.settler.left  # files still being written: the service takes them
-    waiting, counted = ids, 0
     engine.start()
     stopped: tuple[int, str] | None = None
+    looked = 0.0
     try:
         while not stop.wait(WAIT_STEP):
+            now = time.monotonic()
             stopped = _environment_stops(engine, max_wait, time.time())
             if stopped is not None:
                 break
-            if len(left) != counted:
-                counted = len(left)
-                waiting = [i for i in ids if i not in left]
-            tally = journal.tally(waiting)
+            if now - looked < LOOK_EVERY:
+                continue
+            looked = now
+            tally = journal.scope_tally(scope)
             progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
-            if all(tally[state][0] == 0 for state in ACTIVE):
+            if _finished(journal, scope, tally, engine.settler.left):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents
                 break
     except JournalError as exc:
@@ -160,6 +204,18 @@ def _drive(
         engine.stop()
         progress.close()
     return stop.is_set(), stopped
+
+
+def _finished(
+    journal: Journal, scope: Scope, tally: Mapping[State, tuple[int, int]], left: Mapping[int, str]
+) -> bool:
+    """Is every file of the scope finished, but those left for the service?"""
+    if any(tally[state][0] for state in ACTIVE if state is not State.DISCOVERED):
+        return False
+    waiting = tally[State.DISCOVERED][0]
+    if waiting == 0:
+        return True
+    return waiting <= len(left) and journal.scope_ids(scope, State.DISCOVERED) <= left.keys()
 
 
 def _environment_stops(engine: Engine, max_wait: float, now: float) -> tuple[int, str] | None:
@@ -197,32 +253,26 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def summarise(jobs: list[Job], interrupted: bool = False) -> dict[str, Any]:
-    """Given the jobs of a backfill, return counts by outcome and by group, and the failures."""
-    outcomes = Counter(job.state.value for job in jobs)
-    groups = Counter(job.group_name or "(no group)" for job in jobs if job.state is State.DONE)
-    duplicates = sum(1 for job in jobs if job.state is State.SKIPPED and job.video_id)
+def summarise(journal: Journal, scope: Scope, interrupted: bool = False) -> dict[str, Any]:
+    """Given the journal and a backfill's scope, return counts by outcome and by group,
+    and the files that failed, were left or skipped (a few aggregate queries)."""
+    tally = journal.scope_tally(scope)
     return {
-        "files": len(jobs),
-        "outcomes": dict(sorted(outcomes.items())),
-        "groups": dict(sorted(groups.items())),
-        "duplicates": duplicates,
-        "failed": sum(1 for job in jobs if job.state is State.FAILED),
-        "failures": [
-            {"path": shown(j.path), "error": j.last_error} for j in jobs if j.state is State.FAILED
-        ],
-        "left": [  # still being written, or empty: the service takes them
-            {"path": shown(j.path), "reason": j.last_error}
-            for j in jobs
-            if j.state is State.DISCOVERED and not interrupted
-        ],
-        "skipped": [
-            {"path": shown(j.path), "reason": j.last_error}
-            for j in jobs
-            if j.state is State.SKIPPED and not j.video_id
-        ],
+        "files": sum(count for count, _ in tally.values()),
+        "outcomes": {state.value: count for state, (count, _) in sorted(tally.items()) if count},
+        "groups": journal.scope_groups(scope),
+        "duplicates": len(journal.scope_listed(scope, State.SKIPPED, with_video=True)),
+        "failed": tally[State.FAILED][0],
+        "failures": _listed(journal.scope_listed(scope, State.FAILED), "error"),
+        # still being written, or empty: the service takes them
+        "left": [] if interrupted else _listed(journal.scope_listed(scope, State.DISCOVERED)),
+        "skipped": _listed(journal.scope_listed(scope, State.SKIPPED)),
         "interrupted": interrupted,
     }
+
+
+def _listed(files: list[Listed], why: str = "reason") -> list[dict[str, str | None]]:
+    return [{"path": shown(item.path), why: item.reason} for item in files]
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool, out: TextIO) -> None:
@@ -252,7 +302,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool, out: TextIO) -> None:
 
 
 def _dry_run(
-    config: Config, journal: Journal, files: list[SeenFile], as_json: bool, out: TextIO
+    config: Config, journal: Journal, files: Iterator[SeenFile], as_json: bool, out: TextIO
 ) -> int:
     rules = config.groups.compiled()
     plan: list[dict[str, str]] = []

@@ -6,7 +6,6 @@ column a step may write is named here, with its type.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -67,9 +66,9 @@ class Changes:
     def columns(self) -> dict[str, Any]:
         """Return the columns to write, by name (the lease as its two columns)."""
         out = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "lease" and getattr(self, f.name) is not UNSET
+            name: value
+            for name, value in vars(self).items()
+            if value is not UNSET and name != "lease"
         }
         if isinstance(self.lease, Lease):
             out["lease_owner"], out["lease_expires"] = self.lease.owner, self.lease.expires

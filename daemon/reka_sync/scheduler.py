@@ -18,6 +18,7 @@ How this works
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -57,6 +58,31 @@ LIVELY_TICKS = ("heartbeat", "dispatch")
 JOURNAL_REMIND = 600.0  # seconds between lines while the journal cannot be written
 INTEGRITY_EVERY = 86400.0  # seconds between the service's quick checks of the journal
 JOURNAL_RECOVERED = 3.0  # seconds of writes without a failure before the trouble is over
+
+
+class OverlapOnce(logging.Filter):
+    """Turns APScheduler's "skipped: maximum number of running instances" into one warning
+    per tick: a tick that outlasts its interval is news once, not at every interval after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+        self.skipped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "maximum number of running instances" not in str(record.msg):
+            return True
+        self.skipped += 1
+        job = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        tick = str(getattr(job, "id", job))
+        if tick not in self.said:
+            self.said.add(tick)
+            log.warning("a tick outlasts its interval; its next runs wait for it", tick=tick)
+        return False
+
+
+OVERLAPS = OverlapOnce()
+logging.getLogger("apscheduler.scheduler").addFilter(OVERLAPS)
 
 
 class Engine:

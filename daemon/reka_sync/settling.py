@@ -3,8 +3,9 @@
 For each discovered file it stats once (without following links), asks the
 watcher what the events say of its writers, reads the container headers once the
 file is quiet, and hands all of that to the pure decision (`stability`). What a
-verdict does to the job is a move committed here. An error on one file is
-recorded on that file and the tick goes on with the others.
+verdict does to the job is a move, committed here with the moves of other files
+(one transaction per COMMIT_EVERY files). An error on one file is recorded on
+that file and the tick goes on with the others.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from reka_sync.stability import Decision, FileStat, Limits, Verdict, Writer, com
 
 log = structlog.get_logger("reka_sync.settling")
 SETTLE_BATCH = 5000
+COMMIT_EVERY = 500  # files decided per journal commit
 CHANGED_SINCE_SCAN = "it keeps changing"
 KEEPS_CHANGING = 3  # one-shot: changes seen before a file counts as being written
 
@@ -45,6 +47,7 @@ class Settler:
         self.left: dict[int, str] = {}  # one-shot: files left for the service, and why
         self.links = NO_LINKS
         self._changes: dict[int, int] = {}  # one-shot: times each file changed under us
+        self._moves: list[Move] = []  # decided, not yet committed
 
     def tick(self, config: WatchConfig, now: float) -> int:
         """Given the watch settings and the time, promote complete files; return how many."""
@@ -69,7 +72,15 @@ class Settler:
                 promoted += self._one(job, limits, now, root_there)
             except (RekaSyncError, OSError) as exc:
                 log.warning("cannot settle this file; trying again", path=job.path, error=str(exc))
+            if len(self._moves) >= COMMIT_EVERY:
+                self._flush(now)
+        self._flush(now)
         return promoted
+
+    def _flush(self, now: float) -> None:
+        moves, self._moves = self._moves, []
+        for move, why in self.journal.apply_many(moves, now):
+            log.debug("a settled file moved on meanwhile", job=move.job_id, reason=why)
 
     def _one(self, job: Job, limits: Limits, now: float, root_there: Callable[[str], bool]) -> int:
         current = stat_file(job.path, self.links)
@@ -77,7 +88,7 @@ class Settler:
             return 0  # an unmounted share: its files are not missing
         first = settle(job.stat, current, job.quiet_since, now, limits.settle_seconds)
         if first is Verdict.VANISHED:
-            self._commit(Move(job.id, Event.VANISHED), now)
+            self._moves.append(Move(job.id, Event.VANISHED))
         elif first is Verdict.CHANGED and current is not None:
             self._changed(job, current, now)
         elif first is Verdict.STABLE or self.one_shot:
@@ -89,7 +100,7 @@ class Settler:
 
     def _changed(self, job: Job, current: FileStat, now: float) -> None:
         changes = Changes.for_stat(current, now)
-        self._commit(Move(job.id, None, changes, note="still changing"), now)
+        self._moves.append(Move(job.id, None, changes, note="still changing"))
         if self.one_shot:  # once is a rewrite; again and again is a writer at work
             self._changes[job.id] = self._changes.get(job.id, 0) + 1
             if self._changes[job.id] >= KEEPS_CHANGING:
@@ -102,21 +113,18 @@ class Settler:
         if verdict in (Verdict.STABLE, Verdict.UNFINALISED):
             detail = {"unfinalised": reason} if reason else None
             settled = Changes(next_attempt_at=now, last_error=None if job.last_error else UNSET)
-            self._commit(Move(job.id, Event.SETTLED, settled, detail), now)
+            self._moves.append(Move(job.id, Event.SETTLED, settled, detail))
             return 1
         if verdict is Verdict.CUT_SHORT:
-            self._commit(Move(job.id, Event.FAIL, Changes(last_error=reason)), now)
+            self._moves.append(Move(job.id, Event.FAIL, Changes(last_error=reason)))
             log.warning("incomplete video; not uploading it", path=job.path, reason=reason)
         elif verdict is Verdict.NOT_VIDEO:
-            self._commit(Move(job.id, Event.IGNORE, Changes(last_error=reason)), now)
+            self._moves.append(Move(job.id, Event.IGNORE, Changes(last_error=reason)))
         elif job.last_error != reason:  # WAIT, EMPTY, LEFT: say why in `show`, once
-            self._commit(Move(job.id, None, Changes(last_error=reason), note="waiting"), now)
+            self._moves.append(Move(job.id, None, Changes(last_error=reason), note="waiting"))
         if self.one_shot and verdict in (Verdict.EMPTY, Verdict.LEFT):
             self._leave(job, reason)
         return 0
 
     def _leave(self, job: Job, reason: str) -> None:
         self.left[job.id] = reason
-
-    def _commit(self, move: Move, now: float) -> None:
-        self.journal.apply(move, now)

@@ -145,8 +145,8 @@ def scan(files: int = 100_000) -> None:
         journal = Journal.open(cfg.journal.path)
         engine = Engine(cfg, journal, Secret("bench"))
         engine.rescan(time.time())  # first sight: records them
-        with journal._write() as conn:  # mark all done, as after a finished backfill
-            conn.execute("UPDATE files SET state = ?", (State.DONE.value,))
+        # mark all done, as after a finished backfill
+        journal._run(lambda conn: conn.execute("UPDATE files SET state = ?", (State.DONE.value,)))
         del Event
         bare_runs, our_runs = [], []
         for _ in range(3):  # interleaved, best of 3 each

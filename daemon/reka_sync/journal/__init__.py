@@ -37,15 +37,18 @@ from reka_sync.journal.queries import STORED_STATES, JournalQueries
 from reka_sync.journal.records import (
     HistoryEntry,
     Job,
+    Listed,
     Pause,
     Replaced,
     ScanSummary,
+    Scope,
     SeenFile,
     Skipped,
 )
 from reka_sync.journal.rows import (
     checked_row,
     in_chunks,
+    job_of,
     log_event,
     row_by_id,
     rows_by_path,
@@ -65,9 +68,11 @@ __all__ = [
     "Job",
     "Journal",
     "LeaseLost",
+    "Listed",
     "Pause",
     "Replaced",
     "ScanSummary",
+    "Scope",
     "SeenFile",
     "Skipped",
 ]
@@ -96,7 +101,8 @@ class Journal(JournalQueries):
                 todo.append(item)
         if not todo:
             return summary  # an unchanged tree costs reads only, no write transaction
-        with self._write() as conn:
+
+        def write(conn: sqlite3.Connection) -> None:
             rows = rows_by_path(conn, [item.path for item in todo])
             for item in todo:
                 conn.execute("SAVEPOINT item")
@@ -106,6 +112,8 @@ class Journal(JournalQueries):
                     conn.execute("ROLLBACK TO item")
                     summary.refused.append((item.path, str(exc) or type(exc).__name__))
                 conn.execute("RELEASE item")
+
+        self._run(write)
         return summary
 
     def _record_one(
@@ -164,8 +172,9 @@ class Journal(JournalQueries):
         batch = list({item.path: item for item in skipped}.values())
         if not batch:
             return 0
-        recorded = 0
-        with self._write() as conn:
+
+        def write(conn: sqlite3.Connection) -> int:
+            recorded = 0
             rows = rows_by_path(conn, [item.path for item in batch])
             for item in batch:
                 row = rows.get(item.path)
@@ -179,7 +188,9 @@ class Journal(JournalQueries):
                     move = Move(row["id"], Event.IGNORE, Changes(last_error=item.reason))
                     self._commit(conn, row, move, now)
                     recorded += 1
-        return recorded
+            return recorded
+
+        return self._run(write)
 
     def _note_change(
         self, conn: sqlite3.Connection, row: sqlite3.Row, item: SeenFile, now: float
@@ -204,9 +215,11 @@ class Journal(JournalQueries):
         longer holds the job's lease, JournalError if the job is gone or not in the
         `expect`ed state.
         """
-        with self._write() as conn:
-            row = checked_row(conn, move.job_id, expect, owner)
-            return self._commit(conn, row, move, now)
+
+        def write(conn: sqlite3.Connection) -> Job:
+            return self._commit(conn, checked_row(conn, move.job_id, expect, owner), move, now)
+
+        return self._run(write)
 
     def apply_many(self, moves: Sequence[Move], now: float) -> list[tuple[Move, str]]:
         """Given several jobs' moves, commit them in one transaction; return the moves that
@@ -214,8 +227,9 @@ class Journal(JournalQueries):
 
         One bad move never holds the others back: they are committed without it.
         """
-        refused: list[tuple[Move, str]] = []
-        with self._write() as conn:
+
+        def write(conn: sqlite3.Connection) -> list[tuple[Move, str]]:
+            refused: list[tuple[Move, str]] = []
             for move in moves:
                 conn.execute("SAVEPOINT move")
                 try:
@@ -224,7 +238,9 @@ class Journal(JournalQueries):
                     conn.execute("ROLLBACK TO move")
                     refused.append((move, str(exc)))
                 conn.execute("RELEASE move")
-        return refused
+            return refused
+
+        return self._run(write) if moves else []
 
     def begin_send(
         self, move: Move, owner: str, now: float, sample_hash: str, checked: Iterable[int]
@@ -235,11 +251,13 @@ class Journal(JournalQueries):
         has reached the API, and that is not among the `checked` ids (twins the caller has
         already compared digests with). Then nothing is written and None is returned: the
         caller looks again later instead of uploading the same content twice. The check
-        and the commit are one transaction.
+        and the commit are one transaction, fsynced before this returns: the send it
+        unlocks must be known after a power cut, or the file could go out twice.
         """
         exclude = [move.job_id, *checked]
         marks = ", ".join("?" for _ in exclude)
-        with self._write() as conn:
+
+        def write(conn: sqlite3.Connection) -> Job | None:
             row = checked_row(conn, move.job_id, State.UPLOADING, owner)
             if (row["lease_expires"] or 0) < now:
                 raise LeaseLost(f"job {move.job_id}: the lease ran out before the send")
@@ -254,15 +272,15 @@ class Journal(JournalQueries):
                 return None
             return self._commit(conn, row, move, now)
 
+        return self._run(write, durable=True)
+
     def _commit(self, conn: sqlite3.Connection, row: sqlite3.Row, move: Move, now: float) -> Job:
         old = State(row["state"])
         new = old if move.event is None else next_state(old, move.event)
         values = {**move.changes.columns(), "state": new.value, "updated_at": now}
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        conn.execute(
-            f"UPDATE files SET {assignments} WHERE id = ?",
-            [*sql_values(values.values()), row["id"]],
-        )
+        stored = dict(zip(values, sql_values(values.values()), strict=True))
+        assignments = ", ".join(f"{name} = ?" for name in stored)
+        conn.execute(f"UPDATE files SET {assignments} WHERE id = ?", [*stored.values(), row["id"]])
         event = move.event if move.event is not None else f"note:{move.note}"
         log_event(conn, row["id"], now, event, old, new, move.detail)
         if move.supersede is not None:
@@ -270,7 +288,7 @@ class Journal(JournalQueries):
                 "INSERT INTO superseded (file_id, video_id, upload_key, since) VALUES (?,?,?,?)",
                 (row["id"], move.supersede.video_id, move.supersede.upload_key, now),
             )
-        return to_job(row_by_id(conn, row["id"]))
+        return job_of({**dict(zip(row.keys(), tuple(row), strict=True)), **stored})
 
     def claim_uploads(
         self,
@@ -290,22 +308,25 @@ class Journal(JournalQueries):
         """
         if limit <= 0:
             return []
-        with self._write() as conn:
-            now = now() if callable(now) else now
+
+        def write(conn: sqlite3.Connection) -> list[Job]:
+            at = now() if callable(now) else now
             mine = f" AND id NOT IN ({', '.join('?' for _ in running)})" if running else ""
             rows = conn.execute(
                 "SELECT id, state FROM files WHERE ((state IN (?, ?) AND next_attempt_at <= ?)"
                 f" OR (state = ? AND lease_expires < ?)){mine}"
                 " ORDER BY priority, next_attempt_at, id LIMIT ?",
-                (*UPLOAD_CLAIMABLE, now, State.UPLOADING.value, now, *running, limit),
+                (*UPLOAD_CLAIMABLE, at, State.UPLOADING.value, at, *running, limit),
             ).fetchall()
             claimed = []
-            lease = Lease(owner, now + lease_seconds)
+            lease = Lease(owner, at + lease_seconds)
             for job_id, state in rows:
                 row = row_by_id(conn, job_id)
                 move = outcomes.claimed(to_job(row), lease, state == State.UPLOADING.value)
-                claimed.append(self._commit(conn, row, move, now))
+                claimed.append(self._commit(conn, row, move, at))
             return claimed
+
+        return self._run(write)
 
     def renew_leases(
         self,
@@ -322,7 +343,8 @@ class Journal(JournalQueries):
         `sent` (bytes sent so far by file id) replaces the owner's progress for `status`.
         """
         jobs = None if held is None else list(held)
-        with self._write() as conn:
+
+        def write(conn: sqlite3.Connection) -> int:
             where = "state = ? AND (lease_owner = ? OR substr(lease_owner, 1, ?) = ?)"
             params: list[Any] = [State.UPLOADING.value, owner, len(owner) + 1, owner + "/"]
             renewed = 0
@@ -340,6 +362,8 @@ class Journal(JournalQueries):
             )
             return renewed
 
+        return self._run(write)
+
     def expire_leases(self, is_dead: Callable[[str], bool]) -> int:
         """Given a test of owners, end at once the leases held by dead ones; return how many."""
         owners = [
@@ -353,66 +377,58 @@ class Journal(JournalQueries):
         dead = [o for o in owners if is_dead(o)]
         if not dead:
             return 0
-        with self._write() as conn:
-            marks = ", ".join("?" for _ in dead)
-            cursor = conn.execute(
-                f"UPDATE files SET lease_expires = 0 WHERE state = ? AND lease_owner IN ({marks})",
-                (State.UPLOADING.value, *dead),
-            )
-            return cursor.rowcount
+        marks = ", ".join("?" for _ in dead)
+        sql = f"UPDATE files SET lease_expires = 0 WHERE state = ? AND lease_owner IN ({marks})"
+        return self._run(lambda conn: conn.execute(sql, (State.UPLOADING.value, *dead)).rowcount)
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        self._run(lambda conn: conn.execute(sql, params))
 
     def record_check(self, verdict: str, now: float) -> None:
         """Given the verdict of an integrity check, keep it for `status`."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO checks (name, at, verdict) VALUES ('quick_check', ?, ?)",
-                (now, verdict),
-            )
+        self._execute(
+            "INSERT OR REPLACE INTO checks (name, at, verdict) VALUES ('quick_check', ?, ?)",
+            (now, verdict),
+        )
 
     def set_root_tally(self, root: str, other_extensions: int) -> None:
         """Given a root and how many files its last rescan passed over for their extension,
         record it (for `status`)."""
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE roots SET other_extensions = ? WHERE path = ?", (other_extensions, root)
-            )
+        self._execute(
+            "UPDATE roots SET other_extensions = ? WHERE path = ?", (other_extensions, root)
+        )
 
     def close_superseded(self, replaced_id: int, outcome: str, now: float) -> None:
         """Given a superseded video, record what became of it (deleted, already gone, kept)."""
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE superseded SET outcome = ?, done_at = ? WHERE id = ?",
-                (outcome, now, replaced_id),
-            )
+        self._execute(
+            "UPDATE superseded SET outcome = ?, done_at = ? WHERE id = ?",
+            (outcome, now, replaced_id),
+        )
 
     def save_group(self, name: str, group_id: str, now: float) -> None:
         """Given a group's name and id, cache them."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO groups (name, group_id, updated_at) VALUES (?,?,?)"
-                " ON CONFLICT(name) DO UPDATE SET group_id = excluded.group_id,"
-                " updated_at = excluded.updated_at",
-                (name, group_id, now),
-            )
+        self._execute(
+            "INSERT INTO groups (name, group_id, updated_at) VALUES (?,?,?)"
+            " ON CONFLICT(name) DO UPDATE SET group_id = excluded.group_id,"
+            " updated_at = excluded.updated_at",
+            (name, group_id, now),
+        )
 
     def forget_group(self, name: str) -> None:
         """Given a group name, drop its cached id (it was deleted remotely)."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM groups WHERE name = ?", (name,))
+        self._execute("DELETE FROM groups WHERE name = ?", (name,))
 
     def set_pause(self, kind: str, until: float, reason: str) -> None:
         """Given a kind of request, pause it until `until` (seconds since the epoch)."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO pauses (kind, until, reason) VALUES (?,?,?) ON CONFLICT(kind)"
-                " DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
-                (kind, until, reason),
-            )
+        self._execute(
+            "INSERT INTO pauses (kind, until, reason) VALUES (?,?,?) ON CONFLICT(kind)"
+            " DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
+            (kind, until, reason),
+        )
 
     def clear_pause(self, kind: str) -> None:
         """Given a kind, lift its pause."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM pauses WHERE kind = ?", (kind,))
+        self._execute("DELETE FROM pauses WHERE kind = ?", (kind,))
 
     def set_root_available(
         self, root: str, available: bool, now: float, mount: str | None = None
@@ -426,9 +442,8 @@ class Journal(JournalQueries):
         if was == available and mount == last_mount:
             return was
         since = rows[0]["since"] if was == available else now
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO roots (path, available, since, mount) VALUES (?,?,?,?)",
-                (root, int(available), since, mount),
-            )
+        self._execute(
+            "INSERT OR REPLACE INTO roots (path, available, since, mount) VALUES (?,?,?,?)",
+            (root, int(available), since, mount),
+        )
         return was

@@ -1,22 +1,30 @@
 """The journal's SQLite connections: opening, checking and migrating the file, and the
-two ways in (a write transaction, a read), with SQLite's errors turned into JournalError.
+two ways in (a write, a read), with SQLite's errors turned into JournalError.
+
+Writes are group-committed: every thread hands its write to one writer thread
+(``GroupWriter``), which runs whatever has queued up meanwhile in one transaction,
+each write under its own savepoint, and commits once. A caller returns only after
+the commit that holds its write, so "committed before the effect it unlocks"
+still holds per caller, at one commit (and at most one fsync) per batch.
 """
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
-
-import sqlite_utils
+from typing import Any, Generic, Self, TypeVar
 
 from reka_sync.errors import JournalError, NoJournalYet
-from reka_sync.journal.schema import APPLICATION_ID, migrations
+from reka_sync.journal.schema import APPLICATION_ID
 
 BUSY_TIMEOUT_S = 10.0
+BATCH_MOST = 256  # writes per group commit, at most
+T = TypeVar("T")
 
 
 # Never suggest rebuilding the journal from scratch: that would upload every file again.
@@ -31,11 +39,11 @@ class JournalConnection:
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
-        self._db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
         # Reads use their own connection, so they never wait for a commit's fsync.
         self._reader = conn
         self._read_lock = self._lock
+        self._writer: GroupWriter | None = None
         self.path = path
 
     @classmethod
@@ -80,33 +88,49 @@ class JournalConnection:
             return
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise JournalError(f"{self.path}: cannot switch to WAL mode")
-        conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        with self._write():
-            migrations.apply(self._db)
+        self._migrate()
+        self._writer = GroupWriter(conn, self.path)
         self._reader = sqlite3.connect(
             f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
         )
         self._reader.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self._read_lock = threading.RLock()
 
+    def _migrate(self) -> None:
+        import sqlite_utils  # only writers migrate; `status` never pays for the import
+
+        from reka_sync.journal.schema import migrations
+
+        with mapped(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                migrations.apply(sqlite_utils.Database(self._conn))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
     def close(self) -> None:
-        """Close the connection; the file stays as it is."""
+        """Finish the writes handed over so far, then close; the file stays as it is."""
+        if self._writer is not None:
+            self._writer.stop()
         with self._lock, self._read_lock:
             if self._reader is not self._conn:
                 self._reader.close()
             self._conn.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, mapped(self.path):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _run(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+        """Given a write (a function of the connection), run it in the next group commit
+        and return its result once that commit is done.
+
+        `durable`: the commit is fsynced before this returns (power-loss safe); every other
+        commit survives a crash of the process, and is fsynced with the next durable one.
+        Raise JournalError if the write or its commit fails.
+        """
+        if self._writer is None:
+            raise JournalError(f"journal {self.path} is open read-only")
+        return self._writer.run(work, durable)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._read_lock, mapped(self.path):
@@ -126,6 +150,99 @@ class JournalConnection:
             return "; ".join(str(row[0]) for row in self._read("PRAGMA quick_check"))
         except sqlite3.DatabaseError as exc:
             return str(exc)
+
+
+@dataclass
+class _Write(Generic[T]):
+    work: Callable[[sqlite3.Connection], T]
+    durable: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    result: T | None = None
+    error: BaseException | None = None
+
+
+class GroupWriter:
+    """The one thread that writes: each batch of queued writes is one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+        self._queue: queue.SimpleQueue[_Write[Any] | None] = queue.SimpleQueue()
+        self._synchronous = ""
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="reka-journal", daemon=True)
+        self._thread.start()
+
+    def run(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        """Given a write, queue it, wait for its commit and return its result."""
+        if self._closed:
+            raise JournalError(f"journal {self._path} is closed")
+        if threading.current_thread() is self._thread:  # a write within a write: same batch
+            return work(self._conn)
+        request = _Write(work, durable)
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            with mapped(self._path):
+                raise request.error
+        return request.result  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < BATCH_MOST:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Write[Any]]) -> None:
+        conn = self._conn
+        try:
+            self._set_synchronous("FULL" if any(w.durable for w in batch) else "NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                conn.execute("SAVEPOINT write")
+                try:
+                    write.result = write.work(conn)
+                except Exception as exc:  # noqa: BLE001 (handed to its caller; the others go on)
+                    write.error = exc
+                    conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 (the transaction is lost: every write of it)
+            for write in batch:
+                write.error = write.error or exc
+            self._roll_back()
+        finally:
+            for write in batch:
+                write.done.set()
+
+    def _roll_back(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolled back on its own (a full disk, an I/O error)
+
+    def _set_synchronous(self, level: str) -> None:
+        if level != self._synchronous:
+            self._conn.execute(f"PRAGMA synchronous = {level}")
+            self._synchronous = level
 
 
 def _refuse_foreign_file(path: Path) -> None:

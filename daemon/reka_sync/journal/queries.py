@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from reka_sync.journal.connection import JournalConnection, mapped
-from reka_sync.journal.records import JOB_COLUMNS, HistoryEntry, Job, Pause, Replaced
+from reka_sync.journal.records import (
+    JOB_COLUMNS,
+    HistoryEntry,
+    Job,
+    Listed,
+    Pause,
+    Replaced,
+    Scope,
+)
 from reka_sync.journal.rows import in_chunks, row_by_id, rows_by_path, to_job
 from reka_sync.lifecycle import State
 from reka_sync.names import from_db, to_db
@@ -121,6 +130,46 @@ class JournalQueries(JournalConnection):
         with self._read_lock, mapped(self.path):
             return [r["id"] for r in rows_by_path(self._reader, list(paths)).values()]
 
+    def scope_tally(self, scope: Scope) -> dict[State, tuple[int, int]]:
+        """Given a backfill's scope, return how many of its files, and how many bytes, are
+        in each state (one aggregate query; every state present)."""
+        where, params = _scope_sql(scope)
+        rows = self._read(
+            f"SELECT state, count(*), total(size) FROM files WHERE {where} GROUP BY state", params
+        )
+        found = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+        return {state: found.get(state.value, (0, 0)) for state in State}
+
+    def scope_ids(self, scope: Scope, state: State) -> set[int]:
+        """Given a scope and a state, return the ids of its files in that state."""
+        where, params = _scope_sql(scope)
+        rows = self._read(
+            f"SELECT id FROM files WHERE {where} AND state = ?", [*params, state.value]
+        )
+        return {r[0] for r in rows}
+
+    def scope_groups(self, scope: Scope) -> dict[str, int]:
+        """Given a scope, return how many of its done files are in each group."""
+        where, params = _scope_sql(scope)
+        rows = self._read(
+            f"SELECT coalesce(group_name, '(no group)'), count(*) FROM files WHERE {where}"
+            " AND state = ? GROUP BY 1 ORDER BY 1",
+            [*params, State.DONE.value],
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def scope_listed(self, scope: Scope, state: State, *, with_video: bool = False) -> list[Listed]:
+        """Given a scope and a state, return its files in that state, with their last error
+        (`with_video`: only those whose content has a video, i.e. duplicates)."""
+        where, params = _scope_sql(scope)
+        video = "IS NOT NULL" if with_video else "IS NULL"
+        rows = self._read(
+            f"SELECT path, last_error FROM files WHERE {where} AND state = ?"
+            f" AND (video_id {video} OR ? = 0) ORDER BY id",
+            [*params, state.value, int(state is State.SKIPPED)],
+        )
+        return [Listed(from_db(r[0]), r[1]) for r in rows]
+
     def counts_from_rows(self) -> dict[State, int]:
         """Return how many files are in each state, read from the rows themselves (not an
         index), so damage to the table is met here and reported. Raise JournalError then."""
@@ -220,3 +269,32 @@ class JournalQueries(JournalConnection):
         """Return the roots last seen unavailable, with since when."""
         rows = self._read("SELECT path, since FROM roots WHERE available = 0")
         return {r["path"]: r["since"] for r in rows}
+
+
+def _scope_sql(scope: Scope) -> tuple[str, list[Any]]:
+    """Given a scope, return its WHERE clause and parameters (a name that is not valid
+    UTF-8 is stored as bytes: a folder's prefix is matched as text and as bytes)."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if scope.roots:
+        parts.append(f"root IN ({', '.join('?' for _ in scope.roots)})")
+        params.extend(scope.roots)
+    for root, path in scope.paths:
+        under = path.rstrip("/") + "/"
+        as_text = to_db(under)
+        as_bytes = os.fsencode(under)
+        parts.append(
+            "(root = ? AND (path = ? OR (typeof(path) = 'text' AND substr(path, 1, ?) = ?)"
+            " OR (typeof(path) = 'blob' AND substr(path, 1, ?) = ?)))"
+        )
+        params.extend(
+            [
+                root,
+                to_db(path),
+                len(as_text),
+                as_text if isinstance(as_text, str) else None,  # not UTF-8: bytes only
+                len(as_bytes),
+                as_bytes,
+            ]
+        )
+    return " OR ".join(parts) or "0", params

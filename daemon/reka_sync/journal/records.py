@@ -103,4 +103,20 @@ class ScanSummary:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why) not recorded
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The files a backfill covers: whole roots, or files and folders inside them."""
+
+    roots: tuple[str, ...] = ()  # every file recorded under these roots
+    paths: tuple[tuple[str, str], ...] = ()  # (root, path): that file, or all under it
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A file named in a summary: where it is, and why it ended as it did."""
+
+    path: str
+    reason: str | None
+
+
 JOB_COLUMNS = tuple(f.name for f in fields(Job))

@@ -89,7 +89,11 @@ def sql_values(values: Iterable[Any]) -> list[Any]:
 
 
 def to_job(row: sqlite3.Row) -> Job:
-    data = dict(zip(row.keys(), tuple(row), strict=True))
+    return job_of(dict(zip(row.keys(), tuple(row), strict=True)))
+
+
+def job_of(data: dict[str, Any]) -> Job:
+    """Given a row's columns by name (as stored), return the job."""
     data["state"] = State(data["state"])
     data["path"], data["rel_path"] = from_db(data["path"]), from_db(data["rel_path"])
     data["outcome_unknown"] = bool(data["outcome_unknown"])
