@@ -242,3 +242,29 @@ def test_the_key_never_reaches_output_logs_or_the_journal(tmp_path: Path, media:
         assert API_KEY not in text
     for path in tmp_path.glob("journal.db*"):
         assert API_KEY.encode() not in path.read_bytes()
+
+
+def test_ten_sigkills_during_a_5000_file_backfill_lose_and_duplicate_nothing(
+    tmp_path: Path, media: Path, emu
+) -> None:
+    """The group commit keeps the no-duplicate protocol: a send is durable before any byte
+    goes out, whatever else was in flight when the process died."""
+    expected = make_tree(media, 5000, size=1024)
+    config = engine_config(tmp_path, media, emu.url, workers=4)
+    rng = random.Random(7)
+    killed = 0
+    for _ in range(10):
+        proc = start_backfill(config)
+        try:
+            proc.wait(timeout=rng.uniform(1.0, 2.5))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            killed += 1
+    stored_before_the_last_run = len(emulator_records(emu.url))
+    assert killed == 10, "a backfill finished before it could be killed"
+    assert 0 < stored_before_the_last_run < len(expected), "the kills did not hit the uploads"
+    final = run_backfill(config, "--json", timeout=600)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+    assert json.loads(final.stdout)["outcomes"] == {"done": 5000}
+    assert_uploaded_exactly_once(emu.url, expected)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reka_sync.config import Rule
-from reka_sync.journal import Journal, SeenFile
+from reka_sync.journal import Journal, SeenFile, stat_key
 from reka_sync.names import from_db, shown, storable, text, to_db
 from reka_sync.rules import GroupRules
 from reka_sync.stability import FileStat
@@ -63,7 +63,10 @@ def test_names_are_stored_as_text_when_they_can_be_and_as_bytes_when_not(
     assert journal.record_scan([plain, odd], 1.0).new == 2
     assert journal.find("/m/café.mp4") is not None and journal.find(raw) is not None
     assert journal.find("/m/caf\ufffd.mp4") is None  # no two names share one record
-    assert {p for p, *_ in journal.recorded_under("/m")} == {"/m/café.mp4", raw}
+    assert journal.stat_keys_under("/m") == {  # what a walk's (path, stat) is compared with
+        stat_key("/m/café.mp4", 1, 1, 1, 1),
+        stat_key(raw, 2, 2, 2, 2),
+    }
     journal.close()
     with sqlite3.connect(tmp_path / "j.db") as db:  # valid names stay text, as before
         kinds = dict(db.execute("SELECT size, typeof(path) FROM files").fetchall())

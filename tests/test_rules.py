@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reka_sync.errors import GlobError
-from reka_sync.patterns import IgnoreRules, compile_glob
+from reka_sync.patterns import (
+    BUILTIN_IGNORED_NAMES,
+    BUILTIN_IGNORED_SUFFIXES,
+    IgnoreRules,
+    compile_glob,
+)
 from reka_sync.rules import GroupRules, Rule
 
 
@@ -83,6 +90,32 @@ def test_first_matching_rule_wins_and_default_takes_the_rest() -> None:
 def test_ignore_rules(path: str, ignored: bool) -> None:
     rules = IgnoreRules(["raw/**"], ["mp4", "mov"])
     assert rules.ignores_file(path) is ignored
+
+
+def _ignored_name(name: str, extensions: frozenset[str]) -> bool:
+    """The name test as it reads in words (what `IgnoreRules` does with one regex)."""
+    dot = name.rfind(".")
+    lowered = name.lower()
+    return (
+        dot <= 0
+        or name[dot + 1 :].lower() not in extensions
+        or lowered.startswith(".")
+        or lowered in BUILTIN_IGNORED_NAMES
+        or lowered.endswith(BUILTIN_IGNORED_SUFFIXES)
+    )
+
+
+_NAME_PARTS = st.sampled_from(
+    [".", "mp4", "MP4", "mkv", "part", "~", "db", "thumbs", "Thumbs.db", "a", "é", "\n", " ", "-"]
+)
+
+
+@given(st.lists(_NAME_PARTS, max_size=6).map("".join), st.sampled_from(["", "x/", "a/b/"]))
+def test_the_one_regex_name_test_says_what_the_words_say(name: str, folder: str) -> None:
+    extensions = frozenset({"mp4", "mkv", "db"})
+    rules = IgnoreRules([], extensions)
+    expected = _ignored_name(name, extensions)
+    assert rules.ignores_file(folder + name, folders_checked=True) is expected, name
 
 
 def test_ignored_folders_are_pruned() -> None:

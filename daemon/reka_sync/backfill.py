@@ -30,7 +30,8 @@ from reka_sync.mounts import probe
 from reka_sync.names import shown
 from reka_sync.patterns import IgnoreRules
 from reka_sync.progress import Progress, human_size
-from reka_sync.scanner import ScanProblem, links_of, walk
+from reka_sync.recording import record, record_walk
+from reka_sync.scanner import ScanProblem, links_of, walk, walk_stats
 from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
 
@@ -109,16 +110,14 @@ def run(
         for root in found.unavailable:
             print(f"reka-sync: warning: {root} is unavailable (not mounted?); skipped", file=err)
         problems: list[ScanProblem] = []
-        skipped: list[Skipped] = []
-        files = files_of(config, found, problems, skipped)
         if dry_run:
-            code = _dry_run(config, journal, files, as_json, out)
+            code = _dry_run(config, journal, files_of(config, found, problems, []), as_json, out)
             _warn(problems, err)
             return code
         assert key is not None
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
-        _record(journal, files, problems, skipped, err)
+        _record(config, journal, found, problems, err)
         interrupted, stopped = _drive(config, journal, key, found.scope, err, max_wait)
         summary = summarise(journal, found.scope, interrupted or stopped is not None)
     finally:
@@ -132,33 +131,30 @@ def run(
 
 
 def _record(
-    journal: Journal,
-    files: Iterator[SeenFile],
-    problems: list[ScanProblem],
-    skipped: list[Skipped],
-    err: TextIO,
+    config: Config, journal: Journal, found: Targets, problems: list[ScanProblem], err: TextIO
 ) -> None:
     """Record the files as the walk finds them, a batch at a time (never the whole tree
-    in memory), with what it skipped and could not read."""
+    in memory), with what it skipped, and say what could not be read."""
     now = time.time()
-    batch: list[SeenFile] = []
-    for seen in files:
-        batch.append(seen)
-        if len(batch) >= RECORD_BATCH:
-            _flush(journal, batch, skipped, now, err)
-            _warn(problems, err)
-    _flush(journal, batch, skipped, now, err)
-    _warn(problems, err)
+    ignore = IgnoreRules(config.watch.ignore, config.watch.extensions)
+    links = links_of(config.watch)
+    skipped: list[Skipped] = []
 
-
-def _flush(
-    journal: Journal, batch: list[SeenFile], skipped: list[Skipped], now: float, err: TextIO
-) -> None:
-    for path, why in journal.record_scan(batch, now, priority=1).refused:
+    def refused(path: str, why: str) -> None:
         print(f"reka-sync: warning: cannot record {shown(path)}: {why}", file=err)
-    journal.record_skipped(skipped, now)
-    batch.clear()
-    skipped.clear()
+
+    for root, start in found.walks:
+        if start is None:  # a whole root: compared with the journal's keys, like a rescan
+            walked = walk_stats(root, ignore, str(root), problems, links, skipped)
+            record_walk(journal, root, walked, skipped, now, 1, refused)
+        else:
+            batch: list[SeenFile] = []
+            for seen in walk(root, ignore, start, problems, links, skipped):
+                batch.append(seen)
+                if len(batch) >= RECORD_BATCH:
+                    record(journal, batch, skipped, now, 1, refused)
+            record(journal, batch, skipped, now, 1, refused)
+        _warn(problems, err)
 
 
 def _warn(problems: list[ScanProblem], err: TextIO) -> None:

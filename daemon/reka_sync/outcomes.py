@@ -512,11 +512,11 @@ def after_poll(job: Polled, video: Remote | None, policy: Policy, now: float, ra
                 f"{policy.processing_deadline:.0f}s",
             ),
         )
+    # Wait as long again as it has waited so far: a video stored in a second is seen in
+    # about a second, a slow one costs few polls; never longer than poll_interval.
+    wait = min(policy.poll_interval, max(FIRST_POLL, waited))
     return Move(
-        job.id,
-        None,
-        Changes(remote_status=video.status, next_attempt_at=now + policy.poll_interval),
-        note="polled",
+        job.id, None, Changes(remote_status=video.status, next_attempt_at=now + wait), note="polled"
     )
 
 

@@ -107,6 +107,15 @@ class IgnoreRules:
             re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL) if patterns else None
         )
         self._extensions = frozenset(e.lower().lstrip(".") for e in extensions)
+        # The name test of every file of a scan in one match: a video's extension, not
+        # hidden, not a built-in ignored name or suffix (`_builtin_ignored`, as a regex).
+        names = "|".join(re.escape(n) for n in sorted(BUILTIN_IGNORED_NAMES))
+        suffixes = "|".join(re.escape(s) for s in BUILTIN_IGNORED_SUFFIXES)
+        videos = "|".join(re.escape(e) for e in sorted(self._extensions))
+        self._wanted_name = re.compile(
+            rf"(?!\.)(?!(?:{names})\Z)(?!.*(?:{suffixes})\Z)[^/]*\.(?:{videos})",
+            re.IGNORECASE | re.DOTALL,
+        )
 
     def ignores_dir(self, rel_dir: str) -> bool:
         """Given a root-relative folder, return True if nothing inside it is wanted."""
@@ -128,13 +137,9 @@ class IgnoreRules:
 
         `folders_checked` says its folders already passed `ignores_dir` (a walk).
         """
-        name = rel_path[rel_path.rfind("/") + 1 :]
-        dot = name.rfind(".")
-        if dot <= 0 or name[dot + 1 :].lower() not in self._extensions:
-            return True  # checked first: it is the cheap test that turns most files away
-        if _builtin_ignored(name) or (
-            not folders_checked and any(_builtin_ignored(s) for s in rel_path.split("/"))
-        ):
+        if self._wanted_name.fullmatch(rel_path, rel_path.rfind("/") + 1) is None:
+            return True
+        if not folders_checked and any(_builtin_ignored(s) for s in rel_path.split("/")):
             return True
         return self._any is not None and self._any.fullmatch(rel_path) is not None
 

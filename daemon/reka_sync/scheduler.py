@@ -44,10 +44,11 @@ from reka_sync.mounts import probe
 from reka_sync.patterns import IgnoreRules
 from reka_sync.pauses import ALL, PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
+from reka_sync.recording import record_walk
 from reka_sync.scanner import Tally, links_of, walk_stats
 from reka_sync.service import owner_alive, owner_id
 from reka_sync.settling import Settler
-from reka_sync.stability import FileStat, Writer
+from reka_sync.stability import Writer
 from reka_sync.watcher import Watcher
 from reka_sync.workers import Context, Steps, quiet_limit
 
@@ -275,9 +276,7 @@ class Engine:
 
     def _record(self, seen: list[SeenFile], now: float, priority: int) -> None:
         for path, why in self.journal.record_scan(seen, now, priority).refused:
-            log.warning(
-                "cannot record this file; the next rescan tries again", path=path, error=why
-            )
+            _cannot_record(path, why)
 
     def rescan(self, now: float) -> int:
         """Given the time, walk every root to catch what events missed; return files seen."""
@@ -317,28 +316,15 @@ class Engine:
                 self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
 
     def _rescan_root(self, root: Path, ignore: IgnoreRules, now: float) -> int:
-        known = self.journal.recorded_under(str(root))  # one read, compared in memory
-        batch: list[SeenFile] = []
-        count = changed = 0
         skipped: list[Skipped] = []
-        links = links_of(self.config.watch)
         tally = Tally()
-        for path, rel, st in walk_stats(root, ignore, str(root), None, links, skipped, tally):
-            count += 1
-            if (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) in known:
-                continue
-            stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-            batch.append(SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9))
-            changed += 1
-            if len(batch) >= 2000:
-                self._record(batch, now, priority=1)
-                batch = []
-        self._record(batch, now, priority=1)
-        self.journal.record_skipped(skipped, now)
+        links = links_of(self.config.watch)
+        walked = walk_stats(root, ignore, str(root), None, links, skipped, tally)
+        found = record_walk(self.journal, root, walked, skipped, now, 1, _cannot_record)
         self.journal.set_root_tally(str(root), tally.other_extensions)
-        if changed:
-            log.info("scan found new or changed files", root=str(root), files=changed)
-        return count
+        if found.recorded:
+            log.info("scan found new or changed files", root=str(root), files=found.recorded)
+        return found.seen
 
     def check_integrity(self, now: float) -> str:
         """Given the time, run SQLite's quick check on the journal, keep the verdict for
@@ -583,6 +569,10 @@ class Engine:
     def in_flight(self) -> dict[int, int]:
         """Return bytes sent so far for each upload in flight, by job id."""
         return dict(self.ctx.progress)
+
+
+def _cannot_record(path: str, why: str) -> None:
+    log.warning("cannot record this file; the next rescan tries again", path=path, error=why)
 
 
 def _iso(epoch: float) -> str:

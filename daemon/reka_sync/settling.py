@@ -73,14 +73,17 @@ class Settler:
             except (RekaSyncError, OSError) as exc:
                 log.warning("cannot settle this file; trying again", path=job.path, error=str(exc))
             if len(self._moves) >= COMMIT_EVERY:
-                self._flush(now)
-        self._flush(now)
-        return promoted
+                promoted -= self._flush(now)
+        return promoted - self._flush(now)
 
-    def _flush(self, now: float) -> None:
+    def _flush(self, now: float) -> int:
+        """Commit the decided moves; return how many promotions were refused (a job another
+        process moved on meanwhile)."""
         moves, self._moves = self._moves, []
-        for move, why in self.journal.apply_many(moves, now):
+        refused = self.journal.apply_many(moves, now)
+        for move, why in refused:
             log.debug("a settled file moved on meanwhile", job=move.job_id, reason=why)
+        return sum(1 for move, _ in refused if move.event is Event.SETTLED)
 
     def _one(self, job: Job, limits: Limits, now: float, root_there: Callable[[str], bool]) -> int:
         current = stat_file(job.path, self.links)

@@ -5,13 +5,24 @@ How this works
 * One row per file in ``files`` (keyed by absolute path) and an append-only
   ``events`` table: every state change writes both in one transaction, so
   ``reka-sync show`` tells exactly what happened and in what order.
-* Writes use ``BEGIN IMMEDIATE`` so two processes (the service and a
-  backfill) queue on SQLite's write lock instead of deadlocking; WAL lets
-  readers (``status``) run beside them. ``synchronous=FULL`` makes a
-  committed state survive power loss: every state change is committed
-  before the effect it unlocks.
+* Writes are group-committed (``connection.GroupWriter``): one thread runs the
+  writes of all workers queued meanwhile in one ``BEGIN IMMEDIATE`` transaction,
+  each under a savepoint, and every caller waits for the commit that holds its
+  write before it acts on it. Two processes (the service and a backfill) queue on
+  SQLite's write lock instead of deadlocking; WAL lets readers (``status``) run
+  beside them.
+* Durability: every commit survives a crash of the process (WAL). Only the
+  commit of a send (``begin_send``: the upload key, before any byte goes out) is
+  also fsynced (``synchronous=FULL``), because it alone guards against a
+  duplicate: after a power cut the next start must know the file may have been
+  sent, and reconcile it by its key instead of sending it again. Every other
+  commit is ``synchronous=NORMAL``: a power cut may lose the last of them, and
+  each such loss is redone harmlessly (a claim is a lease that ran out; an
+  accepted upload is found again by its key; a poll or a group move is asked
+  again; a scan sees the file again). A durable commit also makes durable every
+  commit before it.
 * Upload work is claimed with a lease (owner + expiry) in one
-  ``UPDATE ... RETURNING``; a process that dies leaves its leases to expire,
+  transaction, timed at its commit; a process that dies leaves its leases to expire,
   and the next claim takes the rows over (event ``reclaim``).
 * The schema is versioned with sqlite-utils' ``Migrations``; the file is
   stamped with ``PRAGMA application_id`` so we never write into a database
@@ -33,7 +44,7 @@ from typing import Any
 
 from reka_sync import outcomes
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
-from reka_sync.journal.queries import STORED_STATES, JournalQueries
+from reka_sync.journal.queries import STORED_STATES, JournalQueries, stat_key
 from reka_sync.journal.records import (
     HistoryEntry,
     Job,
@@ -75,6 +86,7 @@ __all__ = [
     "Scope",
     "SeenFile",
     "Skipped",
+    "stat_key",
 ]
 
 
