@@ -30,14 +30,14 @@ from reka_sync.mounts import probe
 from reka_sync.names import shown
 from reka_sync.patterns import IgnoreRules
 from reka_sync.progress import Progress, human_size
-from reka_sync.recording import record, record_walk
+from reka_sync.recording import BATCH, record, record_walk
 from reka_sync.scanner import ScanProblem, links_of, walk, walk_stats
 from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
 
 WAIT_STEP = 0.1  # seconds between looks at the engine's health
 LOOK_EVERY = 0.5  # seconds between looks at the journal (progress, and whether all is done)
-RECORD_BATCH = 2000  # files recorded per journal write while the scan goes on
+LOOK_COST = 20  # ... at least this many times what the last look took (at most 5% of a core)
 JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
 
 
@@ -151,7 +151,7 @@ def _record(
             batch: list[SeenFile] = []
             for seen in walk(root, ignore, start, problems, links, skipped):
                 batch.append(seen)
-                if len(batch) >= RECORD_BATCH:
+                if len(batch) >= BATCH:
                     record(journal, batch, skipped, now, 1, refused)
             record(journal, batch, skipped, now, 1, refused)
         _warn(problems, err)
@@ -179,17 +179,18 @@ def _drive(
     )
     engine.start()
     stopped: tuple[int, str] | None = None
-    looked = 0.0
+    looked, pace = 0.0, LOOK_EVERY
     try:
         while not stop.wait(WAIT_STEP):
             now = time.monotonic()
             stopped = _environment_stops(engine, max_wait, time.time())
             if stopped is not None:
                 break
-            if now - looked < LOOK_EVERY:
+            if now - looked < pace:
                 continue
-            looked = now
             tally = journal.scope_tally(scope)
+            looked = time.monotonic()  # a big scope's count is slower: look less often
+            pace = max(LOOK_EVERY, LOOK_COST * (looked - now))
             progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
             if _finished(journal, scope, tally, engine.settler.left):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents

@@ -16,7 +16,7 @@ from pathlib import Path
 from reka_sync.journal import Journal, SeenFile, Skipped
 from reka_sync.stability import FileStat
 
-BATCH = 2000  # files recorded per journal write
+BATCH = 500  # files recorded per journal write
 
 
 @dataclass

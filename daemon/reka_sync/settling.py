@@ -19,15 +19,15 @@ from reka_sync.config import WatchConfig
 from reka_sync.container import inspect
 from reka_sync.errors import RekaSyncError
 from reka_sync.journal import Job, Journal
-from reka_sync.lifecycle import Event, State
+from reka_sync.lifecycle import Event
 from reka_sync.mounts import is_there
 from reka_sync.moves import UNSET, Changes, Move
 from reka_sync.scanner import NO_LINKS, links_of, stat_file
 from reka_sync.stability import Decision, FileStat, Limits, Verdict, Writer, complete, settle
 
 log = structlog.get_logger("reka_sync.settling")
-SETTLE_BATCH = 5000
-COMMIT_EVERY = 500  # files decided per journal commit
+SETTLE_BATCH = 5000  # files looked at per tick, at most
+COMMIT_EVERY = 500  # files read, decided and committed at a time
 CHANGED_SINCE_SCAN = "it keeps changing"
 KEEPS_CHANGING = 3  # one-shot: changes seen before a file counts as being written
 
@@ -63,18 +63,29 @@ class Settler:
         def root_there(root: str) -> bool:
             return is_there(root, self.journal.root_mounts())
 
-        promoted = 0
+        promoted = looked = 0
         away = self.journal.unavailable_roots()  # their files wait; never ahead of others
-        for job in self.journal.jobs([State.DISCOVERED], limit=SETTLE_BATCH, skip_roots=away):
-            if job.id in self.left:
-                continue
-            try:
-                promoted += self._one(job, limits, now, root_there)
-            except (RekaSyncError, OSError) as exc:
-                log.warning("cannot settle this file; trying again", path=job.path, error=str(exc))
-            if len(self._moves) >= COMMIT_EVERY:
-                promoted -= self._flush(now)
-        return promoted - self._flush(now)
+        after = (-1, -1)  # (priority, id) of the last file looked at: live files first
+        while looked < SETTLE_BATCH:
+            page = self.journal.discovered(after, COMMIT_EVERY, skip_roots=away)
+            for job in page:
+                if job.id not in self.left:
+                    promoted += self._guarded(job, limits, now, root_there)
+            promoted -= self._flush(now)
+            if len(page) < COMMIT_EVERY:
+                break
+            looked += len(page)
+            after = (page[-1].priority, page[-1].id)
+        return promoted
+
+    def _guarded(
+        self, job: Job, limits: Limits, now: float, root_there: Callable[[str], bool]
+    ) -> int:
+        try:
+            return self._one(job, limits, now, root_there)
+        except (RekaSyncError, OSError) as exc:
+            log.warning("cannot settle this file; trying again", path=job.path, error=str(exc))
+            return 0
 
     def _flush(self, now: float) -> int:
         """Commit the decided moves; return how many promotions were refused (a job another

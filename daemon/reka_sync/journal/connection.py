@@ -24,6 +24,9 @@ from reka_sync.journal.schema import APPLICATION_ID
 
 BUSY_TIMEOUT_S = 10.0
 BATCH_MOST = 256  # writes per group commit, at most
+# SQLite's page cache per connection: the kernel caches the file anyway, and a cache that
+# fills up as the journal grows would make memory grow with the number of files.
+CACHE_KIB = 1024
 T = TypeVar("T")
 
 
@@ -75,6 +78,7 @@ class JournalConnection:
     def _prepare(self, readonly: bool) -> None:
         conn = self._conn
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         if tables and app_id != APPLICATION_ID:
@@ -95,6 +99,7 @@ class JournalConnection:
             f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
         )
         self._reader.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._reader.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self._read_lock = threading.RLock()
 
     def _migrate(self) -> None:

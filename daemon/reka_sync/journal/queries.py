@@ -90,6 +90,21 @@ class JournalQueries(JournalConnection):
         sql += " ORDER BY priority, next_attempt_at, id LIMIT ?"
         return [to_job(r) for r in self._read(sql, [*params, limit])]
 
+    def discovered(
+        self, after: tuple[int, int], limit: int, skip_roots: Iterable[str] = ()
+    ) -> list[Job]:
+        """Given a (priority, id) to start after, return the next discovered jobs in that
+        order (live files first), leaving out those under `skip_roots`: a page of the
+        settle tick."""
+        away = list(skip_roots)
+        outside = f" AND root NOT IN ({', '.join('?' for _ in away)})" if away else ""
+        rows = self._read(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state = ?"
+            f" AND (priority, id) > (?, ?){outside} ORDER BY priority, id LIMIT ?",
+            [State.DISCOVERED.value, *after, *away, limit],
+        )
+        return [to_job(r) for r in rows]
+
     def uploaded_twins(self, size: int, sample_hash: str, exclude_id: int) -> list[Job]:
         """Given a size and sample, return other jobs whose content reached the API."""
         rows = self._read(

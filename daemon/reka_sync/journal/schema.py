@@ -115,3 +115,12 @@ def _root_tally(db: sqlite_utils.Database) -> None:
 def _checks(db: sqlite_utils.Database) -> None:
     # The last integrity check the service ran, for `status`.
     db.execute("CREATE TABLE checks (name TEXT PRIMARY KEY, at REAL NOT NULL, verdict TEXT)")
+
+
+@migrations(name="0009_scale_indexes")
+def _scale_indexes(db: sqlite_utils.Database) -> None:
+    # The settle tick pages discovered files by (priority, id); a backfill's progress and
+    # summary count its roots' files by state and size from the index alone.
+    db.execute("CREATE INDEX files_settle ON files(state, priority)")
+    db.execute("CREATE INDEX files_scope ON files(root, state, size)")
+    db.execute("DROP INDEX files_root")
