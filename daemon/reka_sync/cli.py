@@ -1,9 +1,12 @@
-"""The `reka-sync` command line: parse arguments, map errors to exit codes, print results."""
+"""The `reka-sync` command line: parse arguments, map errors to exit codes, print results.
+
+Each command imports what it needs inside its handler: `status` and `show` are run by
+hand and by scripts, and must not pay for the HTTP client, the scheduler or the watcher.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import os
@@ -12,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reka_sync import __version__, outcomes
+from reka_sync import __version__
 from reka_sync.config import (
     Config,
     Secret,
@@ -33,10 +36,7 @@ from reka_sync.errors import (
     RekaSyncError,
     UsageError,
 )
-from reka_sync.journal import Journal
-from reka_sync.lifecycle import State
 from reka_sync.names import shown
-from reka_sync.status import format_show, format_status, show_report, status_report
 
 Handler = Callable[[argparse.Namespace], int]
 # The first matching kind decides the exit code (a NoJournalYet is a JournalError too).
@@ -213,6 +213,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print counts per state, work in flight, pauses and recent failures."""
+    from reka_sync.journal import Journal
+    from reka_sync.status import format_status, status_report
+
     config = _config(args)
     journal = Journal.open(config.journal.path, readonly=True)
     try:
@@ -225,6 +228,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check what the service depends on; exit 1 if any check fails."""
+    import dataclasses
+
     from reka_sync import doctor
 
     config = _config(args)
@@ -243,6 +248,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print one file's history."""
+    from reka_sync.journal import Journal
+    from reka_sync.status import format_show, show_report
+
     config = _config(args)
     journal = Journal.open(config.journal.path, readonly=True)
     try:
@@ -274,6 +282,10 @@ def _as_recorded(raw: str) -> str:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Put failed (or missing, skipped) files back in the queue."""
+    from reka_sync import outcomes
+    from reka_sync.journal import Journal
+    from reka_sync.lifecycle import State
+
     if not args.paths and not args.all_failed:
         print("reka-sync: name files to retry, or pass --all-failed", file=sys.stderr)
         return EXIT_USAGE

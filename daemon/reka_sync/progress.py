@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Never, TextIO
 
-from reka_sync.journal import Pause
 from reka_sync.lifecycle import FINISHED, State
 
 if TYPE_CHECKING:
     from tqdm import tqdm
+
+    from reka_sync.journal import Pause
 
 PLAIN_EVERY = 10.0
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reka_sync.journal import HistoryEntry, Job, Journal, Replaced
 from reka_sync.lifecycle import State
 from reka_sync.names import shown
 from reka_sync.progress import human_size
+
+if TYPE_CHECKING:
+    from reka_sync.journal import HistoryEntry, Job, Journal, Replaced
 
 
 def status_report(journal: Journal, now: float) -> dict[str, Any]:

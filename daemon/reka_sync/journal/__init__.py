@@ -42,7 +42,6 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from reka_sync import outcomes
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
 from reka_sync.journal.queries import STORED_STATES, JournalQueries, stat_key
 from reka_sync.journal.records import (
@@ -213,6 +212,8 @@ class Journal(JournalQueries):
         if stat_of(row).same_content_as(s):  # a missing file back as it was: same chain
             move = Move(row["id"], Event.SEEN, Changes(quiet_since=item.quiet_since))
         else:
+            from reka_sync import outcomes  # writers only: `status` and `show` skip it
+
             move = outcomes.content_changed(to_job(row), s, item.quiet_since)
         self._commit(conn, row, move, now)
         return True
@@ -229,7 +230,7 @@ class Journal(JournalQueries):
         """
 
         def write(conn: sqlite3.Connection) -> Job:
-            return self._commit(conn, checked_row(conn, move.job_id, expect, owner), move, now)
+            return self._commit_job(conn, checked_row(conn, move.job_id, expect, owner), move, now)
 
         return self._run(write)
 
@@ -282,11 +283,21 @@ class Journal(JournalQueries):
             ).fetchone()
             if twin is not None:
                 return None
-            return self._commit(conn, row, move, now)
+            return self._commit_job(conn, row, move, now)
 
         return self._run(write, durable=True)
 
-    def _commit(self, conn: sqlite3.Connection, row: sqlite3.Row, move: Move, now: float) -> Job:
+    def _commit_job(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, move: Move, now: float
+    ) -> Job:
+        """Commit a move (`_commit`) and return the job as it now is."""
+        stored = self._commit(conn, row, move, now)
+        return job_of({**dict(zip(row.keys(), tuple(row), strict=True)), **stored})
+
+    def _commit(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, move: Move, now: float
+    ) -> dict[str, Any]:
+        """Write a move to the job's row, with its history entry; return the columns written."""
         old = State(row["state"])
         new = old if move.event is None else next_state(old, move.event)
         values = {**move.changes.columns(), "state": new.value, "updated_at": now}
@@ -300,7 +311,7 @@ class Journal(JournalQueries):
                 "INSERT INTO superseded (file_id, video_id, upload_key, since) VALUES (?,?,?,?)",
                 (row["id"], move.supersede.video_id, move.supersede.upload_key, now),
             )
-        return job_of({**dict(zip(row.keys(), tuple(row), strict=True)), **stored})
+        return stored
 
     def claim_uploads(
         self,
@@ -320,22 +331,16 @@ class Journal(JournalQueries):
         """
         if limit <= 0:
             return []
+        from reka_sync import outcomes  # writers only: `status` and `show` skip it
 
         def write(conn: sqlite3.Connection) -> list[Job]:
             at = now() if callable(now) else now
-            mine = f" AND id NOT IN ({', '.join('?' for _ in running)})" if running else ""
-            rows = conn.execute(
-                "SELECT id, state FROM files WHERE ((state IN (?, ?) AND next_attempt_at <= ?)"
-                f" OR (state = ? AND lease_expires < ?)){mine}"
-                " ORDER BY priority, next_attempt_at, id LIMIT ?",
-                (*UPLOAD_CLAIMABLE, at, State.UPLOADING.value, at, *running, limit),
-            ).fetchall()
             claimed = []
             lease = Lease(owner, at + lease_seconds)
-            for job_id, state in rows:
+            for job_id, state in _due_uploads(conn, at, limit, running):
                 row = row_by_id(conn, job_id)
                 move = outcomes.claimed(to_job(row), lease, state == State.UPLOADING.value)
-                claimed.append(self._commit(conn, row, move, at))
+                claimed.append(self._commit_job(conn, row, move, at))
             return claimed
 
         return self._run(write)
@@ -459,3 +464,29 @@ class Journal(JournalQueries):
             (root, int(available), since, mount),
         )
         return was
+
+
+def _due_uploads(
+    conn: sqlite3.Connection, now: float, limit: int, running: Sequence[int]
+) -> list[tuple[int, str]]:
+    """Return up to `limit` (id, state) of uploads due at `now`, live files first.
+
+    One query per state, each read in the order of the (state, priority,
+    next_attempt_at) index and cut at `limit`, merged here: one query for all of them
+    would sort every queued row at each claim, once per file.
+    """
+    mine = f" AND id NOT IN ({', '.join('?' for _ in running)})" if running else ""
+    found: list[tuple[int, float, int, str]] = []
+    for state in UPLOAD_CLAIMABLE:
+        found += conn.execute(
+            "SELECT priority, next_attempt_at, id, state FROM files"
+            f" WHERE state = ? AND next_attempt_at <= ?{mine}"
+            " ORDER BY priority, next_attempt_at LIMIT ?",
+            (state, now, *running, limit),
+        ).fetchall()
+    found += conn.execute(  # left `uploading` by a process that died: its lease ran out
+        "SELECT priority, next_attempt_at, id, state FROM files"
+        f" WHERE state = ? AND lease_expires < ?{mine} LIMIT ?",
+        (State.UPLOADING.value, now, *running, limit),
+    ).fetchall()
+    return [(job_id, state) for _, _, job_id, state in sorted(found)[:limit]]

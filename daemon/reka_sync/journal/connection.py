@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
 from reka_sync.errors import JournalError, NoJournalYet
-from reka_sync.journal.schema import APPLICATION_ID
 
+APPLICATION_ID = 0x52534A31  # "RSJ1": PRAGMA application_id marks the file as ours
 BUSY_TIMEOUT_S = 10.0
 BATCH_MOST = 256  # writes per group commit, at most
 # SQLite's page cache per connection: the kernel caches the file anyway, and a cache that
@@ -110,7 +110,7 @@ class JournalConnection:
         with mapped(self.path):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                migrations.apply(sqlite_utils.Database(self._conn))
+                migrations.apply(sqlite_utils.Database(self._conn, execute_plugins=False))
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -161,7 +161,7 @@ class JournalConnection:
 class _Write(Generic[T]):
     work: Callable[[sqlite3.Connection], T]
     durable: bool
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Lock = field(default_factory=threading.Lock)  # held until committed
     result: T | None = None
     error: BaseException | None = None
 
@@ -185,8 +185,9 @@ class GroupWriter:
         if threading.current_thread() is self._thread:  # a write within a write: same batch
             return work(self._conn)
         request = _Write(work, durable)
+        request.done.acquire()
         self._queue.put(request)
-        request.done.wait()
+        request.done.acquire()  # the writer releases it once the commit is done
         if request.error is not None:
             with mapped(self._path):
                 raise request.error
@@ -235,7 +236,7 @@ class GroupWriter:
             self._roll_back()
         finally:
             for write in batch:
-                write.done.set()
+                write.done.release()
 
     def _roll_back(self) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-APPLICATION_ID = 0x52534A31  # "RSJ1": PRAGMA application_id marks the file as ours
+from reka_sync.journal.connection import APPLICATION_ID
 
 migrations = Migrations("reka-sync")
 
