@@ -244,13 +244,10 @@ class Journal(JournalQueries):
         def write(conn: sqlite3.Connection) -> list[tuple[Move, str]]:
             refused: list[tuple[Move, str]] = []
             for move in moves:
-                conn.execute("SAVEPOINT move")
-                try:
+                try:  # both are raised before the move writes anything: no savepoint
                     self._commit(conn, row_by_id(conn, move.job_id), move, now)
                 except (IllegalTransition, JournalError) as exc:
-                    conn.execute("ROLLBACK TO move")
                     refused.append((move, str(exc)))
-                conn.execute("RELEASE move")
             return refused
 
         return self._run(write) if moves else []

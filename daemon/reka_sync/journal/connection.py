@@ -221,14 +221,11 @@ class GroupWriter:
         try:
             self._set_synchronous("FULL" if any(w.durable for w in batch) else "NORMAL")
             conn.execute("BEGIN IMMEDIATE")
-            for write in batch:
-                conn.execute("SAVEPOINT write")
-                try:
-                    write.result = write.work(conn)
-                except Exception as exc:  # noqa: BLE001 (handed to its caller; the others go on)
-                    write.error = exc
-                    conn.execute("ROLLBACK TO write")
-                conn.execute("RELEASE write")
+            if len(batch) == 1:  # alone: its failure rolls the transaction back
+                batch[0].result = batch[0].work(conn)
+            else:
+                for write in batch:
+                    self._one_of_many(write)
             conn.execute("COMMIT")
         except Exception as exc:  # noqa: BLE001 (the transaction is lost: every write of it)
             for write in batch:
@@ -237,6 +234,16 @@ class GroupWriter:
         finally:
             for write in batch:
                 write.done.release()
+
+    def _one_of_many(self, write: _Write[Any]) -> None:
+        conn = self._conn
+        conn.execute("SAVEPOINT write")
+        try:
+            write.result = write.work(conn)
+        except Exception as exc:  # noqa: BLE001 (handed to its caller; the others go on)
+            write.error = exc
+            conn.execute("ROLLBACK TO write")
+        conn.execute("RELEASE write")
 
     def _roll_back(self) -> None:
         try:
