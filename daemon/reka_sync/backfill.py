@@ -36,8 +36,9 @@ from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
 
 WAIT_STEP = 0.1  # seconds between looks at the engine's health
-LOOK_EVERY = 0.5  # seconds between looks at the journal (progress, and whether all is done)
-LOOK_COST = 20  # ... at least this many times what the last look took (at most 5% of a core)
+# Looks at the journal (progress, and whether all is done) come every WAIT_STEP, or
+# LOOK_COST times what the last one took if that is longer: at most 5% of a core.
+LOOK_COST = 20
 JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
 
 
@@ -179,7 +180,7 @@ def _drive(
     )
     engine.start()
     stopped: tuple[int, str] | None = None
-    looked, pace = 0.0, LOOK_EVERY
+    looked, pace = 0.0, WAIT_STEP
     try:
         while not stop.wait(WAIT_STEP):
             now = time.monotonic()
@@ -190,7 +191,7 @@ def _drive(
                 continue
             tally = journal.scope_tally(scope)
             looked = time.monotonic()  # a big scope's count is slower: look less often
-            pace = max(LOOK_EVERY, LOOK_COST * (looked - now))
+            pace = LOOK_COST * (looked - now)
             progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
             if _finished(journal, scope, tally, engine.settler.left):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents

@@ -65,7 +65,7 @@ from reka_sync.pauses import AUTH_PAUSE
 from reka_sync.retry import Backoff, server_wait
 from reka_sync.stability import FileStat
 
-FIRST_POLL = 1.0  # seconds from acceptance to the first status poll, at most
+FIRST_POLL = 0.5  # seconds from acceptance to the first status poll, at most
 UNREACHABLE_WAIT = 5.0  # seconds a file waits after the API could not be reached
 
 
@@ -512,8 +512,8 @@ def after_poll(job: Polled, video: Remote | None, policy: Policy, now: float, ra
                 f"{policy.processing_deadline:.0f}s",
             ),
         )
-    # Wait as long again as it has waited so far: a video stored in a second is seen in
-    # about a second, a slow one costs few polls; never longer than poll_interval.
+    # Wait as long again as it has waited so far: a video stored at once is seen within a
+    # second, a slow one costs few polls (batched); never longer than poll_interval.
     wait = min(policy.poll_interval, max(FIRST_POLL, waited))
     return Move(
         job.id, None, Changes(remote_status=video.status, next_attempt_at=now + wait), note="polled"
