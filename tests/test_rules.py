@@ -106,16 +106,28 @@ def _ignored_name(name: str, extensions: frozenset[str]) -> bool:
 
 
 _NAME_PARTS = st.sampled_from(
-    [".", "mp4", "MP4", "mkv", "part", "~", "db", "thumbs", "Thumbs.db", "a", "é", "\n", " ", "-"]
+    [".", "mp4", "MP4", "mkv", "part", "~", "db", "Thumbs.db", "a", "b", "tmp", "é", "\n", " "]
 )
 
 
-@given(st.lists(_NAME_PARTS, max_size=6).map("".join), st.sampled_from(["", "x/", "a/b/"]))
-def test_the_one_regex_name_test_says_what_the_words_say(name: str, folder: str) -> None:
+GLOBS = ["raw/**", "**/*.tmp.mp4", "a/{x}/b.mkv"]
+
+
+@given(
+    st.lists(_NAME_PARTS, max_size=6).map("".join),
+    st.sampled_from(["", "x/", "a/b/", "raw/", "raw/a/", "a/q/"]),
+    st.booleans(),
+)
+def test_the_one_regex_file_test_says_what_the_words_say(
+    name: str, folder: str, with_globs: bool
+) -> None:
     extensions = frozenset({"mp4", "mkv", "db"})
-    rules = IgnoreRules([], extensions)
-    expected = _ignored_name(name, extensions)
-    assert rules.ignores_file(folder + name, folders_checked=True) is expected, name
+    globs = GLOBS if with_globs else []
+    rules = IgnoreRules(globs, extensions)
+    path = folder + name
+    by_glob = any(compile_glob(g).match(path) is not None for g in globs)
+    expected = _ignored_name(name, extensions) or by_glob
+    assert rules.ignores_file(path, folders_checked=True) is expected, path
 
 
 def test_ignored_folders_are_pruned() -> None:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from reka_sync.config import Config, Secret
 from reka_sync.errors import (
@@ -32,8 +32,10 @@ from reka_sync.patterns import IgnoreRules
 from reka_sync.progress import Progress, human_size
 from reka_sync.recording import BATCH, record, record_walk
 from reka_sync.scanner import ScanProblem, links_of, walk, walk_stats
-from reka_sync.scheduler import Engine
 from reka_sync.service import on_stop_signals
+
+if TYPE_CHECKING:
+    from reka_sync.scheduler import Engine
 
 WAIT_STEP = 0.1  # seconds between looks at the engine's health
 # Looks at the journal (progress, and whether all is done) come every WAIT_STEP, or
@@ -119,7 +121,9 @@ def run(
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
         _record(config, journal, found, problems, err)
-        interrupted, stopped = _drive(config, journal, key, found.scope, err, max_wait)
+        interrupted, stopped = False, None
+        if _work_left(journal, found.scope):  # else the engine, and its imports, stay out
+            interrupted, stopped = _drive(config, journal, key, found.scope, err, max_wait)
         summary = summarise(journal, found.scope, interrupted or stopped is not None)
     finally:
         journal.close()
@@ -164,11 +168,19 @@ def _warn(problems: list[ScanProblem], err: TextIO) -> None:
     problems.clear()
 
 
+def _work_left(journal: Journal, scope: Scope) -> bool:
+    """Is any file of the scope unfinished, or a video of an earlier content to retire?"""
+    tally = journal.scope_tally(scope)
+    return any(tally[state][0] for state in ACTIVE) or bool(journal.superseded_due(1))
+
+
 def _drive(
     config: Config, journal: Journal, key: Secret, scope: Scope, err: TextIO, max_wait: float
 ) -> tuple[bool, tuple[int, str] | None]:
     """Run the engine until every file in `scope` is finished; return whether a signal
     interrupted it, and the exit code and reason if the environment stopped it."""
+    from reka_sync.scheduler import Engine  # only a backfill with work to do needs it
+
     engine = Engine(config, journal, key, one_shot=True)
     stop = threading.Event()
     on_stop_signals(stop.set)

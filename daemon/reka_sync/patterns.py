@@ -111,11 +111,11 @@ class IgnoreRules:
         # hidden, not a built-in ignored name or suffix (`_builtin_ignored`, as a regex).
         names = "|".join(re.escape(n) for n in sorted(BUILTIN_IGNORED_NAMES))
         suffixes = "|".join(re.escape(s) for s in BUILTIN_IGNORED_SUFFIXES)
-        videos = "|".join(re.escape(e) for e in sorted(self._extensions))
-        self._wanted_name = re.compile(
-            rf"(?!\.)(?!(?:{names})\Z)(?!.*(?:{suffixes})\Z)[^/]*\.(?:{videos})",
-            re.IGNORECASE | re.DOTALL,
-        )
+        videos = "|".join(re.escape(e) for e in sorted(self._extensions)) or "(?!)"
+        wanted_name = rf"(?i:(?!\.)(?!(?:{names})\Z)(?!.*(?:{suffixes})\Z)[^/]*\.(?:{videos}))"
+        # ... and with the globs (case-sensitive, as a lookahead): a walked file in one match.
+        globs = f"(?!(?:{self._any.pattern})\\Z)" if self._any is not None else ""
+        self._wanted = re.compile(rf"{globs}(?:.*/)?{wanted_name}", re.DOTALL)
 
     def ignores_dir(self, rel_dir: str) -> bool:
         """Given a root-relative folder, return True if nothing inside it is wanted."""
@@ -137,11 +137,9 @@ class IgnoreRules:
 
         `folders_checked` says its folders already passed `ignores_dir` (a walk).
         """
-        if self._wanted_name.fullmatch(rel_path, rel_path.rfind("/") + 1) is None:
+        if self._wanted.fullmatch(rel_path) is None:
             return True
-        if not folders_checked and any(_builtin_ignored(s) for s in rel_path.split("/")):
-            return True
-        return self._any is not None and self._any.fullmatch(rel_path) is not None
+        return not folders_checked and any(_builtin_ignored(s) for s in rel_path.split("/"))
 
 
 def _builtin_ignored(name: str) -> bool:
