@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +267,44 @@ def test_a_claim_that_waits_for_the_lock_holds_its_lease_from_its_commit(tmp_pat
     with pytest.raises(LeaseLost, match="ran out"):
         journal.begin_send(late, "w/2", 300.0, "s", [])  # its own lease lapsed too
     assert journal.begin_send(late, "w/2", 230.0, "s", []) is not None
+
+
+def test_writes_queued_meanwhile_share_one_commit_and_a_refused_one_stays_its_own(
+    tmp_path: Path,
+) -> None:
+    """Group commit: writes handed over while a commit runs go out together in the next
+    one; a write that fails is rolled back alone and raised to its own caller."""
+    journal = Journal.open(tmp_path / "j.db")
+    good, bad = fill(journal, 2)
+    journal.apply(Move(bad, Event.FAIL, Changes(last_error="x")), 3.0)  # FAIL again: illegal
+    statements: list[str] = []
+    journal._conn.set_trace_callback(statements.append)
+    gate, busy = threading.Event(), threading.Event()
+    holder = threading.Thread(target=journal._run, args=(lambda conn: busy.set() or gate.wait(),))
+    holder.start()
+    busy.wait(10)  # the writer is inside a commit: what comes now waits for the next one
+    outcome: dict[str, Any] = {}
+
+    def apply(name: str, move: Move) -> None:
+        try:
+            outcome[name] = journal.apply(move, 4.0)
+        except IllegalTransition as exc:
+            outcome[name] = exc
+
+    threads = [
+        threading.Thread(target=apply, args=("good", Move(good, None, Changes(last_error="y")))),
+        threading.Thread(target=apply, args=("bad", Move(bad, Event.FAIL))),
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while journal._writer._queue.qsize() < 2 and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.01)  # polling the queue with a deadline
+    gate.set()
+    for thread in [holder, *threads]:
+        thread.join(10)
+    assert isinstance(outcome["bad"], IllegalTransition)
+    assert journal.get(good).last_error == "y" and journal.get(bad).state is State.FAILED
+    commits = [s for s in statements if s == "COMMIT"]
+    assert len(commits) == 2, statements  # the holder's, then the two queued writes' together
+    journal.close()

@@ -169,7 +169,7 @@ def scan(files: int = 100_000) -> None:
         journal.close()
     print(
         f"rescan of {seen} unchanged files: {ours:.2f}s; bare os.scandir+stat walk of "
-        f"{walked}: {bare:.2f}s; ratio {ours / bare:.2f}x (target <= 3x)"
+        f"{walked}: {bare:.2f}s; ratio {ours / bare:.2f}x (target <= 2x)"
     )
 
 

@@ -175,18 +175,20 @@ class GroupWriter:
         self._queue: queue.SimpleQueue[_Write[Any] | None] = queue.SimpleQueue()
         self._synchronous = ""
         self._closed = False
+        self._closing = threading.Lock()  # nothing is queued after the stop
         self._thread = threading.Thread(target=self._loop, name="reka-journal", daemon=True)
         self._thread.start()
 
     def run(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         """Given a write, queue it, wait for its commit and return its result."""
-        if self._closed:
-            raise JournalError(f"journal {self._path} is closed")
         if threading.current_thread() is self._thread:  # a write within a write: same batch
             return work(self._conn)
         request = _Write(work, durable)
         request.done.acquire()
-        self._queue.put(request)
+        with self._closing:
+            if self._closed:
+                raise JournalError(f"journal {self._path} is closed")
+            self._queue.put(request)
         request.done.acquire()  # the writer releases it once the commit is done
         if request.error is not None:
             with mapped(self._path):
@@ -195,8 +197,9 @@ class GroupWriter:
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread."""
-        self._closed = True
-        self._queue.put(None)
+        with self._closing:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
 
     def _loop(self) -> None:
