@@ -308,3 +308,22 @@ def test_writes_queued_meanwhile_share_one_commit_and_a_refused_one_stays_its_ow
     commits = [s for s in statements if s == "COMMIT"]
     assert len(commits) == 2, statements  # the holder's, then the two queued writes' together
     journal.close()
+
+
+def test_the_kept_counts_agree_with_the_rows(tmp_path: Path) -> None:
+    """`counts` reads counters that triggers keep; they must say what counting rows says,
+    after inserts, moves, refused moves and deletes."""
+    journal = Journal.open(tmp_path / "j.db")
+    ids = fill(journal, 6)
+    journal.apply(Move(ids[0], Event.FAIL, Changes(last_error="x")), 3.0)
+    journal.apply_many([Move(ids[1], Event.FAIL), Move(ids[0], Event.FAIL)], 4.0)  # 2nd refused
+    journal.record_scan([seen(Path("/m"), "new.mp4", size=99)], now=5.0)
+
+    def delete(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM events WHERE file_id = ?", (ids[5],))
+        conn.execute("DELETE FROM files WHERE id = ?", (ids[5],))
+
+    journal._run(delete)
+    assert journal.counts() == journal.counts_from_rows()
+    assert journal.counts()[State.FAILED] == 2 and journal.counts()[State.DISCOVERED] == 1
+    journal.close()

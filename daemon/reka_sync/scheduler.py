@@ -129,6 +129,7 @@ class Engine:
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
         self._last_run: dict[str, float] = {}
+        self._progress_shown = False  # the last heartbeat published uploads in flight
         self.watcher = watcher
         self.settler = Settler(journal, self._writer_of, one_shot)
 
@@ -339,7 +340,11 @@ class Engine:
         """Given the time, renew our leases, free those of dead local processes, publish pauses."""
         with self._lock:
             held = list(self._cancels)  # jobs a worker of ours still runs
-        self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight(), held)
+        # Idle, nothing is written; while the journal is in trouble this write is the probe
+        # that sees it recover (_run_tick).
+        if held or self._progress_shown or self.journal_trouble is not None:
+            self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight(), held)
+            self._progress_shown = bool(held)
         self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
         for pause in self.pauses.active(now):
             self.journal.set_pause(pause.kind, pause.until, pause.reason)
@@ -422,10 +427,12 @@ class Engine:
         )
         ticks: list[tuple[str, Callable[[float], object], float]] = [
             ("heartbeat", self.heartbeat, min(HEARTBEAT, max(0.2, self.lease_seconds / 3))),
+            # A finished upload and a promoted file dispatch at once; this tick finds
+            # retries come due and work queued by another process.
             ("settle", self.settle, 1.0),
-            ("dispatch", self.dispatch, 0.5),
-            ("poll", self.poll, 0.25),
-            ("intake", self.intake, 0.25),
+            ("dispatch", self.dispatch, 1.0),
+            ("poll", self.poll, 0.5),
+            ("intake", self.intake, 0.5),
         ]
         first = datetime.now(UTC)
         self._last_run = {name: self.clock() for name, _, _ in ticks}
@@ -461,7 +468,7 @@ class Engine:
     def _run_tick(self, name: str, tick: Callable[[float], object]) -> None:
         try:
             tick(self.clock())
-            if name == "heartbeat":  # it always writes
+            if name == "heartbeat":  # it writes whenever the journal is in trouble
                 self._journal_worked()
         except JournalError as exc:
             self._journal_failed(str(exc))

@@ -70,7 +70,10 @@ PER_FOLDER = 1000  # files per leaf folder of a generated tree
 REKA_SYNC = [str(Path(sys.executable).with_name("reka-sync"))]
 if not Path(REKA_SYNC[0]).exists():  # not a venv with the console script: same code, -m
     REKA_SYNC = [sys.executable, "-m", "reka_sync"]
-ENV = {**os.environ, "REKA_API_KEY": "bench"}
+# Bytecode is cached as for an installed package (pip compiles it at install); a shell
+# that sets PYTHONDONTWRITEBYTECODE would make every run recompile reka_sync's modules.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["REKA_API_KEY"] = "bench"
 
 # Peak RSS is the process's own VmHWM, written at its end to $REKA_BENCH_STATS (what
 # os.wait4 reports is no use here: a child's ru_maxrss starts at the high-water mark of the

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
+from reka_sync.journal.connection import mapped
 from reka_sync.journal.queries import STORED_STATES, JournalQueries, stat_key
 from reka_sync.journal.records import (
     HistoryEntry,
@@ -328,6 +329,9 @@ class Journal(JournalQueries):
         """
         if limit <= 0:
             return []
+        with self._read_lock, mapped(self.path):  # nothing due: no write transaction at all
+            if not _due_uploads(self._reader, now() if callable(now) else now, 1, running):
+                return []
         from reka_sync import outcomes  # writers only: `status` and `show` skip it
 
         def write(conn: sqlite3.Connection) -> list[Job]:

@@ -205,8 +205,9 @@ class JournalQueries(JournalConnection):
         return (rows[0][0], rows[0][1]) if rows else None
 
     def counts(self) -> dict[State, int]:
-        """Return how many files are in each state (every state present, zeros included)."""
-        found = {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM files GROUP BY state")}
+        """Return how many files are in each state (every state present, zeros included),
+        from the counters the journal's triggers keep (no count of rows)."""
+        found = {r[0]: r[1] for r in self._read("SELECT state, n FROM state_counts")}
         return {state: int(found.get(state.value, 0)) for state in State}
 
     def history(self, job_id: int) -> list[HistoryEntry]:
@@ -242,16 +243,17 @@ class JournalQueries(JournalConnection):
 
         Files recorded as missing are left out: seeing one again is news.
         """
+        sql = (
+            "SELECT path, size, mtime_ns, inode, device FROM files"
+            " WHERE root = ? AND state != ? AND typeof(path) = ?"
+        )
         with self._read_lock, mapped(self.path):
-            rows = self._reader.execute(
-                "SELECT path, size, mtime_ns, inode, device FROM files"
-                " WHERE root = ? AND state != ?",
-                (root, State.MISSING.value),
-            )
-            return {
-                hash(row) if type(row[0]) is str else hash((from_db(row[0]), *row[1:]))
-                for row in rows
-            }
+            # Text names hash as they come (in C: a row is the very tuple stat_key hashes);
+            # names stored as bytes are decoded first.
+            keys = set(map(hash, self._reader.execute(sql, (root, State.MISSING.value, "text"))))
+            raw = self._reader.execute(sql, (root, State.MISSING.value, "blob"))
+            keys.update(stat_key(from_db(path), *stats) for path, *stats in raw)
+            return keys
 
     def other_extensions(self) -> int:
         """Return how many files the last rescans passed over for their extension."""
