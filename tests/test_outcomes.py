@@ -178,7 +178,7 @@ def test_stored_and_duplicate_release_the_lease_and_record_the_video() -> None:
     assert stored is not None and stored.event is Event.ACCEPTED
     cols = stored.changes.columns()
     assert cols["video_id"] == "v1" and cols["attempts"] == 1 and cols["outcome_unknown"] is False
-    assert cols["next_attempt_at"] == NOW + 1.0  # the first poll comes soon
+    assert cols["next_attempt_at"] == NOW + 0.5  # the first poll comes soon (FIRST_POLL)
     adopted = outcomes.after_upload(
         row(attempts=2), False, Stored("v1", "d", "s", "uploaded", adopted=True), POLICY, NOW, 0
     )
