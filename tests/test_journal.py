@@ -14,7 +14,7 @@ import pytest
 
 from reka_sync import outcomes
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
-from reka_sync.journal import Journal, SeenFile
+from reka_sync.journal import Journal, Scope, SeenFile
 from reka_sync.lifecycle import Event, State
 from reka_sync.moves import Changes, Move
 from reka_sync.stability import FileStat
@@ -326,4 +326,24 @@ def test_the_kept_counts_agree_with_the_rows(tmp_path: Path) -> None:
     journal._run(delete)
     assert journal.counts() == journal.counts_from_rows()
     assert journal.counts()[State.FAILED] == 2 and journal.counts()[State.DISCOVERED] == 1
+    journal.close()
+
+
+def test_a_scope_of_several_paths_counts_only_what_is_under_them(tmp_path: Path) -> None:
+    """A backfill of /m/a and /m/b: its counts and lists leave /m/c and the other states out
+    (names stored as bytes included)."""
+    journal = Journal.open(tmp_path / "j.db")
+    raw = os.fsdecode(b"b/caf\xe9.mp4")
+    files = [seen(Path("/m"), rel, size=i) for i, rel in enumerate(["a/1.mp4", raw, "c/3.mp4"])]
+    journal.record_scan(files, now=1.0)
+    for item in files[1:]:
+        job = journal.find(item.path)
+        assert job is not None
+        journal.apply(Move(job.id, Event.FAIL, Changes(last_error="x")), 2.0)
+    scope = Scope(paths=(("/m", "/m/a"), ("/m", "/m/b")))
+    assert journal.scope_tally(scope)[State.FAILED][0] == 1
+    assert journal.scope_tally(scope)[State.DISCOVERED][0] == 1
+    assert [item.path for item in journal.scope_listed(scope, State.FAILED)] == ["/m/" + raw]
+    a = journal.find("/m/a/1.mp4")
+    assert a is not None and journal.scope_ids(scope, State.DISCOVERED) == {a.id}
     journal.close()

@@ -36,3 +36,28 @@ def test_a_file_another_process_moves_meanwhile_does_not_stop_the_tick(tmp_path:
     config = WatchConfig(roots=(tmp_path,), settle_seconds=0)
     assert settler.tick(config, 10.0) == 2  # b and c, though a's move was refused
     assert [journal.find(p).state for p in paths] == [State.QUEUED] * 3  # type: ignore[union-attr]
+
+
+def test_a_file_that_changes_while_its_page_is_decided_is_not_settled(tmp_path: Path) -> None:
+    """A page's moves are committed together after its files were looked at; one whose
+    recorded stat changed meanwhile (the watcher saw it grow) is refused, not queued."""
+    journal = Journal.open(tmp_path / "j.db")
+    path = tmp_path / "a.mp4"
+    path.write_bytes(os.urandom(5000))
+    stat = stat_file(path)
+    assert stat is not None
+    journal.record_scan([SeenFile(str(path), str(tmp_path), "a.mp4", stat, 0.0)], 1.0)
+
+    def writer_of(seen: str) -> Writer:  # asked while the page is decided: the file grows
+        with path.open("ab") as handle:
+            handle.write(b"more")
+        grown = stat_file(path)
+        assert grown is not None
+        journal.record_scan([SeenFile(seen, str(tmp_path), "a.mp4", grown, 9.0)], 9.0)
+        return Writer.CLOSED
+
+    settler = Settler(journal, writer_of)
+    assert settler.tick(WatchConfig(roots=(tmp_path,), settle_seconds=0), 10.0) == 0
+    job = journal.find(str(path))
+    assert job is not None and job.state is State.DISCOVERED and job.size == 5004
+    journal.close()

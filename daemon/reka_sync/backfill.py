@@ -41,6 +41,7 @@ WAIT_STEP = 0.1  # seconds between looks at the engine's health
 # Looks at the journal (progress, and whether all is done) come every WAIT_STEP, or
 # LOOK_COST times what the last one took if that is longer: at most 5% of a core.
 LOOK_COST = 20
+LOOK_MOST = 2.0  # seconds: the end of a backfill is seen within this, however big
 JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
 
 
@@ -203,7 +204,7 @@ def _drive(
                 continue
             tally = journal.scope_tally(scope)
             looked = time.monotonic()  # a big scope's count is slower: look less often
-            pace = LOOK_COST * (looked - now)
+            pace = min(LOOK_MOST, LOOK_COST * (looked - now))
             progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
             if _finished(journal, scope, tally, engine.settler.left):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents

@@ -95,3 +95,4 @@ class Move:
     detail: dict[str, Any] | None = None
     note: str = ""
     supersede: Superseded | None = None  # a video of earlier content, to retire later
+    expect: FileStat | None = None  # refused if the row's stat is no longer this one

@@ -46,12 +46,12 @@ def record_walk(
     batch: list[SeenFile] = []
     for path, rel, st in walked:
         done.seen += 1
+        if len(batch) + len(skipped) >= BATCH:  # what the walk skipped counts too
+            done.recorded += record(journal, batch, skipped, now, priority, refused)
         if hash((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)) in known:
             continue  # (the journal's stat_key, inlined: this runs for every file)
         stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
         batch.append(SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9))
-        if len(batch) >= BATCH:
-            done.recorded += record(journal, batch, skipped, now, priority, refused)
     done.recorded += record(journal, batch, skipped, now, priority, refused)
     return done
 

@@ -87,6 +87,19 @@ class Settler:
             log.warning("cannot settle this file; trying again", path=job.path, error=str(exc))
             return 0
 
+    def _decided_move(
+        self,
+        job: Job,
+        event: Event | None,
+        changes: Changes | None = None,
+        detail: dict[str, str] | None = None,
+        note: str = "",
+    ) -> None:
+        """Keep a move decided on what stat said of `job`, to commit with the page; it is
+        refused then if the file's recorded stat changed meanwhile (the watcher's intake)."""
+        move = Move(job.id, event, changes or Changes(), detail, note, expect=job.stat)
+        self._moves.append(move)
+
     def _flush(self, now: float) -> int:
         """Commit the decided moves; return how many promotions were refused (a job another
         process moved on meanwhile)."""
@@ -102,7 +115,7 @@ class Settler:
             return 0  # an unmounted share: its files are not missing
         first = settle(job.stat, current, job.quiet_since, now, limits.settle_seconds)
         if first is Verdict.VANISHED:
-            self._moves.append(Move(job.id, Event.VANISHED))
+            self._decided_move(job, Event.VANISHED)
         elif first is Verdict.CHANGED and current is not None:
             self._changed(job, current, now)
         elif first is Verdict.STABLE or self.one_shot:
@@ -114,7 +127,7 @@ class Settler:
 
     def _changed(self, job: Job, current: FileStat, now: float) -> None:
         changes = Changes.for_stat(current, now)
-        self._moves.append(Move(job.id, None, changes, note="still changing"))
+        self._decided_move(job, None, changes, note="still changing")
         if self.one_shot:  # once is a rewrite; again and again is a writer at work
             self._changes[job.id] = self._changes.get(job.id, 0) + 1
             if self._changes[job.id] >= KEEPS_CHANGING:
@@ -127,15 +140,15 @@ class Settler:
         if verdict in (Verdict.STABLE, Verdict.UNFINALISED):
             detail = {"unfinalised": reason} if reason else None
             settled = Changes(next_attempt_at=now, last_error=None if job.last_error else UNSET)
-            self._moves.append(Move(job.id, Event.SETTLED, settled, detail))
+            self._decided_move(job, Event.SETTLED, settled, detail)
             return 1
         if verdict is Verdict.CUT_SHORT:
-            self._moves.append(Move(job.id, Event.FAIL, Changes(last_error=reason)))
+            self._decided_move(job, Event.FAIL, Changes(last_error=reason))
             log.warning("incomplete video; not uploading it", path=job.path, reason=reason)
         elif verdict is Verdict.NOT_VIDEO:
-            self._moves.append(Move(job.id, Event.IGNORE, Changes(last_error=reason)))
+            self._decided_move(job, Event.IGNORE, Changes(last_error=reason))
         elif job.last_error != reason:  # WAIT, EMPTY, LEFT: say why in `show`, once
-            self._moves.append(Move(job.id, None, Changes(last_error=reason), note="waiting"))
+            self._decided_move(job, None, Changes(last_error=reason), note="waiting")
         if self.one_shot and verdict in (Verdict.EMPTY, Verdict.LEFT):
             self._leave(job, reason)
         return 0

@@ -172,7 +172,7 @@ class Steps:
             return spent
         key = outcomes.upload_key(job, uuid.uuid4().hex)
         move = outcomes.sending(job, key, sample, decision.group, group_id)
-        sending = ctx.journal.begin_send(move, _holder(job), ctx.clock(), sample, checked)
+        sending = ctx.journal.begin_send(move, _holder(job), ctx.clock, sample, checked)
         if sending is None:
             return _deferred("a file with the same content is being uploaded", TWIN_WAIT)
         return Send(sending, key, group_id)

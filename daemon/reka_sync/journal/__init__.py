@@ -254,7 +254,12 @@ class Journal(JournalQueries):
         return self._run(write) if moves else []
 
     def begin_send(
-        self, move: Move, owner: str, now: float, sample_hash: str, checked: Iterable[int]
+        self,
+        move: Move,
+        owner: str,
+        now: float | Callable[[], float],
+        sample_hash: str,
+        checked: Iterable[int],
     ) -> Job | None:
         """Given the `sending` move of a leased job, commit it unless a twin got ahead of it.
 
@@ -269,19 +274,20 @@ class Journal(JournalQueries):
         marks = ", ".join("?" for _ in exclude)
 
         def write(conn: sqlite3.Connection) -> Job | None:
+            at = now() if callable(now) else now  # the lease is judged when the write runs
             row = checked_row(conn, move.job_id, State.UPLOADING, owner)
-            if (row["lease_expires"] or 0) < now:
+            if (row["lease_expires"] or 0) < at:
                 raise LeaseLost(f"job {move.job_id}: the lease ran out before the send")
             twin = conn.execute(
                 "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
                 f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
                 " AND lease_expires > ?) OR (digest IS NOT NULL AND state IN (?, ?, ?)))"
                 " LIMIT 1",
-                (row["size"], sample_hash, *exclude, State.UPLOADING.value, now, *STORED_STATES),
+                (row["size"], sample_hash, *exclude, State.UPLOADING.value, at, *STORED_STATES),
             ).fetchone()
             if twin is not None:
                 return None
-            return self._commit_job(conn, row, move, now)
+            return self._commit_job(conn, row, move, at)
 
         return self._run(write, durable=True)
 
@@ -295,7 +301,13 @@ class Journal(JournalQueries):
     def _commit(
         self, conn: sqlite3.Connection, row: sqlite3.Row, move: Move, now: float
     ) -> dict[str, Any]:
-        """Write a move to the job's row, with its history entry; return the columns written."""
+        """Write a move to the job's row, with its history entry; return the columns written.
+
+        Raise (before writing anything) IllegalTransition if the lifecycle forbids the move,
+        JournalError if the move expects a stat the row no longer has.
+        """
+        if move.expect is not None and stat_of(row) != move.expect:
+            raise JournalError(f"job {row['id']}: its file changed since the move was decided")
         old = State(row["state"])
         new = old if move.event is None else next_state(old, move.event)
         values = {**move.changes.columns(), "state": new.value, "updated_at": now}
@@ -487,7 +499,7 @@ def _due_uploads(
         ).fetchall()
     found += conn.execute(  # left `uploading` by a process that died: its lease ran out
         "SELECT priority, next_attempt_at, id, state FROM files"
-        f" WHERE state = ? AND lease_expires < ?{mine} LIMIT ?",
+        f" WHERE state = ? AND lease_expires < ?{mine} ORDER BY priority, next_attempt_at LIMIT ?",
         (State.UPLOADING.value, now, *running, limit),
     ).fetchall()
     return [(job_id, state) for _, _, job_id, state in sorted(found)[:limit]]

@@ -230,7 +230,7 @@ class GroupWriter:
                 for write in batch:
                     self._one_of_many(write)
             conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 (the transaction is lost: every write of it)
+        except BaseException as exc:  # noqa: BLE001 (the transaction is lost: every write of it)
             for write in batch:
                 write.error = write.error or exc
             self._roll_back()
@@ -253,7 +253,7 @@ class GroupWriter:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error:
-            pass  # SQLite rolled back on its own (a full disk, an I/O error)
+            pass  # SQLite rolled back on its own (a full disk), or cannot: the next BEGIN says
 
     def _set_synchronous(self, level: str) -> None:
         if level != self._synchronous:

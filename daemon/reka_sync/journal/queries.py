@@ -26,8 +26,10 @@ STORED_STATES = (State.UPLOADED.value, State.FILING.value, State.DONE.value)
 
 def stat_key(path: str, size: int, mtime_ns: int, inode: int, device: int) -> int:
     """Given a file's path and stat, return the key a walk compares with the journal's
-    (`stat_keys_under`): equal stats give equal keys; a 64-bit hash, so two different
-    stats share one with odds of about one in 10^14 for a 100,000-file root."""
+    (`stat_keys_under`): equal stats give equal keys. It is Python's 64-bit hash, salted
+    anew in each process: a changed file taken for unchanged because its key collides with
+    one of a 100,000-file root's has odds of about one in 10^14 per rescan, and a restart
+    draws new keys."""
     return hash((path, size, mtime_ns, inode, device))
 
 
@@ -207,7 +209,14 @@ class JournalQueries(JournalConnection):
     def counts(self) -> dict[State, int]:
         """Return how many files are in each state (every state present, zeros included),
         from the counters the journal's triggers keep (no count of rows)."""
-        found = {r[0]: r[1] for r in self._read("SELECT state, n FROM state_counts")}
+        kept = self._read("SELECT 1 FROM sqlite_master WHERE name = 'state_counts'")
+        sql = (
+            "SELECT state, n FROM state_counts"
+            if kept
+            # not migrated yet
+            else ("SELECT state, count(*) FROM files GROUP BY state")
+        )
+        found = {r[0]: r[1] for r in self._read(sql)}
         return {state: int(found.get(state.value, 0)) for state in State}
 
     def history(self, job_id: int) -> list[HistoryEntry]:
@@ -320,4 +329,4 @@ def _scope_sql(scope: Scope) -> tuple[str, list[Any]]:
                 as_bytes,
             ]
         )
-    return " OR ".join(parts) or "0", params
+    return f"({' OR '.join(parts)})" if parts else "0", params
