@@ -125,20 +125,6 @@ class JournalQueries(JournalConnection):
             known.update(r[0] for r in rows)
         return known
 
-    def tally(self, job_ids: Iterable[int]) -> dict[State, tuple[int, int]]:
-        """Given job ids, return how many of them, and how many bytes, are in each state."""
-        counts = dict.fromkeys(State, (0, 0))
-        for chunk, marks in in_chunks(job_ids):
-            rows = self._read(
-                f"SELECT state, count(*), total(size) FROM files WHERE id IN ({marks})"
-                " GROUP BY state",
-                chunk,
-            )
-            for state, count, size in rows:
-                old_count, old_size = counts[State(state)]
-                counts[State(state)] = (old_count + count, old_size + int(size))
-        return counts
-
     def jobs_by_ids(self, job_ids: Iterable[int]) -> list[Job]:
         """Given job ids, return those jobs (in id order)."""
         found: list[Job] = []
