@@ -30,10 +30,11 @@ How this works
 * Every write of a job row is a ``Move`` from ``outcomes`` (a lifecycle event or a
   note, and typed column changes), applied with its history entry in one
   transaction: what an outcome does to a job is decided there, never here.
-* Each Journal holds two connections, each behind a lock and shared by
-  threads: one for writes, and a read-only one so reads never wait for a
-  commit's fsync (``connection.py``). Reads live in ``queries.py``; this
-  module holds every write.
+* Each Journal holds two connections: one for writes, used only by the
+  GroupWriter's thread once the file is open, and a read-only one behind a
+  lock, shared by threads, so reads never wait for a commit's fsync
+  (``connection.py``). Reads live in ``queries.py``; this module holds every
+  write.
 """
 
 from __future__ import annotations
