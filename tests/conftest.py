@@ -99,6 +99,26 @@ def emulator_requests(emulator_url: str) -> list[dict[str, Any]]:
     return list(httpx.get(f"{emulator_url}/_emulator/requests").json()["results"])
 
 
+def journal_of_two_files(config_file: Path) -> tuple[Any, Path]:
+    """Open the journal of `config_file` with two files of its first root recorded
+    (cameras/front/a.mp4 and b.mp4, not on disk); return the journal and the root."""
+    from reka_sync.config import load_config
+    from reka_sync.journal import Journal, SeenFile
+    from reka_sync.stability import FileStat
+
+    config = load_config(config_file)
+    root = config.watch.roots[0]
+    journal = Journal.open(config.journal.path)
+    journal.record_scan(
+        [
+            SeenFile(str(root / n), str(root), n, FileStat(5, 1, i, 1), 0.0)
+            for i, n in enumerate(["cameras/front/a.mp4", "b.mp4"])
+        ],
+        now=1.0,
+    )
+    return journal, root
+
+
 def wait_for(condition: Any, timeout: float = 30.0, message: str = "condition") -> Any:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     import time

@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 
 from reka_sync.cli import build_parser
-from reka_sync.config import load_config
-from reka_sync.journal import Journal, SeenFile
+from reka_sync.journal import Journal
 from reka_sync.lifecycle import Event, State
 from reka_sync.moves import Changes, Move
-from reka_sync.stability import FileStat
-from tests.conftest import PYTHON, cli_env
+from tests.conftest import PYTHON, cli_env, journal_of_two_files
 
 COMMANDS = [
     "run",
@@ -59,16 +57,7 @@ def test_version_and_usage_errors() -> None:
 
 @pytest.fixture
 def journal_with_files(config_file: Path) -> Journal:
-    config = load_config(config_file)
-    root = config.watch.roots[0]
-    journal = Journal.open(config.journal.path)
-    journal.record_scan(
-        [
-            SeenFile(str(root / n), str(root), n, FileStat(5, 1, i, 1), 0.0)
-            for i, n in enumerate(["cameras/front/a.mp4", "b.mp4"])
-        ],
-        now=1.0,
-    )
+    journal, root = journal_of_two_files(config_file)
     job = journal.find(str(root / "b.mp4"))
     assert job is not None
     journal.apply(Move(job.id, Event.SETTLED), 2.0)

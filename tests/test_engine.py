@@ -124,14 +124,7 @@ def test_sigkill_at_random_moments_never_duplicates(tmp_path: Path, media: Path,
     expected = make_tree(media, 24, size=3 * 1024 * 1024)
     set_faults(emu.url, [{"kind": "latency", "rate": 0.3, "seconds": 0.2}], seed=3)
     config = engine_config(tmp_path, media, emu.url, workers=3)
-    rng = random.Random(11)
-    for _ in range(20):
-        proc = start_backfill(config)
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 2.0))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+    kill_backfills(config, 20, random.Random(11), 0.3, 2.0)
     final = run_backfill(config, "--json")
     assert final.returncode == 0, final.stdout + final.stderr
     assert json.loads(final.stdout)["outcomes"] == {"done": 24}
@@ -251,16 +244,7 @@ def test_ten_sigkills_during_a_5000_file_backfill_lose_and_duplicate_nothing(
     goes out, whatever else was in flight when the process died."""
     expected = make_tree(media, 5000, size=1024)
     config = engine_config(tmp_path, media, emu.url, workers=4)
-    rng = random.Random(7)
-    killed = 0
-    for _ in range(10):
-        proc = start_backfill(config)
-        try:
-            proc.wait(timeout=rng.uniform(1.0, 2.5))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            killed += 1
+    killed = kill_backfills(config, 10, random.Random(7), 1.0, 2.5)
     stored_before_the_last_run = len(emulator_records(emu.url))
     assert killed == 10, "a backfill finished before it could be killed"
     assert 0 < stored_before_the_last_run < len(expected), "the kills did not hit the uploads"
@@ -268,3 +252,20 @@ def test_ten_sigkills_during_a_5000_file_backfill_lose_and_duplicate_nothing(
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
     assert json.loads(final.stdout)["outcomes"] == {"done": 5000}
     assert_uploaded_exactly_once(emu.url, expected)
+
+
+def kill_backfills(
+    config: Path, runs: int, rng: random.Random, shortest: float, longest: float
+) -> int:
+    """Start backfill `runs` times, each SIGKILLed after a random while unless it ends
+    first; return how many were killed."""
+    killed = 0
+    for _ in range(runs):
+        proc = start_backfill(config)
+        try:
+            proc.wait(timeout=rng.uniform(shortest, longest))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            killed += 1
+    return killed

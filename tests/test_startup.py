@@ -7,10 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from reka_sync.config import load_config
-from reka_sync.journal import Journal, SeenFile
-from reka_sync.stability import FileStat
-from tests.conftest import PYTHON, cli_env
+from tests.conftest import PYTHON, cli_env, journal_of_two_files
 
 # What a read-only command must never load; each costs tens of milliseconds at start-up.
 NOT_FOR_READING = (
@@ -49,16 +46,7 @@ print(json.dumps({"codes": codes, "loaded": loaded}))
 
 
 def test_status_and_show_import_no_service_machinery(config_file: Path) -> None:
-    config = load_config(config_file)
-    root = config.watch.roots[0]
-    journal = Journal.open(config.journal.path)
-    journal.record_scan(
-        [
-            SeenFile(str(root / n), str(root), n, FileStat(5, 1, i, 1), 0.0)
-            for i, n in enumerate(["cameras/front/a.mp4", "b.mp4"])
-        ],
-        now=1.0,
-    )
+    journal, root = journal_of_two_files(config_file)
     journal.close()
     done = subprocess.run(
         [PYTHON, "-c", PROBE, str(config_file), str(root / "b.mp4"), json.dumps(NOT_FOR_READING)],

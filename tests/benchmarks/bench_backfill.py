@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tomli_w
 
-from tests.benchmarks.common import MIB, EmulatorProcess, make_file
+from tests.benchmarks.common import MIB, EmulatorProcess, make_file, xargs_curl
 
 WORKERS = 4
 HARNESS = """
@@ -96,26 +96,7 @@ def curl_all(media: Path, url: str) -> float:
     files = "\n".join(str(p) for p in sorted(media.rglob("*.mp4")))
     start = time.perf_counter()
     subprocess.run(
-        [
-            "xargs",
-            "-P",
-            str(WORKERS),
-            "-I{}",
-            "curl",
-            "-sS",
-            "-f",
-            "-o",
-            "/dev/null",
-            "-H",
-            "X-Api-Key: bench",
-            "-H",
-            "Expect:",
-            "-F",
-            "file=@{}",
-            "-F",
-            "video_name=clip",
-            f"{url}/v2/videos",
-        ],
+        xargs_curl(url, WORKERS),
         input=files,
         text=True,
         check=True,

@@ -61,7 +61,7 @@ from typing import Any
 import httpx
 import tomli_w
 
-from tests.benchmarks.common import MIB, EmulatorProcess, make_file
+from tests.benchmarks.common import MIB, EmulatorProcess, make_file, xargs_curl
 from tests.benchmarks.sink import SinkProcess
 
 KIB = 1024
@@ -201,26 +201,7 @@ def backfill(cfg: Path) -> Proc:
 def curl_all(list_file: Path, url: str) -> Proc:
     """Upload every file named in `list_file` with `xargs -P4 curl -F`, one process per file."""
     done = run_proc(
-        [
-            "xargs",
-            "-P",
-            str(WORKERS),
-            "-I{}",
-            "curl",
-            "-sS",
-            "-f",
-            "-o",
-            "/dev/null",
-            "-H",
-            "X-Api-Key: bench",
-            "-H",
-            "Expect:",
-            "-F",
-            "video_name=clip",
-            "-F",
-            "file=@{}",
-            f"{url}/v2/videos",
-        ],
+        xargs_curl(url, WORKERS),
         stdin=list_file,
     )
     if done.code != 0:

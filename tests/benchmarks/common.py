@@ -126,6 +126,31 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+def xargs_curl(url: str, workers: int) -> list[str]:
+    """Return `xargs -P<workers> curl -F` that uploads each file named on stdin, one curl
+    process per file (the text fields first, as reka-sync sends them)."""
+    return [
+        "xargs",
+        "-P",
+        str(workers),
+        "-I{}",
+        "curl",
+        "-sS",
+        "-f",
+        "-o",
+        "/dev/null",
+        "-H",
+        "X-Api-Key: bench",
+        "-H",
+        "Expect:",
+        "-F",
+        "video_name=clip",
+        "-F",
+        "file=@{}",
+        f"{url}/v2/videos",
+    ]
+
+
 def curl_upload(url: str, path: Path, key: str = "bench") -> float:
     """Upload with curl -F; return the seconds it took."""
     start = time.perf_counter()
