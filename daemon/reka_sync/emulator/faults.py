@@ -15,9 +15,15 @@ A fault is ``{"kind": K, "rate": 0..1, "count": N or null, "scope": "upload"|"al
 * ``gateway_after_store``: store the upload, then answer 502 with a gateway's HTML page
 * ``garbled_reply``: answer any other request 200 with JSON cut short
 * ``processing_failure``: the upload ends ``failed`` with an ``error``
+* ``feature_failure``: a feature run (``POST /v2/videos/{id}/features/{feature}``
+  that starts one) ends ``failed`` instead of ``ready``; ``rate`` is the share of
+  runs that fail, drawn when the run starts (its scope is always ``all``)
 
-``count`` caps how often a fault fires (null: no cap). Draws come from one
-seeded random generator, so a seed makes a run repeatable.
+Faults with scope ``all`` (the default of ``server_error``, ``rate_limit``,
+``latency`` and ``garbled_reply``) hit every API endpoint: videos, groups, and
+the feature catalog, plan and trigger endpoints alike. ``count`` caps how often
+a fault fires (null: no cap). Draws come from one seeded random generator, so a
+seed makes a run repeatable.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ KINDS = (
     "gateway_after_store",
     "garbled_reply",
     "processing_failure",
+    "feature_failure",
 )
 AFTER_STORE = (
     "drop_after_store",
@@ -70,6 +77,8 @@ class Fault:
         scope = data.get("scope", "upload" if kind in UPLOAD_ONLY else "all")
         if scope not in ("upload", "all"):
             raise ValueError("fault scope must be 'upload' or 'all'")
+        if kind == "feature_failure" and scope != "all":
+            raise ValueError("feature_failure applies to feature runs: its scope is 'all'")
         rate = float(data.get("rate", 1.0))
         if not 0 <= rate <= 1:
             raise ValueError("fault rate must be between 0 and 1")

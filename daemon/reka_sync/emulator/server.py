@@ -2,7 +2,8 @@
 
 Each connection gets a thread (stdlib ``ThreadingHTTPServer``); an upload is
 read 1 MiB at a time into a blob file while its XXH3-128 digest is computed, so
-several multi-GB uploads run side by side with flat memory.
+several multi-GB uploads run side by side with flat memory (see uploads.py).
+The API's view of time comes from ``Settings.clock``, so tests can step it.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from reka_sync.emulator import multipart
-from reka_sync.emulator.bodies import Drop, HalfReader, Sink, SlowReader
-from reka_sync.emulator.faults import Fault, Faults, Quota
-from reka_sync.emulator.shapes import group_json, plan, record_json, video_json
-from reka_sync.emulator.store import FEATURE_DEPENDENCIES, Store, StoreError, VideoRecord
+from reka_sync.emulator import control, features, multipart, uploads
+from reka_sync.emulator.bodies import Drop
+from reka_sync.emulator.errors import StoreError
+from reka_sync.emulator.faults import Faults, Quota
+from reka_sync.emulator.shapes import group_json, video_json
+from reka_sync.emulator.store import Store
 
 REQUEST_LOG_SIZE = 100_000
 
@@ -31,11 +35,12 @@ REQUEST_LOG_SIZE = 100_000
 @dataclass
 class Settings:
     api_key: str | None = None
-    processing_delay: float = 1.0
-    feature_delay: float = 2.0
+    processing_delay: float = 1.0  # seconds a video stays "uploading"
+    feature_delay: float = 2.0  # seconds a feature run takes (pending, then processing)
     max_upload_bytes: int | None = None
     group_cap: int = 10
     upload_quota: int | None = None
+    clock: Callable[[], float] = field(default=time.time, repr=False)  # the API's "now"
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -57,6 +62,10 @@ class EmulatorServer(ThreadingHTTPServer):
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.log_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    def now(self) -> float:
+        """Return the API's current time (seconds since the epoch, from `Settings.clock`)."""
+        return self.settings.clock()
 
 
 class _Handled(Exception):
@@ -82,7 +91,7 @@ ROUTES: list[Route] = [
     ("POST", re.compile(rf"/v2/videos/{_ID}/features/plan"), "plan_features"),
     (
         "POST",
-        re.compile(rf"/v2/videos/{_ID}/features/(?P<feature>{'|'.join(FEATURE_DEPENDENCIES)})"),
+        re.compile(rf"/v2/videos/{_ID}/features/(?P<feature>{'|'.join(features.FEATURES)})"),
         "trigger_feature",
     ),
 ]
@@ -118,12 +127,15 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
         self.body_read = False
+        self.log_notes: dict[str, Any] = {}
         try:
             if url.path.startswith("/_emulator/"):
-                self._control(method, url.path)
+                control.answer(self, method, url.path)
                 return
             self._authenticate()
             action, params = _route(method, url.path)
+            if "feature" in params:
+                self.log_notes["feature"] = params["feature"]
             self._inject_faults(action)
             getattr(self, f"api_{action}")(**params)
         except StoreError as exc:
@@ -177,11 +189,26 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"results": [{"video_id": "')
             raise _Handled
 
-    def _json_body(self) -> dict[str, Any]:
+    def _json_body(self, required: bool = False) -> dict[str, Any]:
+        """Return the request's JSON object body ({} if none and not `required`).
+
+        Raise StoreError if it is missing but `required`, not JSON, not an object, or
+        sent with a Content-Type other than JSON (absent counts as JSON, as in FastAPI).
+        """
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         self.body_read = True
+        content_type = Message()
+        content_type["content-type"] = self.headers.get("Content-Type") or "application/json"
+        subtype = content_type.get_content_subtype()
+        if raw and (
+            content_type.get_content_maintype() != "application"
+            or (subtype != "json" and not subtype.endswith("+json"))
+        ):
+            raise StoreError(400, "validation_error", "body must be JSON (application/json)")
         if not raw:
+            if required:
+                raise StoreError(400, "validation_error", "body must be a JSON object")
             return {}
         try:
             data = json.loads(raw)
@@ -214,7 +241,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Request-ID", self.request_id)
-        limits = self.server.quota.headers(self.owner, time.time()) if self.owner else {}
+        limits = self.server.quota.headers(self.owner, self.server.now()) if self.owner else {}
         for name, value in {**limits, **(headers or {})}.items():
             self.send_header(name, value)
         if not self.body_read and int(self.headers.get("Content-Length") or 0) > 0:
@@ -255,166 +282,23 @@ class Handler(BaseHTTPRequestHandler):
                     "path": urlsplit(self.path).path,
                     "status": status,
                     "request_id": self.request_id,
+                    **self.log_notes,
                 }
             )
-
-    # -- control endpoint (no key; for tests and curious users) ---------------------------
-
-    def _control(self, method: str, path: str) -> None:
-        server = self.server
-        if (method, path) == ("GET", "/_emulator/videos"):
-            videos = [record_json(v, time.time()) for v in server.store.all_videos()]
-            self._send(200, {"results": videos})
-        elif (method, path) == ("GET", "/_emulator/faults"):
-            self._send(200, {"faults": server.faults.describe()})
-        elif (method, path) == ("POST", "/_emulator/faults"):
-            data = self._json_body()
-            try:
-                faults = [Fault.from_json(f) for f in data.get("faults", [])]
-            except (ValueError, TypeError) as exc:
-                raise StoreError(400, "validation_error", str(exc), "faults") from None
-            server.faults.replace(faults, data.get("seed"))
-            if "processing_delay" in data:
-                server.settings.processing_delay = float(data["processing_delay"])
-            self._send(200, {"faults": server.faults.describe()})
-        elif (method, path) == ("GET", "/_emulator/requests"):
-            with server.log_lock:
-                entries = list(server.request_log)
-            self._send(200, {"results": entries})
-        else:
-            raise StoreError(404, "not_found_error", f"no control endpoint {method} {path}")
 
     # -- the API --------------------------------------------------------------------------
 
     def api_upload(self) -> None:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower() or (
-            self.headers.get("Content-Length") is None
-        ):
-            self.close_connection = True
-            raise StoreError(411, "validation_error", "Content-Length is required for uploads")
-        length = int(self.headers["Content-Length"])
-        cap = self.server.settings.max_upload_bytes
-        if cap is not None and length > cap:
-            self.close_connection = True
-            self._send(413, b"413 Request Entity Too Large\n", content_type="text/plain")
-            return
-        if (reset := self.server.quota.take(self.owner, time.time())) is not None:
-            self._drain()
-            wait = str(int(reset) + 1)
-            self._error(
-                429,
-                "rate_limit_error",
-                "Daily upload quota exceeded",
-                headers={"retry-after": wait},
-                retry_after=float(wait),
-                code_variant=True,
-            )
-            return
-        self._receive_upload(length)
-
-    def _receive_upload(self, length: int) -> None:
-        store = self.server.store
-        video_id = str(uuid.uuid4())
-        sinks: list[Sink] = []
-
-        def open_sink(part: multipart.FilePart) -> Sink:
-            sinks.append(Sink(store.blobs / f"{video_id}.{len(sinks)}"))
-            return sinks[-1]
-
-        reader: multipart.Reader = self.rfile
-        if slow := self.server.faults.draw("slow_body", True):
-            reader = SlowReader(reader, slow.bytes_per_second)
-        if self.server.faults.draw("drop_mid_body", True):
-            reader = HalfReader(reader, length)
-        try:
-            try:
-                form = multipart.parse(reader, length, _boundary(self.headers), open_sink)
-            except multipart.BodyEnded:
-                raise Drop from None  # the client went away mid-body: nothing to answer
-            except multipart.MultipartError as exc:
-                self.close_connection = True
-                raise StoreError(
-                    400, "validation_error", f"malformed multipart body: {exc}", "file"
-                ) from None
-            self.body_read = True
-            for sink in sinks:
-                sink.close()
-            record = self._validated_record(video_id, form, sinks)
-            store.add_video(record)
-            if sinks:
-                sinks[0].path.rename(store.blobs / video_id)
-        finally:
-            for sink in sinks:
-                sink.close()
-                sink.path.unlink(missing_ok=True)
-        if self.server.faults.draw("drop_after_store", True):
-            raise Drop
-        self._answer_upload(video_id)
-
-    def _answer_upload(self, video_id: str) -> None:
-        """Answer a stored upload: 202, or what a fault puts in its place."""
-        faults = self.server.faults
-        page = "<html><head><title>{0}</title></head><body><h1>{0}</h1><hr>nginx</body></html>"
-        if faults.draw("html_after_store", True):
-            body = page.format("200 OK").encode()
-            self._send(202, body, content_type="text/html")
-        elif faults.draw("truncated_after_store", True):
-            self._send(202, json.dumps({"video_id": video_id, "status": "uploading"})[:20].encode())
-        elif faults.draw("no_id_after_store", True):
-            self._send(202, {"status": "uploading", "metadata": None})
-        elif faults.draw("gateway_after_store", True):
-            self._send(502, page.format("502 Bad Gateway").encode(), content_type="text/html")
-        else:
-            self._send(202, {"video_id": video_id, "status": "uploading", "metadata": None})
-
-    def _validated_record(
-        self, video_id: str, form: multipart.Form, sinks: list[Sink]
-    ) -> VideoRecord:
-        fields = form.fields
-        file_part = form.files.get("file")
-        url = fields.get("video_url")
-        if (file_part is None) == (url is None):
-            raise StoreError(
-                400, "validation_error", "send exactly one of `file` or `video_url`", "file"
-            )
-        if url is not None and not re.match(r"https?://[^/\s]+", url):
-            raise StoreError(
-                422, "validation_error", "video_url must be an http(s) URL", "video_url"
-            )
-        name = fields.get("video_name") or ""
-        if file_part is not None and not name.strip():
-            raise StoreError(
-                400, "validation_error", "video_name is required for file uploads", "video_name"
-            )
-        group_id = fields.get("group_id") or None
-        if group_id is not None:
-            self.server.store.check_group(self.owner, group_id)
-        now = time.time()
-        failure = self.server.faults.draw("processing_failure", True)
-        return VideoRecord(
-            video_id=video_id,
-            owner=self.owner,
-            video_name=name or (url or ""),
-            description=fields.get("description"),
-            created_at=now,
-            ready_at=now + self.server.settings.processing_delay,
-            size=file_part.size if file_part else 0,
-            digest=f"xxh3-128:{sinks[0].hash.hexdigest()}" if sinks else None,
-            video_url=url,
-            group_id=group_id,
-            failure="Video processing failed: unsupported or corrupt file (injected)"
-            if failure
-            else None,
-        )
+        uploads.upload(self)
 
     def api_list_videos(self) -> None:
         ids = self.query.get("ids")
-        now = time.time()
+        now = self.server.now()
         videos = self.server.store.list_videos(self.owner, ids)
         self._send(200, {"results": [video_json(v, now) for v in videos]})
 
     def api_get_video(self, ident: str) -> None:
-        self._send(200, video_json(self.server.store.video(self.owner, ident), time.time()))
+        self._send(200, video_json(self.server.store.video(self.owner, ident), self.server.now()))
 
     def api_update_video(self, ident: str) -> None:
         body = self._json_body()
@@ -425,7 +309,7 @@ class Handler(BaseHTTPRequestHandler):
             "group_id": body.get("group_id"),
         }
         video = self.server.store.update_video(self.owner, ident, changes)
-        self._send(200, video_json(video, time.time()))
+        self._send(200, video_json(video, self.server.now()))
 
     def api_delete_video(self, ident: str) -> None:
         self.server.store.delete_video(self.owner, ident)
@@ -441,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(name, str) or not name.strip():
             raise StoreError(400, "validation_error", "name is required", "name")
         metadata = _metadata(body.get("metadata"))
-        group = self.server.store.create_group(self.owner, name, metadata, time.time())
+        group = self.server.store.create_group(self.owner, name, metadata, self.server.now())
         self._send(200, group_json(group))
 
     def api_get_group(self, ident: str) -> None:
@@ -453,7 +337,7 @@ class Handler(BaseHTTPRequestHandler):
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise StoreError(400, "validation_error", "name must be a non-empty string", "name")
         group = self.server.store.update_group(
-            self.owner, ident, name, _metadata(body.get("metadata")), time.time()
+            self.owner, ident, name, _metadata(body.get("metadata")), self.server.now()
         )
         self._send(200, group_json(group))
 
@@ -464,7 +348,7 @@ class Handler(BaseHTTPRequestHandler):
     def api_group_videos(self, ident: str) -> None:
         self.server.store.group(self.owner, ident)
         videos = self.server.store.list_videos(self.owner, group_id=ident)
-        self._send(200, {"results": [video_json(v, time.time()) for v in videos]})
+        self._send(200, {"results": [video_json(v, self.server.now()) for v in videos]})
 
     def api_move_videos(self, ident: str) -> None:
         ids = self._json_body().get("video_ids")
@@ -479,40 +363,30 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def api_feature_catalog(self) -> None:
-        self._send(
-            200,
-            {
-                "features": [
-                    {
-                        "name": name,
-                        "description": f"{name} of the video",
-                        "depends_on": deps,
-                        "produces": [name],
-                    }
-                    for name, deps in FEATURE_DEPENDENCIES.items()
-                ]
-            },
-        )
+        self._send(200, features.catalog_json())
 
     def api_plan_features(self, ident: str) -> None:
         desired = self._json_body().get("desired")
-        if not isinstance(desired, list) or any(d not in FEATURE_DEPENDENCIES for d in desired):
-            raise StoreError(
-                400,
-                "validation_error",
-                f"desired must list features among {list(FEATURE_DEPENDENCIES)}",
-                "desired",
-            )
         video = self.server.store.video(self.owner, ident)
-        self._send(200, plan(video, desired, time.time()))
+        now = self.server.now()
+        uploaded = video.status(now) == "uploaded"
+        self._send(200, features.plan_json(ident, video.features.copy(), desired, uploaded, now))
 
     def api_trigger_feature(self, ident: str, feature: str) -> None:
-        self._json_body()
-        now = time.time()
-        status = self.server.store.trigger_feature(
-            self.owner, ident, feature, now + self.server.settings.feature_delay, now
+        options = features.trigger_options(feature, self._json_body(required=True))
+        self.log_notes["force"] = options.force
+        server = self.server
+        code, status = server.store.trigger_feature(
+            self.owner,
+            ident,
+            feature,
+            options,
+            server.now(),
+            server.settings.feature_delay,
+            lambda: server.faults.draw("feature_failure", False) is not None,
+            self.log_notes,
         )
-        self._send(202, {"video_id": ident, "feature": feature, "status": status})
+        self._send(code, {"video_id": ident, "feature": feature, "status": status})
 
 
 def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -527,13 +401,6 @@ def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
     if allowed:
         raise StoreError(405, "validation_error", f"{method} is not allowed on {path}")
     raise StoreError(404, "not_found_error", f"no endpoint {path}")
-
-
-def _boundary(headers: Any) -> bytes:
-    try:
-        return multipart.boundary_of(headers.get("Content-Type") or "")
-    except multipart.MultipartError as exc:
-        raise StoreError(400, "validation_error", str(exc)) from None
 
 
 def _metadata(value: Any) -> dict[str, Any] | None:

@@ -1,11 +1,12 @@
-"""The emulator's answers: videos, groups and feature plans as the API documents them."""
+"""The emulator's answers: videos and groups as the API documents them (plans: features.py)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from reka_sync.emulator.store import FEATURE_DEPENDENCIES, VideoRecord
+from reka_sync.emulator.features import features_map
+from reka_sync.emulator.store import GroupRecord, VideoRecord
 
 
 def video_json(video: VideoRecord, now: float) -> dict[str, Any]:
@@ -28,9 +29,7 @@ def video_json(video: VideoRecord, now: float) -> dict[str, Any]:
             "thumbnail": None,
             "source": "upload" if video.size else "url",
         },
-        "features": {
-            name: ("ready" if now >= at else "processing") for name, at in video.features.items()
-        },
+        "features": features_map(video.features.copy(), now),
         "group_id": video.group_id,
         "error": video.failure if status == "failed" else None,
     }
@@ -45,54 +44,19 @@ def record_json(video: VideoRecord, now: float) -> dict[str, Any]:
         "description": video.description,
         "video_name": video.video_name,
         "created_at": video.created_at,
+        "feature_runs": {name: run.runs for name, run in video.features.copy().items()},
+        "chunking_config": video.chunking_config,
     }
 
 
-def group_json(group: Any) -> dict[str, Any]:
-    """Given a group, return it as the video-group endpoints answer it."""
+def group_json(group: GroupRecord) -> dict[str, Any]:
+    """Given a group, return it as the video-group endpoints answer it (metadata {} if empty)."""
     return {
         "group_id": group.group_id,
         "name": group.name,
-        "metadata": group.metadata,
+        "metadata": group.metadata or {},
         "created_at": iso(group.created_at),
         "updated_at": iso(group.updated_at),
-    }
-
-
-def plan(video: VideoRecord, desired: list[str], now: float) -> dict[str, Any]:
-    """Given a video, the features wanted and the time, return the feature plan."""
-    required: list[str] = []
-
-    def need(feature: str) -> None:
-        for dep in FEATURE_DEPENDENCIES[feature]:
-            need(dep)
-        if feature not in required:
-            required.append(feature)
-
-    for feature in desired:
-        need(feature)
-    statuses = {
-        f: (
-            "none"
-            if f not in video.features
-            else "ready"
-            if now >= video.features[f]
-            else "processing"
-        )
-        for f in required
-    }
-    actionable = [
-        f
-        for f in required
-        if statuses[f] == "none" and all(statuses[d] == "ready" for d in FEATURE_DEPENDENCIES[f])
-    ]
-    return {
-        "video_id": video.video_id,
-        "all_required": required,
-        "statuses": statuses,
-        "actionable": actionable,
-        "blocked": [],
-        "done": all(s == "ready" for s in statuses.values()),
     }
 
 

@@ -1,9 +1,10 @@
 """The emulator's state: videos, groups and quotas, per API key, optionally persisted.
 
 Rules follow ../shared/reka-vision-api.md and its gap decisions. Time is passed
-in, so the status of a video (uploading → uploaded or failed) is computed from
-when it was stored, not by timers. With a data folder, every change is
-appended to ``state.jsonl`` and replayed on start.
+in, so the status of a video (uploading → uploaded or failed) and of its
+feature runs (see features.py) is computed from when they started, not by
+timers. With a data folder, every change is appended to ``state.jsonl`` and
+replayed on start.
 """
 
 from __future__ import annotations
@@ -11,28 +12,16 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reka_sync.emulator import features
+from reka_sync.emulator.errors import StoreError
+from reka_sync.emulator.features import FeatureRun, TriggerOptions
+
 GROUP_METADATA_LIMIT = 500
-FEATURE_DEPENDENCIES = {
-    "transcript": [],
-    "captions": ["transcript"],
-    "objects": ["transcript"],
-    "embeddings": ["transcript", "captions"],
-}
-
-
-class StoreError(Exception):
-    """An API error the emulator answers with: status, type, message, param."""
-
-    def __init__(self, status: int, error_type: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-        self.param = param
 
 
 @dataclass
@@ -49,12 +38,20 @@ class VideoRecord:
     group_id: str | None = None
     title: str | None = None
     failure: str | None = None
-    features: dict[str, float] = field(default_factory=dict)
+    features: dict[str, FeatureRun] = field(default_factory=dict)
+    chunking_config: dict[str, Any] | None = None  # of the last transcript trigger accepted
 
     def status(self, now: float) -> str:
+        """Given the time, return the upload status: uploading, uploaded or failed."""
         if now < self.ready_at:
             return "uploading"
         return "failed" if self.failure else "uploaded"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VideoRecord:
+        """Given a video as persisted (this shape or an older one), return the record."""
+        runs = {k: FeatureRun.from_json(v) for k, v in (data.get("features") or {}).items()}
+        return cls(**{**data, "features": runs})
 
 
 @dataclass
@@ -62,7 +59,7 @@ class GroupRecord:
     group_id: str
     owner: str
     name: str
-    metadata: dict[str, Any] | None
+    metadata: dict[str, Any]  # {} when empty, never None (Reka's own client needs a mapping)
     created_at: float
     updated_at: float
 
@@ -90,9 +87,11 @@ class Store:
             entry = json.loads(line)
             kind, data = entry["op"], entry["data"]
             if kind == "video":
-                self.videos[data["video_id"]] = VideoRecord(**data)
+                self.videos[data["video_id"]] = VideoRecord.from_json(data)
             elif kind == "group":
-                self.groups[data["group_id"]] = GroupRecord(**data)
+                self.groups[data["group_id"]] = GroupRecord(
+                    **{**data, "metadata": data.get("metadata") or {}}
+                )
             elif kind == "del_video":
                 self.videos.pop(data, None)
             elif kind == "del_group":
@@ -160,23 +159,37 @@ class Store:
         return video
 
     def trigger_feature(
-        self, owner: str, video_id: str, feature: str, ready_at: float, now: float
-    ) -> str:
+        self,
+        owner: str,
+        video_id: str,
+        feature: str,
+        options: TriggerOptions,
+        now: float,
+        delay: float,
+        draw_failure: Callable[[], bool],
+        note: dict[str, Any],
+    ) -> tuple[int, str]:
+        """Given a trigger of a video's feature, the time, the delay of a new run and a draw
+        of whether it fails, return the HTTP status and feature status to answer (see
+        features.trigger, which also fills `note`). Raise StoreError if the video is not
+        the key's, not uploaded, or a dependency is not ready.
+        """
         with self._lock:
             video = self._owned_video(owner, video_id)
-            if video.status(now) != "uploaded":
-                raise StoreError(400, "validation_error", "video is not uploaded yet", "video_id")
-            missing = [d for d in FEATURE_DEPENDENCIES[feature] if d not in video.features]
-            if missing:
-                raise StoreError(
-                    400,
-                    "validation_error",
-                    f"feature {feature} needs {', '.join(missing)} first",
-                    "feature",
-                )
-            video.features.setdefault(feature, ready_at)
+            answer = features.trigger(
+                video.features,
+                feature,
+                options.force,
+                video.status(now),
+                now,
+                delay,
+                draw_failure,
+                note,
+            )
+            if feature == "transcript" and options.chunking_config is not None:
+                video.chunking_config = options.chunking_config
             self._save("video", video)
-            return "ready" if now >= video.features[feature] else "processing"
+            return answer
 
     # -- groups --------------------------------------------------------------------------
 
@@ -197,7 +210,7 @@ class Store:
                     f"group limit reached: accounts may create up to {self.group_cap} video groups",
                     "name",
                 )
-            group = GroupRecord(str(uuid.uuid4()), owner, name, metadata, now, now)
+            group = GroupRecord(str(uuid.uuid4()), owner, name, metadata or {}, now, now)
             self.groups[group.group_id] = group
             self._save("group", group)
             return group
