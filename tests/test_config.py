@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reka_sync.config import Secret, load_config, parse_config, require_api_key, resolve_api_key
+from reka_sync.config import load_config, parse_config
+from reka_sync.credentials import Secret, require_api_key, resolve_api_key
 from reka_sync.errors import ConfigError
 from tests.conftest import PYTHON, REPO, cli_env, write_config
 
@@ -29,7 +30,7 @@ def test_example_config_loads_and_documents_every_key(clean_env: None) -> None:
     ]
     text = (REPO / "config.example.toml").read_text()
     assert "[[groups.rules]]" in text
-    for section in ("api", "journal", "watch", "upload", "groups"):
+    for section in ("api", "journal", "watch", "upload", "groups", "index"):
         for name in fields(getattr(config, section)):
             if name.name == "rules":
                 continue
@@ -98,6 +99,43 @@ def test_unknown_keys_are_errors_at_every_level(tmp_path: Path, clean_env: None)
         "watch.rootz: unknown key; see config.example.toml for the keys there are",
         "groups.rules[0].extra: unknown key; see config.example.toml for the keys there are",
     ]
+
+
+def test_features_are_checked_offline_against_the_documented_list(
+    tmp_path: Path, clean_env: None
+) -> None:
+    found = problems_of(
+        {
+            "index": {"features": ["transcript", "summary"], "max_per_day": -1},
+            "groups": {
+                "rules": [
+                    {"match": "a/**", "group": "A", "features": ["embeddings", "caption"]},
+                    {"match": "b/**", "group": "B", "features": "transcript"},
+                ]
+            },
+        },
+        tmp_path,
+    )
+    assert found == [
+        "groups.rules[0].features[1]: 'caption' is not a feature; use transcript, captions, "
+        "embeddings, objects",
+        "groups.rules[1].features: must be a list, not a string",
+        "index.features[1]: 'summary' is not a feature; use transcript, captions, embeddings, "
+        "objects",
+        "index.max_per_day: must be 0 or more",
+    ]
+    config = load_config(
+        write_config(
+            tmp_path / "ok.toml",
+            {
+                "index": {"features": ["captions"]},
+                "groups": {"rules": [{"match": "a/**", "group": "A", "features": ["objects"]}]},
+            },
+        )
+    )
+    rules = config.rules()
+    assert rules.features("a/x.mp4") == ("objects",)
+    assert rules.features("elsewhere/x.mp4") == ("captions",)
 
 
 def test_invalid_toml_names_line_and_column(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ def test_dry_run_uploads_nothing_and_tells_the_plan(tmp_path: Path, media: Path,
     assert plan["clip0001.mp4"] == {
         "path": str(media / "cameras/back/2026/clip0001.mp4"),
         "group": "Camera back",
+        "features": [],
         "status": "new",
         "rule": "groups.rules[0] match='cameras/{camera}/**'",
     }

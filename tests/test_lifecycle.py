@@ -38,8 +38,20 @@ def test_every_state_is_reachable_and_every_target_is_a_state() -> None:
     assert all(isinstance(t, State) for t in TRANSITIONS.values())
 
 
-def test_nothing_leaves_done_except_a_new_version_or_regroup() -> None:
-    assert allowed_events(State.DONE) == {Event.SEEN, Event.CHANGED, Event.REGROUP}
+def test_nothing_leaves_done_except_a_new_version_a_regroup_or_more_features() -> None:
+    # INDEX: a reload whose rules ask for features a done video lacks.
+    assert allowed_events(State.DONE) == {Event.SEEN, Event.CHANGED, Event.REGROUP, Event.INDEX}
+
+
+def test_indexing_ends_done_or_failed_and_a_failed_one_can_be_indexed_again() -> None:
+    for via in (State.UPLOADED, State.FILING):
+        assert next_state(via, Event.INDEX) is State.INDEXING
+    assert next_state(State.INDEXING, Event.INDEXED) is State.DONE
+    assert next_state(State.INDEXING, Event.FAIL) is State.FAILED
+    assert next_state(State.FAILED, Event.INDEX) is State.INDEXING
+    assert next_state(State.INDEXING, Event.CHANGED) is State.DISCOVERED
+    with pytest.raises(IllegalTransition):
+        next_state(State.INDEXING, Event.ACCEPTED)
 
 
 @given(st.lists(st.sampled_from(list(Event)), max_size=60))

@@ -23,7 +23,8 @@ import structlog.testing
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reka_sync.backfill import files_of, targets
-from reka_sync.config import Config, Secret, load_config
+from reka_sync.config import Config, load_config
+from reka_sync.credentials import Secret
 from reka_sync.journal import Journal
 from reka_sync.lifecycle import State
 from reka_sync.scheduler import OVERLAPS, Engine

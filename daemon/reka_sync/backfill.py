@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from reka_sync.config import Config, Secret
+from reka_sync.config import Config
+from reka_sync.credentials import Secret
 from reka_sync.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -23,6 +24,7 @@ from reka_sync.errors import (
     JournalError,
     UsageError,
 )
+from reka_sync.features import needing_more
 from reka_sync.fingerprint import digest_file, sample_file
 from reka_sync.journal import Job, Journal, Listed, Scope, SeenFile, Skipped
 from reka_sync.lifecycle import ACTIVE, State
@@ -42,6 +44,7 @@ WAIT_STEP = 0.1  # seconds between looks at the engine's health
 # LOOK_COST times what the last one took if that is longer: at most 5% of a core.
 LOOK_COST = 20
 LOOK_MOST = 2.0  # seconds: the end of a backfill is seen within this, however big
+DEFERRED_SHOWN = 10  # files named in the text summary whose indexing waits for the cap
 JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
 
 
@@ -102,12 +105,14 @@ def run(
     dry_run: bool,
     as_json: bool,
     max_wait: float = 900.0,
+    wait_index: bool = True,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Given the config, back the roots (or `paths`) up once; return the exit code: 0 all
-    done, 1 some failed or interrupted, 74 the journal cannot be written, 75 the API stayed
-    unreachable for `max_wait` seconds (0: wait forever), 78 the API refused the key."""
+    """Given the config, back the roots (or `paths`) up once, waiting for the features its
+    rules ask for unless not `wait_index`; return the exit code: 0 all done, 1 some failed
+    or interrupted, 74 the journal cannot be written, 75 the API stayed unreachable for
+    `max_wait` seconds (0: wait forever), 78 the API refused the key."""
     journal = Journal.open(config.journal.path)
     try:
         found = targets(config, paths, journal.root_mounts())
@@ -122,9 +127,17 @@ def run(
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
         _record(config, journal, found, problems, err)
+        if config.rules().any_features:  # done videos the rules now want more features of
+            from reka_sync.indexer import reindex
+
+            reindex(journal, config.rules(), time.time())
+        else:
+            journal.wake_held(time.time())  # the cap may have changed
         interrupted, stopped = False, None
-        if _work_left(journal, found.scope):  # else the engine, and its imports, stay out
-            interrupted, stopped = _drive(config, journal, key, found.scope, err, max_wait)
+        if _work_left(journal, found.scope, wait_index):  # else no engine, nor its imports
+            interrupted, stopped = _drive(
+                config, journal, key, found.scope, err, max_wait, wait_index
+            )
         summary = summarise(journal, found.scope, interrupted or stopped is not None)
     finally:
         journal.close()
@@ -169,14 +182,36 @@ def _warn(problems: list[ScanProblem], err: TextIO) -> None:
     problems.clear()
 
 
-def _work_left(journal: Journal, scope: Scope) -> bool:
+def _work_left(journal: Journal, scope: Scope, wait_index: bool) -> bool:
     """Is any file of the scope unfinished, or a video of an earlier content to retire?"""
     tally = journal.scope_tally(scope)
-    return any(tally[state][0] for state in ACTIVE) or bool(journal.superseded_due(1))
+    return (
+        bool(tally[State.DISCOVERED][0])
+        or _waited_for(journal, scope, tally, wait_index) > 0
+        or bool(journal.superseded_due(1))
+    )
+
+
+def _waited_for(
+    journal: Journal, scope: Scope, tally: Mapping[State, tuple[int, int]], wait_index: bool
+) -> int:
+    """How many files of the scope a backfill waits for, settling ones aside: those on their
+    way, and those being indexed (`wait_index`) but for those the daily cap holds back."""
+    busy = sum(tally[s][0] for s in ACTIVE if s not in (State.DISCOVERED, State.INDEXING))
+    indexing = tally[State.INDEXING][0] if wait_index else 0
+    if indexing:
+        indexing -= len(journal.scope_held(scope))
+    return busy + indexing
 
 
 def _drive(
-    config: Config, journal: Journal, key: Secret, scope: Scope, err: TextIO, max_wait: float
+    config: Config,
+    journal: Journal,
+    key: Secret,
+    scope: Scope,
+    err: TextIO,
+    max_wait: float,
+    wait_index: bool,
 ) -> tuple[bool, tuple[int, str] | None]:
     """Run the engine until every file in `scope` is finished; return whether a signal
     interrupted it, and the exit code and reason if the environment stopped it."""
@@ -206,7 +241,7 @@ def _drive(
             looked = time.monotonic()  # a big scope's count is slower: look less often
             pace = min(LOOK_MOST, LOOK_COST * (looked - now))
             progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
-            if _finished(journal, scope, tally, engine.settler.left):
+            if _finished(journal, scope, tally, engine.settler.left, wait_index):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents
                 break
     except JournalError as exc:
@@ -218,10 +253,14 @@ def _drive(
 
 
 def _finished(
-    journal: Journal, scope: Scope, tally: Mapping[State, tuple[int, int]], left: Mapping[int, str]
+    journal: Journal,
+    scope: Scope,
+    tally: Mapping[State, tuple[int, int]],
+    left: Mapping[int, str],
+    wait_index: bool,
 ) -> bool:
     """Is every file of the scope finished, but those left for the service?"""
-    if any(tally[state][0] for state in ACTIVE if state is not State.DISCOVERED):
+    if _waited_for(journal, scope, tally, wait_index):
         return False
     waiting = tally[State.DISCOVERED][0]
     if waiting == 0:
@@ -278,6 +317,7 @@ def summarise(journal: Journal, scope: Scope, interrupted: bool = False) -> dict
         # still being written, or empty: the service takes them
         "left": [] if interrupted else _listed(journal.scope_listed(scope, State.DISCOVERED)),
         "skipped": _listed(journal.scope_listed(scope, State.SKIPPED)),
+        "index_deferred": _listed(journal.scope_held(scope)) if tally[State.INDEXING][0] else [],
         "interrupted": interrupted,
     }
 
@@ -308,15 +348,29 @@ def _print_summary(summary: dict[str, Any], as_json: bool, out: TextIO) -> None:
         print(f"LEFT   {item['path']}: {item['reason']}", file=out)
     for item in summary["skipped"]:
         print(f"SKIPPED {item['path']}: {item['reason']}", file=out)
+    _print_deferred(summary, out)
     if summary["interrupted"]:
         print("interrupted: run the same command again to finish", file=out)
+
+
+def _print_deferred(summary: dict[str, Any], out: TextIO) -> None:
+    deferred = summary["index_deferred"]
+    if deferred:
+        print(f"indexing deferred to the service (daily cap): {len(deferred)} files", file=out)
+        for item in deferred[:DEFERRED_SHOWN]:
+            print(f"  {item['path']}", file=out)
+        if len(deferred) > DEFERRED_SHOWN:
+            print(f"  ... and {len(deferred) - DEFERRED_SHOWN} more (--json lists all)", file=out)
+    indexing = summary["outcomes"].get(State.INDEXING.value, 0) - len(deferred)
+    if indexing > 0:
+        print(f"indexing left to the service: {indexing} files", file=out)
 
 
 def _dry_run(
     config: Config, journal: Journal, files: Iterator[SeenFile], as_json: bool, out: TextIO
 ) -> int:
-    rules = config.groups.compiled()
-    plan: list[dict[str, str]] = []
+    rules = config.rules()
+    plan: list[dict[str, Any]] = []
     for seen in files:
         decision = rules.decide(seen.rel_path)
         job = journal.find(seen.path)
@@ -324,18 +378,26 @@ def _dry_run(
             {
                 "path": shown(seen.path),
                 "group": decision.group or "",
+                "features": list(decision.features),
                 "rule": decision.reason,
                 "status": _planned_status(journal, seen, job),
             }
         )
+    more, lacking = (
+        needing_more(journal.done_videos(), rules.features) if rules.any_features else (0, {})
+    )
     if as_json:
-        print(json.dumps({"files": plan}, indent=2), file=out)
+        reindex = {"videos": more, "lacking": lacking}
+        print(json.dumps({"files": plan, "index_more": reindex}, indent=2), file=out)
     else:
         for item in plan:
             group = f"group {item['group']!r}" if item["group"] else "no group"
-            print(f"{item['status']:<24} {item['path']} -> {group}", file=out)
+            indexed = f" + {', '.join(item['features'])}" if item["features"] else ""
+            print(f"{item['status']:<24} {item['path']} -> {group}{indexed}", file=out)
         counts = Counter(item["status"].split()[0] for item in plan)
         print("dry run: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
+        if more:
+            print(f"{more} videos already uploaded would be indexed for more features", file=out)
     return 0
 
 

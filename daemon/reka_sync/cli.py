@@ -16,14 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from reka_sync import __version__
-from reka_sync.config import (
-    Config,
-    Secret,
-    default_config_path,
-    load_config,
-    require_api_key,
-    resolve_api_key,
-)
+from reka_sync.config import Config, default_config_path, load_config
+from reka_sync.credentials import Secret, require_api_key, resolve_api_key
 from reka_sync.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -115,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long to wait for an unreachable API before exiting 75 (15m; 0 = forever)",
     )
+    sub.add_argument(
+        "--no-wait-index",
+        action="store_true",
+        help="stop once videos are stored and filed; the service does their indexing",
+    )
     _json_flag(sub)
     _json_flag(add("status", cmd_status, "counts per state, work in flight, pauses, failures"))
     sub = add("show", cmd_show, "one file's history in the journal")
@@ -123,8 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("retry", cmd_retry, "put failed files back in the queue")
     sub.add_argument("paths", nargs="*", metavar="PATH")
     sub.add_argument("--all-failed", action="store_true", help="every failed file")
-    sub = add("rules", cmd_rules, "which group each path would go to, and which rule decided")
-    sub.add_argument("paths", nargs="+", metavar="PATH")
+    sub = add("rules", cmd_rules, "which group and features each path gets, and which rule decided")
+    sub.add_argument("paths", nargs="*", metavar="PATH")
+    sub.add_argument(
+        "--features",
+        action="store_true",
+        help="also count the videos already uploaded that these rules would index for more",
+    )
     add("check-config", cmd_check_config, "validate the configuration; print every problem")
     doctor = add(
         "doctor", cmd_doctor, "check the key, reachability, clock, inotify limits, mounts, journal"
@@ -159,6 +163,12 @@ def _emulator_flags(sub: argparse.ArgumentParser) -> None:
         default=1.0,
         help="seconds a video stays 'uploading' (1.0)",
     )
+    sub.add_argument(
+        "--feature-delay",
+        type=float,
+        default=2.0,
+        help="seconds a feature (transcript, captions, ...) takes to be made (2.0)",
+    )
     sub.add_argument("--group-cap", type=int, default=10, help="groups per key (10)")
     sub.add_argument("--upload-quota", type=int, default=None, help="uploads per key per day")
     sub.add_argument("--max-upload-bytes", type=int, default=None, help="answer 413 above this")
@@ -169,6 +179,7 @@ def _emulator_flags(sub: argparse.ArgumentParser) -> None:
         ("drop-mid-body", "cut uploads half way"),
         ("drop-after-store", "store uploads, then cut the connection"),
         ("processing-failure", "end uploads as 'failed'"),
+        ("feature-failure", "end feature runs as 'failed'"),
     ):
         sub.add_argument(
             f"--{kind}-rate",
@@ -263,7 +274,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        report = show_report(job, journal.history(job.id), journal.superseded_of(job.id))
+        report = show_report(
+            job, journal.history(job.id), journal.superseded_of(job.id), journal.features_of(job)
+        )
         report["pauses"] = [  # what holds every file back now: a 429, a refused key, an outage
             {"kind": p.kind, "reason": p.reason} for p in journal.pauses(time.time())
         ]
@@ -283,6 +296,7 @@ def _as_recorded(raw: str) -> str:
 def cmd_retry(args: argparse.Namespace) -> int:
     """Put failed (or missing, skipped) files back in the queue."""
     from reka_sync import outcomes
+    from reka_sync.features import retry_indexing
     from reka_sync.journal import Journal
     from reka_sync.lifecycle import State
 
@@ -305,7 +319,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
             if job.state not in (State.FAILED, State.MISSING, State.SKIPPED):
                 print(f"{shown(job.path)}: {job.state.value}, nothing to retry")
                 continue
-            journal.apply(outcomes.requeue(job), time.time())
+            if job.state is State.FAILED and journal.indexing_failed(job.id):
+                journal.apply(retry_indexing(job.id, time.time()), time.time())
+                print(f"{shown(job.path)}: indexing again (its video stays)")
+            else:
+                journal.apply(outcomes.requeue(job), time.time())
             requeued += 1
         print(f"requeued {requeued} file(s)")
         return status
@@ -314,9 +332,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    """Print the group each path would go to and the rule that decided."""
+    """Print the group and features each path gets and the rule that decided; with
+    --features, count the uploaded videos these rules would index for more."""
+    if not args.paths and not args.features:
+        print("reka-sync: name paths to decide, or pass --features", file=sys.stderr)
+        return EXIT_USAGE
     config = _config(args)
-    rules = config.groups.compiled()
+    rules = config.rules()
     status = EXIT_OK
     for raw in args.paths:
         path = Path(raw).resolve()
@@ -327,8 +349,45 @@ def cmd_rules(args: argparse.Namespace) -> int:
             continue
         decision = rules.decide(path.relative_to(root).as_posix())
         group = f"group {decision.group!r}" if decision.group else "no group"
-        print(f"{shown(raw)}: {group} ({decision.reason})")
+        print(f"{shown(raw)}: {group} ({decision.reason}); {_features_text(decision.features)}")
+    if args.features:
+        _count_reindex(config)
     return status
+
+
+def _features_text(names: tuple[str, ...]) -> str:
+    from reka_sync.features import DOCUMENTED_DEPENDENCIES, required
+
+    if not names:
+        return "no indexing"
+    needed, _ = required(names, DOCUMENTED_DEPENDENCIES)
+    added = [n for n in needed if n not in names]
+    return f"features {', '.join(names)}" + (f" (+ {', '.join(added)})" if added else "")
+
+
+def _count_reindex(config: Config) -> None:
+    """Say how many videos already uploaded these rules would index for more features."""
+    from reka_sync.features import needing_more
+    from reka_sync.journal import Journal
+
+    if not config.journal.path.exists():
+        print("no journal yet: nothing uploaded to index again")
+        return
+    journal = Journal.open(config.journal.path, readonly=True)
+    try:
+        videos, lacking = needing_more(journal.done_videos(), config.rules().features)
+    finally:
+        journal.close()
+    detail = ", ".join(f"{name} {n}" for name, n in lacking.items())
+    print(
+        f"{videos} videos already uploaded would be indexed for more features"
+        + (f" (lacking: {detail})" if detail else "")
+        + (
+            f"; at most {config.index.max_per_day} start per day"
+            if config.index.max_per_day and videos
+            else ""
+        )
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -349,7 +408,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     key = None if args.dry_run else require_api_key(config)
     _logging(args, key)
     return backfill.run(
-        config, key, args.paths, dry_run=args.dry_run, as_json=args.json, max_wait=args.max_wait
+        config,
+        key,
+        args.paths,
+        dry_run=args.dry_run,
+        as_json=args.json,
+        max_wait=args.max_wait,
+        wait_index=not args.no_wait_index,
     )
 
 
@@ -382,6 +447,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             "drop_mid_body",
             "drop_after_store",
             "processing_failure",
+            "feature_failure",
         )
         if (rate := getattr(args, f"{kind}_rate")) > 0
     ]
@@ -390,6 +456,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     settings = emulator.Settings(
         api_key=args.api_key,
         processing_delay=args.processing_delay,
+        feature_delay=args.feature_delay,
         group_cap=args.group_cap,
         upload_quota=args.upload_quota,
         max_upload_bytes=args.max_upload_bytes,

@@ -17,38 +17,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from reka_sync.errors import ConfigError, GlobError
+from reka_sync.features import FEATURES
 from reka_sync.patterns import compile_glob, template_fields
 from reka_sync.rules import GroupRules, Rule
 
 DEFAULT_CONFIG_PATH = Path("/etc/reka-sync/config.toml")
-CREDENTIAL_NAME = "reka-api-key"
 OBSERVERS = ("auto", "native", "polling")
 MAX_WORKERS = 64  # upload.workers at most
 T = TypeVar("T")
-
-
-class Secret:
-    """A string that never shows itself in repr, str or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """Return the secret itself, for the one place that must send it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -102,9 +78,14 @@ class GroupsConfig:
     default: str = ""
     rules: tuple[Rule, ...] = ()
 
-    def compiled(self) -> GroupRules:
-        """Return the rules ready to decide paths."""
-        return GroupRules(self.rules, self.default)
+
+@dataclass(frozen=True)
+class IndexConfig:
+    features: tuple[str, ...] = ()  # for files no rule matches
+    max_per_day: int = 0  # indexing runs that may start per UTC day; 0 = no cap
+    max_attempts: int = 5  # per feature
+    scene_detection: bool = True
+    poll_interval: float = 5.0  # seconds between looks at features in progress
 
 
 @dataclass(frozen=True)
@@ -114,8 +95,13 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
+
+    def rules(self) -> GroupRules:
+        """Return the folder rules ready to decide paths: group and features."""
+        return GroupRules(self.groups.rules, self.groups.default, self.index.features)
 
 
 def default_config_path() -> Path:
@@ -155,6 +141,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         watch=_watch(top.table("watch"), base, warnings),
         upload=_upload(top.table("upload")),
         groups=_groups(top.table("groups")),
+        index=_index(top.table("index")),
         source=source,
         warnings=tuple(warnings),
     )
@@ -162,46 +149,6 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def resolve_api_key(config: Config) -> Secret | None:
-    """Return the API key from $REKA_API_KEY, api.api_key_file or the systemd credential.
-
-    Return None if none is set. Raise ConfigError if a named source cannot be read.
-    """
-    env = os.environ.get("REKA_API_KEY", "").strip()
-    if env:
-        return Secret(env)
-    candidates: list[tuple[str, Path]] = []
-    if config.api.api_key_file is not None:
-        candidates.append(("api.api_key_file", config.api.api_key_file))
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        candidates.append((f"systemd credential {CREDENTIAL_NAME}", Path(creds) / CREDENTIAL_NAME))
-    for label, path in candidates:
-        if label.startswith("systemd") and not path.exists():
-            continue
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError([f"{label}: cannot read {path}: {exc.strerror}"]) from None
-        if not key:
-            raise ConfigError([f"{label}: {path} is empty; put the API key in it"])
-        return Secret(key)
-    return None
-
-
-def require_api_key(config: Config) -> Secret:
-    """Return the API key. Raise ConfigError saying where to put it if there is none."""
-    key = resolve_api_key(config)
-    if key is None:
-        raise ConfigError(
-            [
-                "api.api_key_file: no API key found; set $REKA_API_KEY, set api.api_key_file, "
-                f"or pass the systemd credential {CREDENTIAL_NAME!r}"
-            ]
-        )
-    return key
 
 
 class _Table:
@@ -441,9 +388,40 @@ def _groups(table: _Table) -> GroupsConfig:
     return config
 
 
+def _index(table: _Table) -> IndexConfig:
+    d = IndexConfig()
+
+    def attempts_ok(v: int) -> str | None:
+        return None if v >= 1 else "must be 1 or more"
+
+    config = IndexConfig(
+        features=_features(table),
+        max_per_day=table.get("max_per_day", int, d.max_per_day, _non_negative),
+        max_attempts=table.get("max_attempts", int, d.max_attempts, attempts_ok),
+        scene_detection=table.get("scene_detection", bool, d.scene_detection),
+        poll_interval=table.get("poll_interval", float, d.poll_interval, _positive),
+    )
+    table.finish()
+    return config
+
+
+def _features(table: _Table) -> tuple[str, ...]:
+    """Read a `features` list: only the documented features (dependencies come later)."""
+    found: list[str] = []
+    for index, name in table.indexed_strings("features", ()):
+        if name in FEATURES:
+            found.append(name)
+        else:
+            table.problem(
+                f"features[{index}]", f"{name!r} is not a feature; use {', '.join(FEATURES)}"
+            )
+    return tuple(dict.fromkeys(found))
+
+
 def _rule(table: _Table) -> Rule | None:
     match = table.get("match", str, "")
     group = table.get("group", str, "")
+    features = _features(table)
     table.finish()
     if not match:
         table.problem("match", "is required: a glob on the path relative to its root")
@@ -469,4 +447,4 @@ def _rule(table: _Table) -> Rule | None:
     except (ValueError, IndexError, KeyError) as exc:
         table.problem("group", f"{group!r} is not a valid template: {exc}")
         return None
-    return Rule(match=match, group=group)
+    return Rule(match=match, group=group, features=features)

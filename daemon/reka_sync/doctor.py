@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reka_sync.api import ApiClient, ResponseInfo
-from reka_sync.config import Config, resolve_api_key
+from reka_sync.config import Config
+from reka_sync.credentials import resolve_api_key
 from reka_sync.errors import AuthError, ConfigError, JournalError, RekaSyncError
 from reka_sync.journal import Journal
 from reka_sync.journal.connection import DAMAGED_HINT

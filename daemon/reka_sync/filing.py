@@ -51,7 +51,14 @@ class Confirmer:
         now = ctx.clock()
         policy = ctx.policy
         moves = [
-            outcomes.after_poll(job, videos.get(job.video_id or ""), policy, now, ctx.rand())
+            outcomes.after_poll(
+                job,
+                videos.get(job.video_id or ""),
+                policy,
+                now,
+                ctx.rand(),
+                index=bool(ctx.rules.features(job.rel_path)),
+            )
             for job in jobs
         ]
         self._apply(moves, now)
@@ -107,13 +114,18 @@ class Confirmer:
         later = now + ctx.config.upload.poll_interval
         self._apply(
             [
-                Move(j.id, Event.FILED, detail={"group": j.group_name})
+                Move(j.id, self._filed(j), detail={"group": j.group_name})
                 if j.video_id in moved
                 else Move(j.id, None, Changes(next_attempt_at=later), note="move refused")
                 for j in jobs
             ],
             now,
         )
+
+    def _filed(self, job: Job) -> Event:
+        """The event of a job now in its group: done, or on to indexing if its rule wants
+        features."""
+        return Event.INDEX if self.ctx.rules.features(job.rel_path) else Event.FILED
 
     def retire(self, replaced: list[Replaced]) -> None:
         """Given videos of files' earlier contents (whose new content is stored and filed),

@@ -5,6 +5,11 @@
         └──────changed──────┘  └─retry_due─ retry_wait ◀─retry─┘            ▼
                                                                  filing ─filed─▶ done
 
+              (stored and filed, its rule wants features) ─index─▶ indexing ─indexed─▶ done
+
+A video whose rule names features goes from stored and filed to indexing, and is done
+once they are ready; a reload that asks for more brings done videos back to indexing.
+
 Side exits: failed (permanent, with a reason), skipped (ignored or a
 duplicate of content already uploaded), missing (vanished before upload).
 `retry` on failed/missing/skipped puts a file back in the queue by hand.
@@ -24,6 +29,7 @@ class State(StrEnum):
     RETRY_WAIT = "retry_wait"
     UPLOADED = "uploaded"
     FILING = "filing"
+    INDEXING = "indexing"
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -49,6 +55,8 @@ class Event(StrEnum):
     VANISHED = "vanished"  # the file is gone before upload
     REQUEUE = "requeue"  # the operator asked for another try
     REGROUP = "regroup"  # a finished file should be in another group
+    INDEX = "index"  # stored and filed, and its rule wants features it lacks
+    INDEXED = "indexed"  # every feature it wants is ready
 
 
 ACTIVE = frozenset(
@@ -59,6 +67,7 @@ ACTIVE = frozenset(
         State.RETRY_WAIT,
         State.UPLOADED,
         State.FILING,
+        State.INDEXING,
     }
 )
 FINISHED = frozenset({State.DONE, State.FAILED, State.SKIPPED, State.MISSING})
@@ -88,6 +97,13 @@ _TABLE: dict[tuple[State, Event], State] = {
     (State.FILING, Event.FILED): State.DONE,
     (State.DONE, Event.SEEN): State.DONE,
     (State.DONE, Event.REGROUP): State.FILING,
+    (State.UPLOADED, Event.INDEX): State.INDEXING,
+    (State.FILING, Event.INDEX): State.INDEXING,
+    (State.DONE, Event.INDEX): State.INDEXING,
+    (State.FAILED, Event.INDEX): State.INDEXING,  # `retry` of a video whose indexing failed
+    (State.INDEXING, Event.SEEN): State.INDEXING,
+    (State.INDEXING, Event.INDEXED): State.DONE,
+    (State.INDEXING, Event.FAIL): State.FAILED,
     (State.SKIPPED, Event.SEEN): State.SKIPPED,
     (State.FAILED, Event.SEEN): State.FAILED,
     (State.MISSING, Event.SEEN): State.DISCOVERED,
@@ -102,7 +118,7 @@ for _state in (*_PRE_UPLOAD, State.UPLOADED, State.FILING):
 for _state in (State.FAILED, State.MISSING, State.SKIPPED):
     _TABLE[(_state, Event.REQUEUE)] = State.DISCOVERED
 # A finished file whose content changed in place is a new version to upload.
-for _state in (State.DONE, State.SKIPPED, State.FAILED):
+for _state in (State.DONE, State.INDEXING, State.SKIPPED, State.FAILED):
     _TABLE[(_state, Event.CHANGED)] = State.DISCOVERED
 
 TRANSITIONS: dict[tuple[State, Event], State] = dict(_TABLE)

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from reka_sync.config import Secret
+from reka_sync.credentials import Secret
 from reka_sync.names import storable
 
 _SECRETS: set[str] = set()

@@ -484,10 +484,18 @@ class Polled(Ledger, Protocol):
     def group_id(self) -> str | None: ...
 
 
-def after_poll(job: Polled, video: Remote | None, policy: Policy, now: float, rand: float) -> Move:
-    """Given an uploaded job and what the API says of its video (None: unknown to it),
-    return the move: stored (and filed, if its group is already right), still waiting,
-    or sent again when the API lost or failed the video before storing it."""
+def after_poll(
+    job: Polled,
+    video: Remote | None,
+    policy: Policy,
+    now: float,
+    rand: float,
+    index: bool = False,
+) -> Move:
+    """Given an uploaded job, what the API says of its video (None: unknown to it) and
+    whether its rule wants features, return the move: stored (and filed, if its group is
+    already right: then done, or indexing), still waiting, or sent again when the API
+    lost or failed the video before storing it."""
     if video is None:
         return _restart(
             job, "the API no longer knows the video before it was stored", policy, now, rand
@@ -496,7 +504,7 @@ def after_poll(job: Polled, video: Remote | None, policy: Policy, now: float, ra
         filed = job.group_id is None or video.group_id == job.group_id
         return Move(
             job.id,
-            Event.STORED_FILED if filed else Event.STORED,
+            Event.STORED if not filed else Event.INDEX if index else Event.STORED_FILED,
             Changes(remote_status=video.status, next_attempt_at=now),
         )
     if video.status == "failed":

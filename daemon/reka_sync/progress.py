@@ -16,7 +16,7 @@ PLAIN_EVERY = 10.0
 
 
 class Progress:
-    """Shows files and bytes finished, rate and ETA, and any pause in force."""
+    """Shows files and bytes finished, rate and ETA, videos being indexed, and any pause."""
 
     def __init__(self, stream: TextIO, total_files: int, total_bytes: int) -> None:
         self._stream = stream
@@ -43,8 +43,11 @@ class Progress:
     ) -> None:
         """Given the journal's tally, bytes in flight and pauses, refresh the display."""
         files_done = sum(tally[s][0] for s in FINISHED)
-        bytes_done = sum(tally[s][1] for s in FINISHED) + in_flight_bytes
+        indexing, indexing_bytes = tally[State.INDEXING]  # uploaded; features in the making
+        bytes_done = sum(tally[s][1] for s in FINISHED) + indexing_bytes + in_flight_bytes
         note = f"paused: {pauses[0].reason}" if pauses else ""
+        if indexing:
+            note = f"({indexing} indexing) {note}"
         if self._bar is not None:
             self._bar.n = min(bytes_done, self._bytes)
             self._bar.set_postfix_str(

@@ -1,4 +1,4 @@
-"""Folder-mapping rules: which group a file goes to (pure)."""
+"""Folder-mapping rules: which group a file goes to, and which features it needs (pure)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from reka_sync.patterns import Glob, compile_glob
 
 @dataclass(frozen=True)
 class Rule:
-    """One `[[groups.rules]]` entry: a glob and the group-name template it feeds."""
+    """One `[[groups.rules]]` entry: a glob, the group-name template it feeds, the features
+    its videos need (their dependencies are added at run time)."""
 
     match: str
     group: str
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -24,16 +26,21 @@ class GroupDecision:
     group: str | None
     rule_index: int | None
     reason: str
+    features: tuple[str, ...] = ()
 
 
 class GroupRules:
-    """Ordered rules; the first match wins, `default` takes the rest."""
+    """Ordered rules; the first match wins, `default` (and `default_features`) take the rest."""
 
-    def __init__(self, rules: Sequence[Rule], default: str) -> None:
+    def __init__(
+        self, rules: Sequence[Rule], default: str, default_features: Sequence[str] = ()
+    ) -> None:
         self._rules: tuple[tuple[Rule, Glob], ...] = tuple(
             (rule, compile_glob(rule.match)) for rule in rules
         )
         self._default = default.strip()
+        self._features = tuple(default_features)
+        self.any_features = bool(self._features) or any(r.features for r in rules)
 
     def decide(self, rel_path: str) -> GroupDecision:
         """Given a root-relative path, return the group it belongs to and the rule that said so.
@@ -46,7 +53,12 @@ class GroupRules:
                 continue
             name = rule.group.format_map(captures).strip()
             reason = f"groups.rules[{index}] match={rule.match!r}"
-            return GroupDecision(name or None, index, reason)
+            return GroupDecision(name or None, index, reason, rule.features)
         if self._default:
-            return GroupDecision(self._default, None, "groups.default")
-        return GroupDecision(None, None, "no rule matched and groups.default is empty")
+            return GroupDecision(self._default, None, "groups.default", self._features)
+        reason = "no rule matched and groups.default is empty"
+        return GroupDecision(None, None, reason, self._features)
+
+    def features(self, rel_path: str) -> tuple[str, ...]:
+        """Given a root-relative path, return the features its video needs."""
+        return self.decide(rel_path).features if self.any_features else ()

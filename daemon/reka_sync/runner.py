@@ -18,8 +18,10 @@ from pathlib import Path
 
 import structlog
 
-from reka_sync.config import Config, Secret, load_config, require_api_key
+from reka_sync.config import Config, load_config
+from reka_sync.credentials import Secret, require_api_key
 from reka_sync.errors import ConfigError
+from reka_sync.indexer import reindex
 from reka_sync.journal import Journal
 from reka_sync.lifecycle import State
 from reka_sync.logs import register_secret
@@ -76,8 +78,9 @@ class Service:
             self.shutdown()
 
     def start(self) -> None:
-        """Place the watches and start the engine's ticks."""
+        """Place the watches, index what the rules now ask more of, start the engine's ticks."""
         self._watcher().start()
+        reindex(self.journal, self.config.rules(), time.time())
         self.engine.start()
         log.info(
             "reka-sync running",
@@ -141,6 +144,7 @@ class Service:
         watcher = Watcher(config.watch, time.time)
         watcher.start()
         self.engine.reconfigure(config, key, watcher)
+        reindex(self.journal, config.rules(), time.time())
         old.stop()
         self.config = config
         log.info(
@@ -165,6 +169,7 @@ class Service:
                 ("queued", State.QUEUED),
                 ("settling", State.DISCOVERED),
                 ("retrying", State.RETRY_WAIT),
+                ("indexing", State.INDEXING),
                 ("done", State.DONE),
                 ("failed", State.FAILED),
             )

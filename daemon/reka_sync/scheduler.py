@@ -5,11 +5,11 @@ How this works
 * APScheduler 3 (``BackgroundScheduler``, in-memory store, coalescing, no misfire
   limit so late ticks run rather than vanish) calls the ticks: ``dispatch``
   (claim due uploads for free workers), ``poll`` (ask the API about stored
-  videos, file them into groups), ``settle`` (promote quiet, unchanged files)
+  videos, file them into groups, drive their indexing), ``settle`` (promote quiet, unchanged files)
   and ``heartbeat`` (renew leases, publish pauses). Every tick takes ``now``,
   so tests drive the engine step by step with no scheduler at all.
-* Uploads run on a bounded upload pool, never as APScheduler jobs; polls and
-  group moves run on a small control pool, so a long upload never delays them.
+* Uploads run on a bounded upload pool, never as APScheduler jobs; polls, group
+  moves and indexing looks run on a small control pool, so a long upload never delays them.
   When an upload finishes, ``dispatch`` runs at once: a free worker never waits
   for the next tick.
 * ``stop()`` stops claiming, cancels in-flight uploads (their jobs go back to
@@ -33,11 +33,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from reka_sync import pauses
 from reka_sync.api import ApiClient, ResponseInfo, Transport
-from reka_sync.config import MAX_WORKERS, Config, Secret
+from reka_sync.config import MAX_WORKERS, Config
+from reka_sync.credentials import Secret
 from reka_sync.errors import JournalError, RekaSyncError, TransportError
 from reka_sync.filing import POLL_BATCH, Confirmer
 from reka_sync.groups import GroupResolver
 from reka_sync.health import Reachability, Said
+from reka_sync.indexer import Indexer
 from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import State
 from reka_sync.mounts import probe
@@ -120,6 +122,7 @@ class Engine:
         self.api, self.ctx = self._context(config, key, {})
         self.steps = Steps(self.ctx)
         self.confirm = Confirmer(self.ctx)
+        self.indexer = Indexer(self.ctx)
         self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
         self.control = WorkerPool(1, "reka-control")
         self._set_quiet_limit(config)
@@ -151,7 +154,7 @@ class Engine:
             self.journal,
             api,
             groups,
-            config.groups.compiled(),
+            config.rules(),
             self.pauses,
             self._owner,
             self.clock,
@@ -173,7 +176,7 @@ class Engine:
         with self._lock:
             self._retired.append(self.api)
             self.config, self.api, self.ctx = config, api, ctx
-            self.steps, self.confirm = Steps(ctx), Confirmer(ctx)
+            self.steps, self.confirm, self.indexer = Steps(ctx), Confirmer(ctx), Indexer(ctx)
             self.watcher = watcher
             self.uploads.resize(config.upload.workers)
             self._set_quiet_limit(config)
@@ -222,7 +225,8 @@ class Engine:
             self.dispatch(self.clock())
 
     def poll(self, now: float) -> int:
-        """Given the time, hand due polls and group moves to the control pool; return jobs sent."""
+        """Given the time, hand due polls, group moves and indexing looks to the control pool;
+        return jobs sent."""
         if (
             self._stopping.is_set()
             or self.control.free == 0
@@ -231,8 +235,9 @@ class Engine:
             return 0
         polls = self.journal.jobs([State.UPLOADED], due_before=now, limit=POLL_BATCH * 4)
         filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
+        indexing = self.journal.jobs([State.INDEXING], due_before=now, limit=POLL_BATCH * 4)
         replaced = self.journal.superseded_due()
-        if not polls and not filing and not replaced:
+        if not polls and not filing and not indexing and not replaced:
             return 0
 
         def step() -> None:  # each part on its own: one failing never skips the others
@@ -242,6 +247,7 @@ class Engine:
                     for i in range(0, len(polls), POLL_BATCH)
                 ),
                 partial(self.confirm.file, filing),
+                partial(self.indexer.step, indexing),
                 partial(self.confirm.retire, replaced),
             ]
             for part in parts:
@@ -253,7 +259,7 @@ class Engine:
                     log.warning("a confirming step failed; it runs again", error=str(exc))
 
         self.control.submit(self._journal_guarded(step), lambda: None)
-        return len(polls) + len(filing)
+        return len(polls) + len(filing) + len(indexing)
 
     def settle(self, now: float) -> int:
         """Given the time, promote discovered files that are complete; return how many."""

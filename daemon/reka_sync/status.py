@@ -11,6 +11,7 @@ from reka_sync.names import shown
 from reka_sync.progress import human_size
 
 if TYPE_CHECKING:
+    from reka_sync.features import Feature
     from reka_sync.journal import HistoryEntry, Job, Journal, Replaced
 
 
@@ -44,6 +45,12 @@ def status_report(journal: Journal, now: float) -> dict[str, Any]:
             {"root": root, "since": _iso(since)}
             for root, since in sorted(journal.unavailable_roots().items())
         ],
+        "indexing": {
+            "videos": counts[State.INDEXING],
+            "features": journal.feature_counts(),
+            "waiting_for_daily_cap": journal.index_held(),
+            "started_today": journal.started_on(now),
+        },
     }
 
 
@@ -100,6 +107,7 @@ def format_status(report: dict[str, Any]) -> str:
     if waiting:
         lines.append("waiting to be complete:")
         lines.extend(f"  {j['path']}: {j['error']}" for j in waiting)
+    lines.extend(_indexing_lines(report["indexing"]))
     if report["oldest_queued_seconds"] is not None:
         lines.append(f"oldest queued file waits {report['oldest_queued_seconds']:.0f}s")
     if report["in_flight"]:
@@ -111,16 +119,33 @@ def format_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _indexing_lines(indexing: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, statuses in sorted(indexing["features"].items()):
+        counted = ", ".join(f"{status} {n}" for status, n in sorted(statuses.items()))
+        lines.append(f"feature {name}: {counted}")
+    held = indexing["waiting_for_daily_cap"]
+    if held:
+        lines.append(
+            f"{held} videos wait for the daily indexing cap (index.max_per_day; "
+            f"{indexing['started_today']} started today); they start after 00:00 UTC"
+        )
+    return lines
+
+
 def _in_flight_line(job: dict[str, Any]) -> str:
     sent = f" {job['percent']:.0f}% of {human_size(job['size'])}" if "percent" in job else ""
     return f"  {job['state']:<10}{sent} {job['path']} (attempt {job['attempts']})"
 
 
 def show_report(
-    job: Job, history: list[HistoryEntry], replaced: list[Replaced] | None = None
+    job: Job,
+    history: list[HistoryEntry],
+    replaced: list[Replaced] | None = None,
+    features: list[Feature] | None = None,
 ) -> dict[str, Any]:
-    """Given a job, its history and the videos of its earlier contents, return everything
-    `show` tells."""
+    """Given a job, its history, the videos of its earlier contents and the features of
+    its video, return everything `show` tells."""
     data = asdict(job)
     data["state"] = job.state.value
     data["path"], data["rel_path"] = shown(job.path), shown(job.rel_path)
@@ -143,6 +168,16 @@ def show_report(
         }
         for r in replaced or []
     ]
+    data["features"] = [
+        {
+            "name": f.name,
+            "status": f.status,
+            "attempts": f.attempts,
+            "error": f.error,
+            "triggered_at": _iso(f.triggered_at) if f.triggered_at else None,
+        }
+        for f in features or []
+    ]
     return data
 
 
@@ -163,6 +198,9 @@ def format_show(report: dict[str, Any]) -> str:
     lines = [f"{key:>11}: {report[key]}" for key in keys if report.get(key) is not None]
     for pause in report.get("pauses", []):
         lines.append(f"     paused: {pause['kind']}: {pause['reason']}")
+    for f in report.get("features", []):
+        error = f": {f['error']}" if f["error"] else ""
+        lines.append(f"    feature: {f['name']} {f['status']} (attempts {f['attempts']}){error}")
     for old in report.get("superseded", []):
         lines.append(f" superseded: {old['video_id'] or old['upload_key']} ({old['outcome']})")
     lines.append("    history:")

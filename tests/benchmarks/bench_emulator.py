@@ -16,7 +16,8 @@ CLIENT = """
 import sys, time
 from pathlib import Path
 from reka_sync.api import ApiClient
-from reka_sync.config import ApiConfig, Secret
+from reka_sync.config import ApiConfig
+from reka_sync.credentials import Secret
 from tests.benchmarks.common import peak_rss_mib
 import os
 path = Path(sys.argv[2])

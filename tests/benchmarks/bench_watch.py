@@ -129,7 +129,8 @@ def idle(folders: int = 10_000, seconds: float = 60.0) -> None:
 
 
 def scan(files: int = 100_000) -> None:
-    from reka_sync.config import Secret, load_config
+    from reka_sync.config import load_config
+    from reka_sync.credentials import Secret
     from reka_sync.journal import Journal
     from reka_sync.lifecycle import Event, State
     from reka_sync.scheduler import Engine

@@ -23,15 +23,18 @@ from reka_sync.api.replies import (
     Accepted,
     Group,
     MoveResult,
+    Plan,
     ResponseInfo,
     Video,
+    catalog_of,
     each_result,
     parse_error_body,
     reply_json,
     response_info,
     status_error,
 )
-from reka_sync.config import ApiConfig, Secret
+from reka_sync.config import ApiConfig
+from reka_sync.credentials import Secret
 from reka_sync.errors import BadReply, Cancelled, NotSent, OutcomeUnknown, TransportError
 from reka_sync.stability import FileStat
 from reka_sync.upload_body import UploadBody
@@ -41,6 +44,7 @@ __all__ = [
     "ApiClient",
     "Group",
     "MoveResult",
+    "Plan",
     "ResponseInfo",
     "Transport",
     "Video",
@@ -277,14 +281,19 @@ class ApiClient:
 
     # -- features (optional indexing) -----------------------------------------------------
 
-    def feature_catalog(self) -> list[dict[str, Any]]:
-        """Return the features the API can produce, with their dependencies."""
-        return list(self._get_json("GET", "/v2/features", ("features",))["features"])
+    def feature_catalog(self) -> dict[str, tuple[str, ...]]:
+        """Return the features the API can produce, each with the features it depends on."""
+        return catalog_of(self._get_json("GET", "/v2/features", ("features",)), "GET /v2/features")
 
-    def plan_features(self, video_id: str, desired: list[str]) -> dict[str, Any]:
-        """Given a video and the features wanted, return the API's plan (statuses, actionable)."""
+    def plan_features(self, video_id: str, desired: list[str]) -> Plan:
+        """Given a video and the features wanted, return the API's plan: what is required,
+        each one's status, what can be triggered now. Raise BadReply if it is malformed."""
         path = f"/v2/videos/{video_id}/features/plan"
-        return self._get_json("POST", path, ("statuses",), json={"desired": desired})
+        data = self._get_json("POST", path, ("statuses",), json={"desired": desired})
+        try:
+            return Plan.from_json(data)
+        except TypeError as exc:
+            raise BadReply(f"POST {path}: {exc}") from None
 
     def trigger_feature(self, video_id: str, feature: str, **options: Any) -> str:
         """Given a video and a feature, start it; return the feature's status."""

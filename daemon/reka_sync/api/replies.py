@@ -69,6 +69,52 @@ class Video:
             data,
         )
 
+    @property
+    def features(self) -> dict[str, str]:
+        """Return the video's feature statuses by name (none yet: empty)."""
+        found = self.raw.get("features")
+        if not isinstance(found, dict):
+            return {}
+        return {str(name): str(status) for name, status in found.items()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The API's plan for the features wanted of a video."""
+
+    required: tuple[str, ...]  # all_required: the features wanted and their dependencies
+    statuses: dict[str, str]
+    actionable: frozenset[str]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        statuses, required, actionable = (
+            data.get("statuses"),
+            data.get("all_required") or [],
+            data.get("actionable") or [],
+        )
+        if not isinstance(statuses, dict) or not isinstance(required, list):
+            raise TypeError("statuses must be an object and all_required a list")
+        if not isinstance(actionable, list):
+            raise TypeError("actionable must be a list")
+        return cls(
+            tuple(str(f) for f in required),
+            {str(k): str(v) for k, v in statuses.items()},
+            frozenset(str(f) for f in actionable),
+        )
+
+
+def catalog_of(data: dict[str, Any], what: str) -> dict[str, tuple[str, ...]]:
+    """Given the feature catalog's answer, return each feature's dependencies by name.
+    Raise BadReply if it is malformed."""
+    try:
+        return {
+            str(item["name"]): tuple(str(d) for d in item.get("depends_on") or ())
+            for item in data["features"]
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise BadReply(f"{what}: the feature catalog is malformed ({exc!r})") from None
+
 
 @dataclass(frozen=True)
 class Group:

@@ -17,7 +17,8 @@ from typing import TextIO
 
 from reka_sync import backfill, emulator
 from reka_sync.api import ApiClient
-from reka_sync.config import ApiConfig, Config, Secret, load_config
+from reka_sync.config import ApiConfig, Config, load_config
+from reka_sync.credentials import Secret
 from reka_sync.lifecycle import State
 from reka_sync.runner import Service
 from reka_sync.service import Notifier
@@ -94,13 +95,18 @@ poll_interval = 0.2
 [groups]
 default = "Inbox"
 
+[index]
+poll_interval = 0.2
+
 [[groups.rules]]
 match = "cameras/{{camera}}/**"
 group = "Camera {{camera}}"
+features = ["transcript"]
 
 [[groups.rules]]
 match = "projects/{{project}}/**"
 group = "Project {{project}}"
+features = ["captions"]
 """)
     return path
 
@@ -109,7 +115,8 @@ def run(out: TextIO) -> int:
     """Run the demo, printing what happens to `out`; return the exit code."""
     with tempfile.TemporaryDirectory(prefix="reka-sync-demo-") as tmp:
         folder = Path(tmp)
-        running = emulator.start(settings=emulator.Settings(processing_delay=0.3))
+        settings = emulator.Settings(processing_delay=0.3, feature_delay=0.3)
+        running = emulator.start(settings=settings)
         try:
             (folder / "media").mkdir()
             build_tree(folder / "media")
@@ -117,7 +124,8 @@ def run(out: TextIO) -> int:
             print(f"emulator: {running.url}   sample tree: {folder / 'media'}", file=out)
             print(
                 f"\n1. reka-sync backfill over {len(SAMPLES) + 1} videos "
-                f"(and {len(LITTER)} files it must ignore):",
+                f"(and {len(LITTER)} files it must ignore); camera videos get a transcript,"
+                " project videos captions (and the transcript they need):",
                 file=out,
             )
             code = backfill.run(
@@ -146,9 +154,10 @@ def run(out: TextIO) -> int:
 
 
 def watch_and_drop(config: Config, folder: Path, out: TextIO) -> bool:
-    """Run the service, drop files into the tree, wait until each is in its group.
+    """Run the service, drop files into the tree, wait until each is in its group (and
+    indexed, if its rule says so).
 
-    Return True if every one of them was uploaded and filed within the deadline.
+    Return True if every one of them was uploaded, filed and indexed within the deadline.
     """
     service = Service(config, DEMO_KEY, folder / "config.toml", Notifier({}))
     service.start()
@@ -199,9 +208,11 @@ def _print_groups(api_config: ApiConfig, out: TextIO) -> int:
         names = {g.group_id: g.name for g in client.list_groups()}
         by_group: dict[str, list[str]] = {}
         for video in videos:
-            by_group.setdefault(names.get(video.group_id or "", "(no group)"), []).append(
-                video.video_name or video.video_id
+            ready = [name for name, status in video.features.items() if status == "ready"]
+            shown = (video.video_name or video.video_id) + (
+                f"  [indexed: {', '.join(ready)}]" if ready else ""
             )
+            by_group.setdefault(names.get(video.group_id or "", "(no group)"), []).append(shown)
         for group, members in sorted(by_group.items()):
             print(f"   {group}:", file=out)
             for name in sorted(members):

@@ -44,8 +44,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
+from reka_sync.features import IndexMove
 from reka_sync.journal.connection import mapped
-from reka_sync.journal.queries import STORED_STATES, JournalQueries, stat_key
+from reka_sync.journal.indexing import CAPPED, IndexQueries, refusal, write_run
+from reka_sync.journal.queries import STORED_STATES, stat_key
 from reka_sync.journal.records import (
     HistoryEntry,
     Job,
@@ -76,6 +78,7 @@ from reka_sync.stability import FileStat
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
 __all__ = [
+    "CAPPED",
     "HistoryEntry",
     "Job",
     "Journal",
@@ -91,8 +94,9 @@ __all__ = [
 ]
 
 
-class Journal(JournalQueries):
-    """The journal: its reads (JournalQueries) and every write. Safe to share between threads."""
+class Journal(IndexQueries):
+    """The journal: its reads (JournalQueries, IndexQueries) and every write. Safe to share
+    between threads."""
 
     def record_scan(self, seen: Iterable[SeenFile], now: float, priority: int = 1) -> ScanSummary:
         """Given files a scan or the watcher saw, record new ones and stat changes at once.
@@ -253,6 +257,42 @@ class Journal(JournalQueries):
             return refused
 
         return self._run(write) if moves else []
+
+    def commit_index(
+        self, moves: Sequence[IndexMove], now: float, cap: int
+    ) -> list[tuple[IndexMove, str]]:
+        """Given indexing runs' moves, commit them in one transaction; return those refused,
+        each with why: the job moved on, another process wrote its run first (leave it), or
+        CAPPED: a start when `cap` runs (0: no cap) started today already (hold it instead).
+        A move's triggers may be sent once it is committed: a run that ends moves its job
+        to done or failed in the same transaction."""
+
+        def write(conn: sqlite3.Connection) -> list[tuple[IndexMove, str]]:
+            refused: list[tuple[IndexMove, str]] = []
+            for move in moves:
+                why = refusal(conn, move, now, cap)
+                if why:
+                    refused.append((move, why))
+                    continue
+                ending = write_run(conn, move, now)
+                if ending is not None:
+                    self._commit(conn, row_by_id(conn, ending.job_id), ending, now)
+            return refused
+
+        return self._run(write) if moves else []
+
+    def wake_held(self, now: float) -> int:
+        """Given the time, make every run the daily cap holds due now (the cap may have
+        changed); return how many."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE files SET next_attempt_at = ? WHERE state = ? AND id IN"
+                " (SELECT file_id FROM indexing WHERE held IS NOT NULL)",
+                (now, State.INDEXING.value),
+            ).rowcount
+
+        return self._run(write)
 
     def begin_send(
         self,

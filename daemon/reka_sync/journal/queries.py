@@ -143,7 +143,7 @@ class JournalQueries(JournalConnection):
     def scope_tally(self, scope: Scope) -> dict[State, tuple[int, int]]:
         """Given a backfill's scope, return how many of its files, and how many bytes, are
         in each state (one aggregate query; every state present)."""
-        where, params = _scope_sql(scope)
+        where, params = scope_sql(scope)
         rows = self._read(
             f"SELECT state, count(*), total(size) FROM files WHERE {where} GROUP BY state", params
         )
@@ -152,7 +152,7 @@ class JournalQueries(JournalConnection):
 
     def scope_ids(self, scope: Scope, state: State) -> set[int]:
         """Given a scope and a state, return the ids of its files in that state."""
-        where, params = _scope_sql(scope)
+        where, params = scope_sql(scope)
         rows = self._read(
             f"SELECT id FROM files WHERE {where} AND state = ?", [*params, state.value]
         )
@@ -160,7 +160,7 @@ class JournalQueries(JournalConnection):
 
     def scope_groups(self, scope: Scope) -> dict[str, int]:
         """Given a scope, return how many of its done files are in each group."""
-        where, params = _scope_sql(scope)
+        where, params = scope_sql(scope)
         rows = self._read(
             f"SELECT coalesce(group_name, '(no group)'), count(*) FROM files WHERE {where}"
             " AND state = ? GROUP BY 1 ORDER BY 1",
@@ -171,7 +171,7 @@ class JournalQueries(JournalConnection):
     def scope_listed(self, scope: Scope, state: State, *, with_video: bool = False) -> list[Listed]:
         """Given a scope and a state, return its files in that state, with their last error
         (`with_video`: only those whose content has a video, i.e. duplicates)."""
-        where, params = _scope_sql(scope)
+        where, params = scope_sql(scope)
         video = "IS NOT NULL" if with_video else "IS NULL"
         rows = self._read(
             f"SELECT path, last_error FROM files WHERE {where} AND state = ?"
@@ -289,7 +289,7 @@ class JournalQueries(JournalConnection):
         return {r["path"]: r["since"] for r in rows}
 
 
-def _scope_sql(scope: Scope) -> tuple[str, list[Any]]:
+def scope_sql(scope: Scope) -> tuple[str, list[Any]]:
     """Given a scope, return its WHERE clause and parameters (a name that is not valid
     UTF-8 is stored as bytes: a folder's prefix is matched as text and as bytes)."""
     parts: list[str] = []

@@ -149,3 +149,37 @@ def _state_counts(db: sqlite_utils.Database) -> None:
         END;
         """
     )
+
+
+@migrations(name="0011_indexing")
+def _indexing(db: sqlite_utils.Database) -> None:
+    # A video's indexing run (one per file in state indexing, removed when it ends), the
+    # features of its video with their status, attempts and errors, and how many runs
+    # started on each UTC day (the daily cap).
+    db.executescript(
+        """
+        CREATE TABLE indexing (
+            file_id INTEGER PRIMARY KEY REFERENCES files(id),
+            video_id TEXT NOT NULL,
+            needs_plan INTEGER NOT NULL DEFAULT 1,
+            started_at REAL,
+            held TEXT,
+            streak INTEGER NOT NULL DEFAULT 0,
+            version INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE features (
+            file_id INTEGER NOT NULL REFERENCES files(id),
+            name TEXT NOT NULL,
+            video_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            retry_at REAL NOT NULL DEFAULT 0,
+            triggered_at REAL,
+            error TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (file_id, name)
+        ) WITHOUT ROWID;
+        CREATE TABLE index_starts (day INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+        """
+    )
