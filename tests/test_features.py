@@ -70,28 +70,47 @@ def test_following_the_listing_triggers_a_feature_once_its_dependencies_are_read
     assert not move.starts  # the run started with its first trigger
 
 
+STATUSES = ["none", "pending", "processing", "ready", "failed", "blocked", REQUESTED]
+
+
 @given(
-    st.dictionaries(
-        st.sampled_from(list(CATALOG)),
-        st.sampled_from(["none", "pending", "processing", "ready", "failed", "blocked"]),
-    ),
+    st.dictionaries(st.sampled_from(list(CATALOG)), st.sampled_from(STATUSES)),
+    st.dictionaries(st.sampled_from(list(CATALOG)), st.sampled_from(STATUSES[:-1])),
     st.lists(st.sampled_from(list(CATALOG)), min_size=1, max_size=4),
+    st.booleans(),
 )
 def test_nothing_is_triggered_before_its_dependencies_nor_while_running_or_ready(
-    statuses: dict[str, str], desired: list[str]
+    recorded: dict[str, str], seen: dict[str, str], desired: list[str], planned: bool
 ) -> None:
-    run = run_with(**statuses)
-    move = decide(run, desired, Look(statuses), CATALOG, POLICY, 0, NOW + 3600, 0.5)
+    """Whatever the journal recorded and the API says now (a plan or a listing)."""
+    actionable = frozenset(seen) if planned else None
+    look = Look(seen, actionable, tuple(seen) if planned else None)
+    move = decide(run_with(**recorded), desired, look, CATALOG, POLICY, 0, NOW + 3600, 0.5)
     for name, force in move.trigger:
-        assert all(statuses.get(dep) == "ready" for dep in CATALOG[name])
-        assert statuses.get(name, "none") in ("none", "failed")
-        assert force == (statuses.get(name) == "failed")
+        assert all(seen.get(dep) == "ready" for dep in CATALOG[name])
+        assert seen.get(name, "none") in ("none", "failed")
+        was_failed = seen.get(name) == "failed" or (
+            recorded.get(name) == "failed" and seen.get(name, "none") == "none"
+        )
+        assert force == was_failed  # only a failure is run again, and only with force
+        if not planned:  # a listing never overrides a trigger in doubt or a dropped status
+            assert recorded.get(name, "none") in ("none", "failed", "blocked")
+            assert not any(
+                recorded.get(f) == REQUESTED
+                or (recorded.get(f) in ("pending", "processing", "ready") and f not in seen)
+                for f in required(desired, CATALOG)[0]
+            )
 
 
-def test_a_failure_spends_an_attempt_then_runs_again_with_force_after_the_backoff() -> None:
-    run = run_with(transcript="processing")
+def test_each_trigger_spends_an_attempt_and_a_failure_runs_again_with_force_later() -> None:
+    look = Look({}, frozenset({"transcript"}), ("transcript",))
+    first = decide(Run(7, "video-7"), ["transcript"], look, CATALOG, POLICY, 0, NOW, 0.5)
+    assert first.run.features["transcript"].attempts == 1  # spent as the trigger is recorded
+    running = dataclasses.replace(
+        first.run, features={"transcript": Feature("transcript", "processing", attempts=1)}
+    )
     failed = decide(
-        run, ["transcript"], Look({"transcript": "failed"}), CATALOG, POLICY, 0, NOW, 0.5
+        running, ["transcript"], Look({"transcript": "failed"}), CATALOG, POLICY, 0, NOW, 0.5
     )
     feature = failed.run.features["transcript"]
     assert feature.attempts == 1 and feature.retry_at == NOW + 1.0  # U(0, 2) at 0.5
@@ -100,16 +119,56 @@ def test_a_failure_spends_an_attempt_then_runs_again_with_force_after_the_backof
         failed.run, ["transcript"], Look({"transcript": "failed"}), CATALOG, POLICY, 0, NOW + 1, 0.5
     )
     assert again.trigger == (("transcript", True),)
-    assert again.run.features["transcript"].attempts == 1  # seen failed again: the same failure
+    assert again.run.features["transcript"].attempts == 2
 
 
 def test_past_its_attempts_the_run_fails_with_the_reason() -> None:
-    spent = Feature("transcript", "processing", attempts=POLICY.max_attempts - 1)
+    spent = Feature("transcript", "processing", attempts=POLICY.max_attempts)
     run = dataclasses.replace(run_with(), features={"transcript": spent})
     move = decide(run, ["transcript"], Look({"transcript": "failed"}), CATALOG, POLICY, 0, NOW, 0.5)
     assert move.outcome is Outcome.FAILED
     assert move.reason is not None and "transcript failed 3 times" in move.reason
     assert "retry" in move.reason and move.trigger == ()
+
+
+def test_a_trigger_the_api_refuses_counts_until_the_video_fails_not_forever() -> None:
+    """A 4xx on a trigger runs nothing: the plan then says none, and the feature stays
+    failed (with the API's reason) until its attempts are spent."""
+    run, now = Run(7, "video-7"), NOW
+    plan = Look({"transcript": "none"}, frozenset({"transcript"}), ("transcript",))
+    for attempt in range(1, POLICY.max_attempts + 1):
+        move = decide(run, ["transcript"], plan, CATALOG, POLICY, 0, now, 0.5)
+        assert move.trigger == (("transcript", attempt > 1),), attempt
+        feature = move.run.features["transcript"]
+        refused = features.refused(feature, "422 chunking_config is odd", POLICY, now, 0.5)
+        run = dataclasses.replace(move.run, features={"transcript": refused}, needs_plan=True)
+        now = refused.retry_at
+    final = decide(run, ["transcript"], plan, CATALOG, POLICY, 0, now, 0.5)
+    assert final.outcome is Outcome.FAILED
+    assert "failed 3 times (422 chunking_config is odd)" in (final.reason or "")
+
+
+def test_what_a_plan_withholds_is_not_triggered_from_the_next_listing() -> None:
+    withheld = Look({"transcript": "none"}, frozenset(), ("transcript",))
+    move = decide(Run(7, "video-7"), ["transcript"], withheld, CATALOG, POLICY, 0, NOW, 0.5)
+    assert move.trigger == () and move.run.needs_plan  # the next look is a plan again
+    waiting = Look(
+        {"transcript": "ready", "captions": "none"}, frozenset(), ("transcript", "captions")
+    )
+    move = decide(Run(7, "video-7"), ["captions"], waiting, CATALOG, POLICY, 0, NOW, 0.5)
+    assert move.trigger == () and move.run.needs_plan
+    blocked = Look({"transcript": "processing"}, frozenset(), ("transcript", "captions"))
+    move = decide(
+        run_with(transcript="processing"), ["captions"], blocked, CATALOG, POLICY, 0, NOW, 0.5
+    )
+    assert not move.run.needs_plan  # captions waits for transcript: the listing may follow
+
+
+def test_a_listing_that_forgets_a_feature_it_showed_is_planned_not_triggered() -> None:
+    run = run_with(transcript="ready", captions="processing")
+    move = decide(run, ["captions"], Look({}), CATALOG, POLICY, 0, NOW, 0.5)  # features: null
+    assert move.trigger == () and move.run.needs_plan
+    assert move.run.features["transcript"].status == "ready"
 
 
 def test_a_trigger_whose_answer_was_lost_is_planned_never_sent_blindly() -> None:

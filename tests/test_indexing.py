@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from reka_sync.features import DOCUMENTED_DEPENDENCIES, required
@@ -223,11 +224,51 @@ def test_backfill_defers_what_the_cap_holds_and_no_wait_index_leaves_it_to_the_s
     status = report_json("status", config)
     assert status is not None and status["indexing"]["waiting_for_daily_cap"] == 4
 
-    more = make_tree(media / "cameras" / "side", 1, size=4 * 1024)
+    set_faults(emu.url, [], feature_delay=120.0)  # what starts now cannot finish meanwhile
+    (new,) = make_tree(media / "cameras" / "side", 1, size=4 * 1024)
     quick = run_backfill(with_settings(config, "index", max_per_day=0), "--no-wait-index")
     assert quick.returncode == 0, quick.stderr
-    assert "indexing left to the service" in quick.stdout
-    assert len(more) == 1
+    assert "indexing left to the service: " in quick.stdout
+    shown = report_json("show", config, new)
+    assert shown is not None and shown["state"] == "indexing" and shown["video_id"]
+    assert len(emulator_records(emu.url)) == 9
+
+
+def test_a_copy_of_a_video_being_indexed_is_a_duplicate_not_a_second_upload(
+    tmp_path: Path, media: Path, emu
+) -> None:
+    set_faults(emu.url, [], feature_delay=120.0)
+    (original,) = make_tree(media, 1, size=8 * 1024)  # cameras/front: wants embeddings
+    config = indexing_config(tmp_path, media, emu.url)
+    assert run_backfill(config, "--no-wait-index").returncode == 0
+    copy = media / "misc" / "copy.mp4"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(Path(original).read_bytes())
+    done = run_backfill(config, "--no-wait-index", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["duplicates"] == 1
+    assert len(emulator_records(emu.url)) == 1
+
+
+def test_a_video_deleted_remotely_while_indexed_fails_and_retry_uploads_it_again(
+    tmp_path: Path, media: Path, emu
+) -> None:
+    set_faults(emu.url, [], feature_delay=120.0)
+    (path,) = make_tree(media, 1, size=8 * 1024)
+    config = indexing_config(tmp_path, media, emu.url)
+    assert run_backfill(config, "--no-wait-index").returncode == 0
+    (video,) = emulator_records(emu.url)
+    gone = httpx.delete(f"{emu.url}/v2/videos/{video['video_id']}", headers={"X-Api-Key": API_KEY})
+    assert gone.status_code == 200
+    failed = run_backfill(config, "--json")
+    assert failed.returncode == 1
+    (failure,) = json.loads(failed.stdout)["failures"]
+    assert "no longer has the video" in failure["error"]
+    assert "requeued 1" in subprocess_reka("retry", path, config=config)
+    set_faults(emu.url, [], feature_delay=0.1)
+    again = run_backfill(config, "--json")
+    assert again.returncode == 0, again.stderr
+    assert_indexed_as_the_rules_say(emu.url, {path: "Camera front"})
 
 
 def test_retry_indexes_a_failed_video_again_without_uploading(

@@ -296,7 +296,7 @@ def _as_recorded(raw: str) -> str:
 def cmd_retry(args: argparse.Namespace) -> int:
     """Put failed (or missing, skipped) files back in the queue."""
     from reka_sync import outcomes
-    from reka_sync.features import retry_indexing
+    from reka_sync.features import GONE, retry_indexing
     from reka_sync.journal import Journal
     from reka_sync.lifecycle import State
 
@@ -319,7 +319,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
             if job.state not in (State.FAILED, State.MISSING, State.SKIPPED):
                 print(f"{shown(job.path)}: {job.state.value}, nothing to retry")
                 continue
-            if job.state is State.FAILED and journal.indexing_failed(job.id):
+            if (
+                job.state is State.FAILED
+                and job.last_error != GONE  # its video is gone: upload it again
+                and journal.indexing_failed(job.id)
+            ):
                 journal.apply(retry_indexing(job.id, time.time()), time.time())
                 print(f"{shown(job.path)}: indexing again (its video stays)")
             else:
@@ -340,6 +344,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
     config = _config(args)
     rules = config.rules()
     status = EXIT_OK
+    scope: list[tuple[str, str]] = []
     for raw in args.paths:
         path = Path(raw).resolve()
         root = next((r for r in config.watch.roots if path.is_relative_to(r)), None)
@@ -347,11 +352,12 @@ def cmd_rules(args: argparse.Namespace) -> int:
             print(f"{shown(raw)}: not under any watch.roots entry")
             status = EXIT_FAILED
             continue
+        scope.append((str(root), str(path)))
         decision = rules.decide(path.relative_to(root).as_posix())
         group = f"group {decision.group!r}" if decision.group else "no group"
         print(f"{shown(raw)}: {group} ({decision.reason}); {_features_text(decision.features)}")
-    if args.features:
-        _count_reindex(config)
+    if args.features and (scope or not args.paths):
+        _count_reindex(config, scope)
     return status
 
 
@@ -365,17 +371,19 @@ def _features_text(names: tuple[str, ...]) -> str:
     return f"features {', '.join(names)}" + (f" (+ {', '.join(added)})" if added else "")
 
 
-def _count_reindex(config: Config) -> None:
-    """Say how many videos already uploaded these rules would index for more features."""
+def _count_reindex(config: Config, paths: list[tuple[str, str]]) -> None:
+    """Say how many videos already uploaded (under `paths`, as (root, path), if any) these
+    rules would index for more features."""
     from reka_sync.features import needing_more
-    from reka_sync.journal import Journal
+    from reka_sync.journal import Journal, Scope
 
     if not config.journal.path.exists():
         print("no journal yet: nothing uploaded to index again")
         return
     journal = Journal.open(config.journal.path, readonly=True)
     try:
-        videos, lacking = needing_more(journal.done_videos(), config.rules().features)
+        done = journal.done_videos(Scope(paths=tuple(paths)) if paths else None)
+        videos, lacking = needing_more(done, config.rules().features)
     finally:
         journal.close()
     detail = ", ".join(f"{name} {n}" for name, n in lacking.items())

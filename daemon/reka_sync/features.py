@@ -9,16 +9,20 @@ features asked for with their last known status, attempts and errors.
 How a run goes (`decide` is called with fresh statuses every time):
 
 * The first look is a plan (`POST .../features/plan`): the API's own view of what is
-  required and actionable. Afterwards statuses come from the batched video listing
-  (``GET /v2/videos?ids=...``, its ``features`` map), and a feature is triggered once
-  every dependency is ``ready``: the same rule the plan applies, without a request
-  per video per look.
-* A trigger is recorded ``requested`` before it is sent. A row still ``requested``
-  at the next look means its answer was lost (a crash, a malformed reply): that
-  look is a plan, never a blind second trigger (triggers are metered).
-* A feature the API reports ``failed`` spends one of its own attempts and is run
-  again with ``force`` after a backoff; past ``max_attempts`` the video fails with
-  the reason. Nothing pending, processing or ready is ever triggered.
+  required and actionable, and only what it calls actionable is triggered. Afterwards
+  statuses come from the batched video listing (``GET /v2/videos?ids=...``, its
+  ``features`` map), and a feature is triggered once every dependency is ``ready``:
+  the rule the plan applies, without a plan per video per look. A feature a plan
+  withholds although its dependencies are ready is left to the next plan.
+* A trigger is recorded ``requested`` (and its attempt spent) before it is sent. A
+  row still ``requested`` at the next look means its answer was lost (a crash, a
+  malformed reply), and a listing that no longer shows a feature it showed is in
+  doubt: either way that look is a plan, never a blind second trigger (triggers are
+  metered).
+* A feature the API reports ``failed`` (or whose trigger it refused) is run again
+  with ``force`` after a backoff; each run spends one of the feature's own attempts,
+  and past ``max_attempts`` the video fails with the reason. Nothing pending,
+  processing or ready is ever triggered.
 * A run that triggers its first feature *starts*: at most ``max_per_day`` runs start
   per UTC day; the others are held until the next day begins.
 """
@@ -44,8 +48,9 @@ DOCUMENTED_DEPENDENCIES: Mapping[str, tuple[str, ...]] = {
 }
 DAY = 86400.0
 REQUESTED = "requested"  # ours: a trigger went out and its answer is not recorded
-IN_PROGRESS = frozenset({"pending", "processing", REQUESTED})
+SHOWN = frozenset({"pending", "processing", "ready"})  # a listing that drops these is in doubt
 DAILY_CAP = "daily cap"
+GONE = "the API no longer has the video (deleted remotely?); nothing to index"
 
 Catalog = Mapping[str, tuple[str, ...]]  # feature -> the features it depends on
 
@@ -61,7 +66,7 @@ class Feature:
 
     name: str
     status: str = "none"  # the API's: none pending processing ready failed blocked; or REQUESTED
-    attempts: int = 0  # runs of it that failed
+    attempts: int = 0  # runs of it we started (each trigger), since the run began
     retry_at: float = 0.0  # after a failure: when it may run again (with force)
     triggered_at: float | None = None
     error: str | None = None
@@ -83,6 +88,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Policy:
+    """The indexing settings the decisions need."""
+
     max_attempts: int
     max_per_day: int  # 0: no cap
     backoff: Backoff
@@ -168,9 +175,8 @@ def decide(
         return _over(run, run.features, Outcome.FAILED, reason, now)
     if look.required is not None:  # the API's own list wins (a dependency we do not know)
         needed = [*needed, *(f for f in look.required if f not in needed)]
-    features = {
-        name: _seen(run.features.get(name), name, look, policy, now, rand) for name in needed
-    }
+    before = {name: run.features.get(name) or Feature(name) for name in needed}
+    features = {name: _seen(f, look, policy, now, rand) for name, f in before.items()}
     if all(f.status == "ready" for f in features.values()):
         return _over(run, features, Outcome.INDEXED, None, now)
     spent = [
@@ -183,28 +189,38 @@ def decide(
             "`reka-sync retry PATH` indexes it again without uploading"
         )
         return _over(run, features, Outcome.FAILED, reason, now)
-    lost = any(f.status == REQUESTED for f in features.values())
-    if lost and look.actionable is None:  # a trigger's answer was lost: plan, never guess
+    if look.actionable is None and any(_in_doubt(f, look) for f in before.values()):
         return IndexMove(dataclasses.replace(run, features=features, needs_plan=True), next_at=now)
-    run = dataclasses.replace(run, features=features, needs_plan=False, streak=0, held=None)
+    withheld = look.actionable is not None and any(
+        f.status == "none"
+        and name not in look.actionable
+        and all(features[d].status == "ready" for d in catalog.get(name, ()) if d in features)
+        for name, f in features.items()
+    )
+    run = dataclasses.replace(run, features=features, needs_plan=withheld, streak=0, held=None)
     return _triggers(run, catalog, look, policy, started_today, now)
 
 
-def _seen(
-    old: Feature | None, name: str, look: Look, policy: Policy, now: float, rand: float
-) -> Feature:
-    """One feature after this look: a new failure spends an attempt and sets its retry."""
-    old = old or Feature(name)
-    status = look.statuses.get(name, "none")
-    if status == "none" and old.status == REQUESTED and look.actionable is None:
-        return old  # the listing does not show it yet; the plan decides
+def _in_doubt(old: Feature, look: Look) -> bool:
+    """Given a feature as recorded and a listing, return True if only a plan can tell
+    where it is: its trigger's answer was lost, or the listing dropped a status it showed."""
+    status = look.statuses.get(old.name, "none")
+    return old.status == REQUESTED or (old.status in SHOWN and status == "none")
+
+
+def _seen(old: Feature, look: Look, policy: Policy, now: float, rand: float) -> Feature:
+    """Given a feature as recorded and what the API says now, return the feature after
+    this look: a new failure gets its retry time (its attempt was spent at its trigger)."""
+    status = look.statuses.get(old.name, "none")
+    if look.actionable is None and _in_doubt(old, look):
+        return old  # the plan decides
+    if old.status == "failed" and status == "none":
+        return old  # its trigger was refused: nothing ran, its retry stands
     if status == "failed" and old.status != "failed":
-        attempts = old.attempts + 1
         return dataclasses.replace(
             old,
             status=status,
-            attempts=attempts,
-            retry_at=now + policy.backoff.delay(attempts, rand),
+            retry_at=now + policy.backoff.delay(max(old.attempts, 1), rand),
             error="the API reports it failed",
         )
     return dataclasses.replace(old, status=status)
@@ -213,6 +229,8 @@ def _seen(
 def _triggers(
     run: Run, catalog: Catalog, look: Look, policy: Policy, started_today: int, now: float
 ) -> IndexMove:
+    """Given a run after a look, return the move that triggers what may start now (each
+    trigger spends an attempt), holds a new run over the daily cap, or waits."""
     features = run.features
     ready = {name for name, f in features.items() if f.status == "ready"}
     go: list[tuple[str, bool]] = []
@@ -231,7 +249,9 @@ def _triggers(
     if starts and policy.max_per_day and started_today >= policy.max_per_day:
         return held(run, now)
     requested = {
-        name: dataclasses.replace(features[name], status=REQUESTED, triggered_at=now)
+        name: dataclasses.replace(
+            features[name], status=REQUESTED, triggered_at=now, attempts=features[name].attempts + 1
+        )
         for name, _ in go
     }
     going = dataclasses.replace(
@@ -251,26 +271,24 @@ def _triggers(
 def _over(
     run: Run, features: Mapping[str, Feature], outcome: Outcome, reason: str | None, now: float
 ) -> IndexMove:
+    """Given a run and how it ends, return the move that ends it."""
     done = dataclasses.replace(run, features=features, held=None, streak=0)
     return IndexMove(done, outcome=outcome, reason=reason, next_at=now)
 
 
 def answered(feature: Feature, status: str, policy: Policy, now: float, rand: float) -> Feature:
     """Given a feature just triggered and the status its trigger answered, return it (an
-    answer of failed spends an attempt, as a failure seen later would)."""
-    look = Look({feature.name: status}, actionable=frozenset())
-    return _seen(feature, feature.name, look, policy, now, rand)
+    answer of failed gets its retry time, as a failure seen later would)."""
+    return _seen(feature, Look({feature.name: status}, frozenset()), policy, now, rand)
 
 
 def refused(feature: Feature, reason: str, policy: Policy, now: float, rand: float) -> Feature:
-    """Given a feature whose trigger the API refused (a 4xx), return it with an attempt
-    spent and a retry after the backoff (the next look plans first)."""
-    attempts = feature.attempts + 1
+    """Given a feature whose trigger the API refused (a 4xx; its attempt is spent), return
+    it failed with the API's reason and a retry after the backoff."""
     return dataclasses.replace(
         feature,
         status="failed",
-        attempts=attempts,
-        retry_at=now + policy.backoff.delay(attempts, rand),
+        retry_at=now + policy.backoff.delay(max(feature.attempts, 1), rand),
         error=reason,
     )
 

@@ -16,7 +16,7 @@ import structlog
 
 from reka_sync import features, outcomes
 from reka_sync.errors import NotFound, OutcomeUnknown, RekaSyncError, ValidationFailed
-from reka_sync.features import Feature, IndexMove, Look, Outcome, Run
+from reka_sync.features import GONE, Feature, IndexMove, Look, Outcome, Run
 from reka_sync.journal import CAPPED, Job, Journal
 from reka_sync.retry import Backoff
 from reka_sync.rules import GroupRules
@@ -24,7 +24,7 @@ from reka_sync.workers import Context
 
 log = structlog.get_logger("reka_sync.indexer")
 LIST_BATCH = 50  # videos per listing request (ids in the query string)
-GONE = "the API no longer has the video (deleted remotely?); nothing to index"
+PLANS_PER_LOOK = 50  # plans one look sends at most; the others wait for the next tick
 
 
 class Indexer:
@@ -53,7 +53,7 @@ class Indexer:
         runs = ctx.journal.runs_of(jobs)
         wanted = {j.id: ctx.rules.features(j.rel_path) for j in jobs}
         idle = [runs[j.id] for j in jobs if j.id in runs and not wanted[j.id]]
-        busy = [runs[j.id] for j in jobs if j.id in runs and wanted[j.id]]
+        busy = _fewer_plans([runs[j.id] for j in jobs if j.id in runs and wanted[j.id]])
         now = ctx.clock()
         moves = [features.decide(r, (), Look({}), {}, self.policy, 0, now, 0.0) for r in idle]
         catalog = self._catalog_or_none(busy, now)
@@ -65,6 +65,8 @@ class Indexer:
     # -- looking -------------------------------------------------------------------------
 
     def _catalog_or_none(self, runs: list[Run], now: float) -> dict[str, tuple[str, ...]] | None:
+        """Return the API's feature catalog (read once), or None if it cannot be read now
+        (the runs are put off)."""
         if self._catalog is None and runs:
             try:
                 self._catalog = self.ctx.api.feature_catalog()
@@ -188,6 +190,7 @@ class Indexer:
         return _with(run, done, next_at=move.next_at)
 
     def _options(self, name: str) -> dict[str, object]:
+        """Given a feature, return what its trigger carries besides `force`."""
         if name == "transcript":
             return {
                 "chunking_config": {"use_scene_detection": self.ctx.config.index.scene_detection}
@@ -195,15 +198,25 @@ class Indexer:
         return {}
 
 
+def _fewer_plans(runs: list[Run]) -> list[Run]:
+    """Given due runs, return them with at most PLANS_PER_LOOK of those needing a plan, so
+    a look after a large reload never holds the status polls up for long."""
+    planned = [r for r in runs if r.needs_plan][:PLANS_PER_LOOK]
+    return [r for r in runs if not r.needs_plan] + planned
+
+
 def _with(
     run: Run, done: dict[str, Feature], *, needs_plan: bool | None = None, next_at: float = 0.0
 ) -> IndexMove:
+    """Given a run and the features its triggers' answers changed, return the move that
+    records them."""
     plan = run.needs_plan if needs_plan is None else needs_plan
     updated = dataclasses.replace(run, features={**run.features, **done}, needs_plan=plan)
     return IndexMove(updated, next_at=next_at)
 
 
 def _say_over(move: IndexMove) -> None:
+    """Log how a run ended."""
     if move.outcome is Outcome.INDEXED:
         log.info("indexed", job=move.run.job_id, features=list(move.run.features))
     else:
@@ -223,6 +236,7 @@ def reindex(journal: Journal, rules: GroupRules, now: float) -> int:
             "videos already uploaded need more features under the rules; indexing them",
             videos=len(moves),
         )
-    for i in range(0, len(moves), 500):
-        journal.apply_many(moves[i : i + 500], now)
-    return len(moves)
+    refused = sum(
+        len(journal.apply_many(moves[i : i + 500], now)) for i in range(0, len(moves), 500)
+    )
+    return len(moves) - refused

@@ -47,7 +47,7 @@ from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
 from reka_sync.features import IndexMove
 from reka_sync.journal.connection import mapped
 from reka_sync.journal.indexing import CAPPED, IndexQueries, refusal, write_run
-from reka_sync.journal.queries import STORED_STATES, stat_key
+from reka_sync.journal.queries import STORED_MARKS, STORED_STATES, stat_key
 from reka_sync.journal.records import (
     HistoryEntry,
     Job,
@@ -279,7 +279,9 @@ class Journal(IndexQueries):
                     self._commit(conn, row_by_id(conn, ending.job_id), ending, now)
             return refused
 
-        return self._run(write) if moves else []
+        # A start counted and triggers about to go out survive a power cut (the cap holds).
+        durable = any(m.trigger for m in moves)
+        return self._run(write, durable=durable) if moves else []
 
     def wake_held(self, now: float) -> int:
         """Given the time, make every run the daily cap holds due now (the cap may have
@@ -288,7 +290,7 @@ class Journal(IndexQueries):
         def write(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 "UPDATE files SET next_attempt_at = ? WHERE state = ? AND id IN"
-                " (SELECT file_id FROM indexing WHERE held IS NOT NULL)",
+                " (SELECT file_id FROM indexing WHERE held IS NOT NULL AND ended_at IS NULL)",
                 (now, State.INDEXING.value),
             ).rowcount
 
@@ -322,7 +324,7 @@ class Journal(IndexQueries):
             twin = conn.execute(
                 "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
                 f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
-                " AND lease_expires > ?) OR (digest IS NOT NULL AND state IN (?, ?, ?)))"
+                f" AND lease_expires > ?) OR (digest IS NOT NULL AND state IN ({STORED_MARKS})))"
                 " LIMIT 1",
                 (row["size"], sample_hash, *exclude, State.UPLOADING.value, at, *STORED_STATES),
             ).fetchone()

@@ -1,12 +1,13 @@
 """The journal's indexing tables: runs, the features of each video, the daily count.
 
-A job in state ``indexing`` has one row in ``indexing`` (its run: whether it must plan,
-when it started, why it is held, a version for optimistic locking), removed when the
-run ends. ``features`` keeps, per file, the features of its current video (status,
-attempts, last error), also after the run: `show` reads them, and a later run (a
-reload asking for more, `retry`) starts from what is ready. ``index_starts`` counts the
-runs started per UTC day, in the transaction that records the start. The writes
-here run inside the Journal's `commit_index`.
+Each file that was ever indexed has one row in ``indexing``: its current run (whether
+it must plan, when it started, why it is held) with a version for optimistic locking
+that only grows, and ``ended_at`` once the run is over (the next run starts fresh).
+``features`` keeps, per file, the features of its current video (status, attempts,
+last error), also after the run: `show` reads them, and a later run (a reload asking
+for more, `retry`) starts from what is ready. ``index_starts`` counts the runs started
+per UTC day, in the transaction that records the start. The writes here run inside
+the Journal's `commit_index`.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from reka_sync.lifecycle import Event, State
 from reka_sync.moves import Changes, Move
 from reka_sync.names import from_db
 
-CAPPED = "daily cap"  # why commit_index refused a move: today's starts are spent
+CAPPED = "today's starts are spent"  # why commit_index refused a move (index.max_per_day)
+# A run the daily cap holds: its file in indexing, the run going on for its current video.
+_HELD = "f.state = ? AND i.held IS NOT NULL AND i.ended_at IS NULL AND i.video_id = f.video_id"
 
 
 class IndexQueries(JournalQueries):
     """What the journal knows of indexing runs (the Journal has it)."""
 
     def runs_of(self, jobs: Sequence[Job]) -> dict[int, Run]:
-        """Given jobs in indexing, return each one's run: the one recorded for its video,
+        """Given jobs in indexing, return each one's run: the one going on for its video,
         else a fresh one that keeps what is known of that video's features."""
         runs: dict[int, Run] = {}
         by_id = {j.id: j for j in jobs if j.video_id}
@@ -39,7 +42,9 @@ class IndexQueries(JournalQueries):
             rows = self._read(f"SELECT * FROM indexing WHERE file_id IN ({marks})", chunk)
             kept = self._features_of(chunk, by_id)
             recorded = {
-                r["file_id"]: r for r in rows if r["video_id"] == by_id[r["file_id"]].video_id
+                r["file_id"]: r
+                for r in rows
+                if r["video_id"] == by_id[r["file_id"]].video_id and r["ended_at"] is None
             }
             for job_id in chunk:
                 video_id = str(by_id[job_id].video_id)
@@ -62,6 +67,7 @@ class IndexQueries(JournalQueries):
         return runs
 
     def _features_of(self, ids: list[int], jobs: dict[int, Job]) -> dict[int, dict[str, Feature]]:
+        """Given job ids and their jobs, return the features recorded for their videos."""
         marks = ", ".join("?" for _ in ids)
         found: dict[int, dict[str, Feature]] = {}
         for r in self._read(f"SELECT * FROM features WHERE file_id IN ({marks})", ids):
@@ -105,8 +111,7 @@ class IndexQueries(JournalQueries):
         if not self._has_table("indexing"):
             return 0
         rows = self._read(
-            "SELECT count(*) FROM indexing i JOIN files f ON f.id = i.file_id"
-            " WHERE i.held IS NOT NULL AND f.state = ?",
+            f"SELECT count(*) FROM indexing i JOIN files f ON f.id = i.file_id WHERE {_HELD}",
             (State.INDEXING.value,),
         )
         return int(rows[0][0])
@@ -116,7 +121,7 @@ class IndexQueries(JournalQueries):
         where, params = scope_sql(scope)
         rows = self._read(
             "SELECT f.path, i.held FROM files f JOIN indexing i ON i.file_id = f.id"
-            f" WHERE f.state = ? AND i.held IS NOT NULL AND {where}",
+            f" WHERE {_HELD} AND {where}",
             [State.INDEXING.value, *params],
         )
         return [Listed(from_db(r[0]), r[1]) for r in rows]
@@ -131,18 +136,20 @@ class IndexQueries(JournalQueries):
         )
         return bool(rows) and rows[0][0] == State.INDEXING.value
 
-    def done_videos(self) -> list[tuple[int, str, frozenset[str]]]:
-        """Return every done job with a video: id, root-relative path, features ready."""
+    def done_videos(self, scope: Scope | None = None) -> list[tuple[int, str, frozenset[str]]]:
+        """Return every done job with a video (in `scope`, if given): id, root-relative
+        path, features ready."""
         ready = (
             "(SELECT group_concat(x.name) FROM features x WHERE x.file_id = f.id"
             " AND x.video_id = f.video_id AND x.status = 'ready')"
             if self._has_table("features")
             else "NULL"  # not migrated yet: nothing was indexed
         )
+        where, params = scope_sql(scope) if scope is not None else ("1", [])
         rows = self._read(
             f"SELECT f.id, f.rel_path, {ready} FROM files f"
-            " WHERE f.state = ? AND f.video_id IS NOT NULL",
-            (State.DONE.value,),
+            f" WHERE f.state = ? AND f.video_id IS NOT NULL AND {where}",
+            [State.DONE.value, *params],
         )
         return [(r[0], from_db(r[1]), frozenset((r[2] or "").split(",")) - {""}) for r in rows]
 
@@ -193,20 +200,14 @@ def write_run(conn: sqlite3.Connection, move: IndexMove, now: float) -> Move | N
             for f in run.features.values()
         ],
     )
-    if move.outcome is Outcome.INDEXED:
-        conn.execute("DELETE FROM indexing WHERE file_id = ?", (run.job_id,))
-        changes = Changes(next_attempt_at=now, last_error=None)
-        return Move(run.job_id, Event.INDEXED, changes, {"features": list(run.features)})
-    if move.outcome is Outcome.FAILED:
-        conn.execute("DELETE FROM indexing WHERE file_id = ?", (run.job_id,))
-        return Move(run.job_id, Event.FAIL, Changes(last_error=move.reason), {"error": move.reason})
     conn.execute(
         "INSERT INTO indexing (file_id, video_id, needs_plan, started_at, held, streak,"
-        " version, updated_at) VALUES (:job_id, :video_id, :needs_plan, :started_at, :held,"
-        " :streak, :version, :now) ON CONFLICT (file_id) DO UPDATE SET"
+        " version, ended_at, updated_at) VALUES (:job_id, :video_id, :needs_plan, :started_at,"
+        " :held, :streak, :version, :ended_at, :now) ON CONFLICT (file_id) DO UPDATE SET"
         " video_id = excluded.video_id, needs_plan = excluded.needs_plan,"
         " started_at = excluded.started_at, held = excluded.held, streak = excluded.streak,"
-        " version = excluded.version, updated_at = excluded.updated_at",
+        " version = excluded.version, ended_at = excluded.ended_at,"
+        " updated_at = excluded.updated_at",
         {
             "job_id": run.job_id,
             "video_id": run.video_id,
@@ -215,9 +216,15 @@ def write_run(conn: sqlite3.Connection, move: IndexMove, now: float) -> Move | N
             "held": run.held,
             "streak": run.streak,
             "version": run.version + 1,
+            "ended_at": now if move.outcome is not None else None,
             "now": now,
         },
     )
+    if move.outcome is Outcome.INDEXED:
+        changes = Changes(next_attempt_at=now, last_error=None)
+        return Move(run.job_id, Event.INDEXED, changes, {"features": list(run.features)})
+    if move.outcome is Outcome.FAILED:
+        return Move(run.job_id, Event.FAIL, Changes(last_error=move.reason), {"error": move.reason})
     conn.execute(
         "UPDATE files SET next_attempt_at = ?, updated_at = ? WHERE id = ?",
         (move.next_at, now, run.job_id),

@@ -21,7 +21,8 @@ from reka_sync.journal.rows import in_chunks, row_by_id, rows_by_path, to_job
 from reka_sync.lifecycle import State
 from reka_sync.names import from_db, to_db
 
-STORED_STATES = (State.UPLOADED.value, State.FILING.value, State.DONE.value)
+STORED_STATES = tuple(s.value for s in (State.UPLOADED, State.FILING, State.INDEXING, State.DONE))
+STORED_MARKS = ", ".join("?" for _ in STORED_STATES)
 
 
 def stat_key(path: str, size: int, mtime_ns: int, inode: int, device: int) -> int:
@@ -112,7 +113,7 @@ class JournalQueries(JournalConnection):
         rows = self._read(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE size = ? AND sample_hash = ?"
             " AND id != ? AND digest IS NOT NULL AND video_id IS NOT NULL"
-            " AND state IN (?, ?, ?) ORDER BY id",  # a failed twin's video is no home
+            f" AND state IN ({STORED_MARKS}) ORDER BY id",  # a failed twin's video is no home
             (size, sample_hash, exclude_id, *STORED_STATES),
         )
         return [to_job(r) for r in rows]
@@ -256,11 +257,12 @@ class JournalQueries(JournalConnection):
         return int(rows[0][0])
 
     def superseded_due(self, limit: int = 50) -> list[Replaced]:
-        """Return pending superseded videos whose file's new content is stored and filed."""
+        """Return pending superseded videos whose file's new content is stored and filed
+        (done, or being indexed)."""
         rows = self._read(
             "SELECT s.* FROM superseded s JOIN files f ON f.id = s.file_id"
-            " WHERE s.done_at IS NULL AND f.state = ? ORDER BY s.id LIMIT ?",
-            (State.DONE.value, limit),
+            " WHERE s.done_at IS NULL AND f.state IN (?, ?) ORDER BY s.id LIMIT ?",
+            (State.DONE.value, State.INDEXING.value, limit),
         )
         return [Replaced(**dict(zip(r.keys(), tuple(r), strict=True))) for r in rows]
 

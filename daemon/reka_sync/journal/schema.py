@@ -153,9 +153,9 @@ def _state_counts(db: sqlite_utils.Database) -> None:
 
 @migrations(name="0011_indexing")
 def _indexing(db: sqlite_utils.Database) -> None:
-    # A video's indexing run (one per file in state indexing, removed when it ends), the
-    # features of its video with their status, attempts and errors, and how many runs
-    # started on each UTC day (the daily cap).
+    # A file's indexing run (one row per file, kept when the run ends: its version only
+    # grows), the features of its video with their status, attempts and errors, and how
+    # many runs started on each UTC day (the daily cap).
     db.executescript(
         """
         CREATE TABLE indexing (
@@ -166,6 +166,7 @@ def _indexing(db: sqlite_utils.Database) -> None:
             held TEXT,
             streak INTEGER NOT NULL DEFAULT 0,
             version INTEGER NOT NULL DEFAULT 0,
+            ended_at REAL,
             updated_at REAL NOT NULL
         );
         CREATE TABLE features (
