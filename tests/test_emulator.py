@@ -336,6 +336,19 @@ def test_faults_of_scope_all_hit_the_feature_endpoints(
     assert trigger(api, video, "transcript").status_code == 202
 
 
+def test_a_garbled_trigger_answer_comes_after_the_trigger_took_effect(
+    api: httpx.Client, emu_at: emulator.RunningEmulator, clock: Clock
+) -> None:
+    video = uploaded(api, clock)
+    set_faults(emu_at.url, [{"kind": "garbled_after_trigger", "count": 1}])
+    answer = trigger(api, video, "transcript")
+    assert answer.status_code == 200
+    with pytest.raises(ValueError):
+        answer.json()
+    assert runs_of(emu_at.url, video) == {"transcript": 1}  # the run started all the same
+    assert features_of(api, video) == {"transcript": "pending"}
+
+
 def test_latency_hits_the_feature_endpoints_and_the_feature_delay_is_settable(
     api: httpx.Client, emu_at: emulator.RunningEmulator, clock: Clock
 ) -> None:

@@ -107,7 +107,7 @@ def test_three_rules_with_failing_feature_runs_get_exactly_their_features(
     assert status["indexing"]["features"]["transcript"] == {"ready": 18}
 
 
-def test_429s_and_5xx_on_the_feature_endpoints_pause_and_retry_without_double_triggers(
+def test_429s_5xx_and_garbled_trigger_answers_never_lead_to_a_second_trigger(
     tmp_path: Path, media: Path, emu
 ) -> None:
     expected = make_tree(media, 8, size=8 * 1024)
@@ -117,6 +117,7 @@ def test_429s_and_5xx_on_the_feature_endpoints_pause_and_retry_without_double_tr
         {"kind": "feature_failure", "rate": 0.3},
         {"kind": "rate_limit", "rate": 0.15, "seconds": 0.3, "scope": "all"},
         {"kind": "server_error", "rate": 0.15, "scope": "all"},
+        {"kind": "garbled_after_trigger", "rate": 0.2},  # it took effect: never again blindly
     ]
     set_faults(emu.url, faults, seed=12, feature_delay=0.3)
     done = run_backfill(config, "--json", timeout=240)
@@ -124,6 +125,10 @@ def test_429s_and_5xx_on_the_feature_endpoints_pause_and_retry_without_double_tr
     assert json.loads(done.stdout)["outcomes"] == {"done": 8}
     hit = [r["status"] for r in emulator_requests(emu.url) if "/features" in r["path"]]
     assert 429 in hit and 500 in hit, "the faults did not hit the feature endpoints"
+    fired = {
+        f["kind"]: f["fired"] for f in httpx.get(f"{emu.url}/_emulator/faults").json()["faults"]
+    }
+    assert fired["garbled_after_trigger"] > 0, "no trigger answer was garbled"
     set_faults(emu.url, [])
     assert_indexed_as_the_rules_say(emu.url, expected)
 

@@ -18,6 +18,9 @@ A fault is ``{"kind": K, "rate": 0..1, "count": N or null, "scope": "upload"|"al
 * ``feature_failure``: a feature run (``POST /v2/videos/{id}/features/{feature}``
   that starts one) ends ``failed`` instead of ``ready``; ``rate`` is the share of
   runs that fail, drawn when the run starts (its scope is always ``all``)
+* ``garbled_after_trigger``: a trigger takes effect (a run starts, or not, as it
+  would), then its answer is 200 with JSON cut short: the case where a client that
+  triggers again blindly pays twice (its scope is always ``all``)
 
 Faults with scope ``all`` (the default of ``server_error``, ``rate_limit``,
 ``latency`` and ``garbled_reply``) hit every API endpoint: videos, groups, and
@@ -47,6 +50,7 @@ KINDS = (
     "garbled_reply",
     "processing_failure",
     "feature_failure",
+    "garbled_after_trigger",
 )
 AFTER_STORE = (
     "drop_after_store",

@@ -386,7 +386,11 @@ class Handler(BaseHTTPRequestHandler):
             lambda: server.faults.draw("feature_failure", False) is not None,
             self.log_notes,
         )
-        self._send(code, {"video_id": ident, "feature": feature, "status": status})
+        answer = json.dumps({"video_id": ident, "feature": feature, "status": status})
+        if server.faults.draw("garbled_after_trigger", False):
+            self._send(200, answer[: len(answer) // 2].encode())  # the trigger took effect
+            return
+        self._send(code, answer.encode())
 
 
 def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
