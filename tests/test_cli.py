@@ -22,6 +22,7 @@ COMMANDS = [
     "show",
     "retry",
     "rules",
+    "reconcile",
     "check-config",
     "doctor",
     "emulator",

@@ -27,6 +27,8 @@ from reka_sync.errors import (
 from reka_sync.features import needing_more
 from reka_sync.fingerprint import digest_file, sample_file
 from reka_sync.journal import Job, Journal, Listed, Scope, SeenFile, Skipped
+from reka_sync.journal.connection import JournalDamaged
+from reka_sync.journal.maintenance import refuse_to_start
 from reka_sync.lifecycle import ACTIVE, State
 from reka_sync.mounts import probe
 from reka_sync.names import shown
@@ -112,8 +114,12 @@ def run(
     """Given the config, back the roots (or `paths`) up once, waiting for the features its
     rules ask for unless not `wait_index`; return the exit code: 0 all done, 1 some failed
     or interrupted, 74 the journal cannot be written, 75 the API stayed unreachable for
-    `max_wait` seconds (0: wait forever), 78 the API refused the key."""
-    journal = Journal.open(config.journal.path)
+    `max_wait` seconds (0: wait forever), 78 the API refused the key; a damaged journal
+    stops it at once (1), the file left as it was."""
+    try:
+        journal = Journal.open(config.journal.path)
+    except JournalDamaged as damage:
+        return refuse_to_start(damage, "backfill", err)
     try:
         found = targets(config, paths, journal.root_mounts())
         for root in found.unavailable:
@@ -215,9 +221,11 @@ def _drive(
 ) -> tuple[bool, tuple[int, str] | None]:
     """Run the engine until every file in `scope` is finished; return whether a signal
     interrupted it, and the exit code and reason if the environment stopped it."""
+    from reka_sync.reconcile import adopt_on_start
     from reka_sync.scheduler import Engine  # only a backfill with work to do needs it
 
     engine = Engine(config, journal, key, one_shot=True)
+    adopt_on_start(config, journal, engine.api)  # a lost or restored journal: nothing twice
     stop = threading.Event()
     on_stop_signals(stop.set)
     tally = journal.scope_tally(scope)

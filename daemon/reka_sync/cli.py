@@ -129,11 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also count the videos already uploaded that these rules would index for more",
     )
+    sub = add("reconcile", cmd_reconcile, "compare the journal, the files and the key's videos")
+    sub.add_argument("--apply", action="store_true", help="adopt; without it nothing changes")
+    sub.add_argument(
+        "--reupload-missing",
+        action="store_true",
+        help="with --apply: queue files whose video is gone",
+    )
+    sub.add_argument(
+        "--delete-duplicates",
+        action="store_true",
+        help="with --apply: delete extra videos of a content, keeping the oldest stored",
+    )
+    _json_flag(sub)
     add("check-config", cmd_check_config, "validate the configuration; print every problem")
     doctor = add(
         "doctor", cmd_doctor, "check the key, reachability, clock, inotify limits, mounts, journal"
     )
     _json_flag(doctor)
+    _journal_actions(add("journal", cmd_journal, "back up or check the journal file"))
     _emulator_flags(add("emulator", cmd_emulator, "run the built-in Reka Vision API emulator"))
     add("demo", cmd_demo, "run the pipeline against the built-in emulator on a sample tree")
     return parser
@@ -192,6 +206,34 @@ def _emulator_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
 
 
+def _journal_actions(journal: argparse.ArgumentParser) -> None:
+    """Given the `journal` command's parser, add its actions: backup and check."""
+    actions = journal.add_subparsers(title="actions", metavar="ACTION", dest="action")
+    actions.required = True
+    summary = "copy the journal consistently, even while `reka-sync run` writes it"
+    backup = actions.add_parser("backup", help=summary, description=summary)
+    backup.add_argument(
+        "file", type=Path, metavar="FILE", help="the copy to write (with --keep: a folder)"
+    )
+    backup.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        metavar="N",
+        help="FILE is a folder: write journal-YYYYMMDD.db there, keep the newest N copies",
+    )
+    summary = "check the journal in full: integrity, schema version, files per state"
+    check = actions.add_parser("check", help=summary, description=summary)
+    check.add_argument(
+        "file", nargs="?", type=Path, metavar="FILE", help="a copy to check (default: the journal)"
+    )
+    _json_flag(check)
+    for action in (backup, check):  # `journal backup FILE --config C` works as well
+        action.add_argument(
+            "--config", type=Path, default=argparse.SUPPRESS, help="configuration file"
+        )
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -235,6 +277,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         journal.close()
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return EXIT_OK
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    """Back up the journal (exit 0, 74 if the copy cannot be written) or check it (exit 0
+    when intact, 1 when damaged or missing)."""
+    from reka_sync.journal import maintenance
+
+    if args.action == "backup":
+        config = _config(args)
+        if args.keep is None:
+            made = maintenance.backup(config.journal.path, args.file)
+        else:
+            made = maintenance.backup_dated(config.journal.path, args.file, args.keep, time.time())
+        print(maintenance.format_backup(made))
+        return EXIT_OK
+    path = args.file if args.file is not None else _config(args).journal.path
+    health = maintenance.check(path)
+    print(
+        json.dumps(health.as_json(), indent=2) if args.json else maintenance.format_health(health)
+    )
+    return EXIT_OK if health.intact else EXIT_FAILED
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -396,6 +459,32 @@ def _count_reindex(config: Config, paths: list[tuple[str, str]]) -> None:
             else ""
         )
     )
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Compare the journal, the files under the roots and the key's videos; print the plan,
+    and with --apply act on it."""
+    from reka_sync import reconcile
+    from reka_sync.api import ApiClient
+    from reka_sync.journal import Journal
+
+    if (args.reupload_missing or args.delete_duplicates) and not args.apply:
+        print("reka-sync: --reupload-missing and --delete-duplicates need --apply", file=sys.stderr)
+        return EXIT_USAGE
+    config = _config(args)
+    key = require_api_key(config)
+    _logging(args, key)
+    journal = Journal.open(config.journal.path)
+    api = ApiClient(config.api, key)
+    try:
+        plan = reconcile.survey(config, journal, api)
+        choices = reconcile.Choices(args.apply, args.reupload_missing, args.delete_duplicates)
+        made = reconcile.apply(plan, choices, journal, api, time.time()) if args.apply else None
+    finally:
+        api.close()
+        journal.close()
+    reconcile.print_report(reconcile.report(plan, made), args.json, sys.stdout)
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from reka_sync.errors import ConfigError, GlobError
 from reka_sync.features import FEATURES
+from reka_sync.markers import default_instance, valid_instance
 from reka_sync.patterns import compile_glob, template_fields
 from reka_sync.rules import GroupRules, Rule
 
@@ -42,6 +43,7 @@ class ApiConfig:
 @dataclass(frozen=True)
 class JournalConfig:
     path: Path = Path("/var/lib/reka-sync/journal.db")
+    instance: str = ""  # this host's id in video markers; "" = derived from the host name
 
 
 @dataclass(frozen=True)
@@ -292,8 +294,13 @@ def _journal(table: _Table, base: Path) -> JournalConfig:
     path = base / Path(value).expanduser()
     if path.is_dir():
         table.problem("path", f"{path} is a directory; name the database file inside it")
+    instance = table.get("instance", str, "") or default_instance()
+    if not valid_instance(instance):
+        table.problem(
+            "instance", f"{instance!r}: use letters, digits, '.', '_' and '-' only (a host name)"
+        )
     table.finish()
-    return JournalConfig(path=path)
+    return JournalConfig(path=path, instance=instance)
 
 
 def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:

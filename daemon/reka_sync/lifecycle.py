@@ -12,7 +12,9 @@ once they are ready; a reload that asks for more brings done videos back to inde
 
 Side exits: failed (permanent, with a reason), skipped (ignored or a
 duplicate of content already uploaded), missing (vanished before upload).
-`retry` on failed/missing/skipped puts a file back in the queue by hand.
+`retry` on failed/missing/skipped puts a file back in the queue by hand. Reconcile
+adopts a file's video found by its marker (a lost journal) and sends a file whose
+video the API lost back to be uploaded again.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class Event(StrEnum):
     CLAIM = "claim"  # a worker took the job with a lease
     RECLAIM = "reclaim"  # a worker took over a job whose lease expired
     ACCEPTED = "accepted"  # the API answered 202 with a video id
-    ADOPTED = "adopted"  # reconcile found our earlier upload by its marker
+    ADOPTED = "adopted"  # reconcile found our upload by its marker (a send, or a lost journal)
     RETRY = "retry"  # a retryable failure: wait, then try again
     RETRY_DUE = "retry_due"  # the wait is over
     STORED = "stored"  # the API reports the video stored; not yet in its group
@@ -57,6 +59,7 @@ class Event(StrEnum):
     REGROUP = "regroup"  # a finished file should be in another group
     INDEX = "index"  # stored and filed, and its rule wants features it lacks
     INDEXED = "indexed"  # every feature it wants is ready
+    LOST = "lost"  # the API no longer has its video: upload it again (reconcile --reupload-missing)
 
 
 ACTIVE = frozenset(
@@ -104,6 +107,8 @@ _TABLE: dict[tuple[State, Event], State] = {
     (State.INDEXING, Event.SEEN): State.INDEXING,
     (State.INDEXING, Event.INDEXED): State.DONE,
     (State.INDEXING, Event.FAIL): State.FAILED,
+    (State.DONE, Event.LOST): State.DISCOVERED,
+    (State.INDEXING, Event.LOST): State.DISCOVERED,
     (State.SKIPPED, Event.SEEN): State.SKIPPED,
     (State.FAILED, Event.SEEN): State.FAILED,
     (State.MISSING, Event.SEEN): State.DISCOVERED,
@@ -117,6 +122,10 @@ for _state in (*_PRE_UPLOAD, State.UPLOADED, State.FILING):
     _TABLE[(_state, Event.FAIL)] = State.FAILED
 for _state in (State.FAILED, State.MISSING, State.SKIPPED):
     _TABLE[(_state, Event.REQUEUE)] = State.DISCOVERED
+# A file the journal did not tie to its video (a lost or restored journal): reconcile
+# records the video, and the status poll confirms it stored and filed.
+for _state in (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT):
+    _TABLE[(_state, Event.ADOPTED)] = State.UPLOADED
 # A finished file whose content changed in place is a new version to upload.
 for _state in (State.DONE, State.INDEXING, State.SKIPPED, State.FAILED):
     _TABLE[(_state, Event.CHANGED)] = State.DISCOVERED

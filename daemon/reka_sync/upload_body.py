@@ -3,7 +3,9 @@
 The file is read 1 MiB at a time (unbuffered, no copy) and each piece is
 handed to the transport as it is; a cancel from another thread is seen
 between pieces. The digest and sample hash of the file (reka_sync.fingerprint) are computed on
-the way out, so an upload reads each byte once.
+the way out, so an upload reads each byte once. Fields after the file part may
+carry that digest (`DIGEST_SLOT`): the form's part order is free, and a digest has
+a fixed length, so the body's length is known before the first byte.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from reka_sync.names import text
 from reka_sync.stability import FileStat
 
 READ_SIZE = 1024 * 1024
+DIGEST_SLOT = "{digest}"  # in a trailing field: replaced by the digest of the bytes sent
+_DIGEST_LENGTH = len(DIGEST_PREFIX) + 32  # XXH3-128 in hex
 
 
 class UploadBody:
@@ -37,6 +41,7 @@ class UploadBody:
         size: int,
         fields: dict[str, str],
         *,
+        trailing: dict[str, str] | None = None,
         filename: str,
         content_type: str,
         cancel: threading.Event | None = None,
@@ -61,8 +66,9 @@ class UploadBody:
             f'filename="{_quote(text(filename))}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
         )
         self._preamble = b"".join(parts)
-        self._epilogue = f"\r\n--{boundary}--\r\n".encode()
-        self.length = len(self._preamble) + size + len(self._epilogue)
+        self._boundary = boundary
+        self._trailing = trailing or {}
+        self.length = len(self._preamble) + size + len(self._epilogue("0" * _DIGEST_LENGTH))
 
     @property
     def digest(self) -> str | None:
@@ -128,8 +134,17 @@ class UploadBody:
             self.bytes_sent += len(data)
             if self.on_progress is not None:
                 self.on_progress(self.bytes_sent)
-        yield self._epilogue
+        yield self._epilogue(DIGEST_PREFIX + self._hash.hexdigest())
         self.finished = True
+
+    def _epilogue(self, digest: str) -> bytes:
+        """Given the file's digest, return what follows its bytes: the trailing fields
+        (their digest slots filled) and the closing boundary."""
+        fields = b"".join(
+            _field(self._boundary, name, value.replace(DIGEST_SLOT, digest))
+            for name, value in self._trailing.items()
+        )
+        return b"\r\n" + fields + f"--{self._boundary}--\r\n".encode()
 
     def _read(self, offset: int, count: int) -> bytes:
         assert self._handle is not None

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import structlog
 
-from reka_sync import outcomes
+from reka_sync import markers, outcomes
 from reka_sync.api import ApiClient, Video
 from reka_sync.config import ApiConfig, Config
 from reka_sync.errors import (
@@ -38,6 +38,7 @@ from reka_sync.fingerprint import digest_file, sample_file
 from reka_sync.groups import GroupResolver
 from reka_sync.journal import Job, Journal
 from reka_sync.lifecycle import Event
+from reka_sync.markers import Marker
 from reka_sync.mounts import is_there
 from reka_sync.moves import Move
 from reka_sync.names import text
@@ -46,6 +47,7 @@ from reka_sync.pauses import UPLOADS, PauseBoard
 from reka_sync.retry import Backoff
 from reka_sync.rules import GroupRules
 from reka_sync.scanner import Links, links_of, stat_file
+from reka_sync.upload_body import DIGEST_SLOT
 
 log = structlog.get_logger("reka_sync.workers")
 TWIN_WAIT = 2.0  # seconds to wait for a twin being sent before looking again
@@ -59,15 +61,10 @@ def quiet_limit(api: ApiConfig) -> float:
     return api.connect_timeout + max(api.read_timeout, api.stall_timeout) + QUIET_SLACK
 
 
-def marker(key: str) -> str:
-    """Given an upload key, return the marker written into the video's description."""
-    return f"[reka-sync:{key}]"
-
-
 def marked(videos: list[Video], key: str) -> list[Video]:
-    """Given remote videos and an upload key, return those sent under that key."""
-    tag = marker(key)
-    return [v for v in videos if v.description and tag in v.description]
+    """Given remote videos and an upload key, return those sent under that key (by a
+    marker of either form)."""
+    return [v for v in videos if markers.carries(v.description, key)]
 
 
 @dataclass
@@ -193,7 +190,16 @@ class Steps:
             video_name=text(Path(job.path).name),
             expected=job.stat,
             size=job.size,
-            description=f"{text(job.rel_path)} {marker(send.key)}",
+            description=markers.render(
+                Marker(
+                    send.key,
+                    self.ctx.config.journal.instance,
+                    job.size,
+                    job.mtime_ns,
+                    DIGEST_SLOT,
+                    job.rel_path,
+                )
+            ),
             group_id=send.group_id,
             cancel=cancel,
             on_progress=lambda count: self._sending(job, count),

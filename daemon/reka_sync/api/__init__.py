@@ -13,7 +13,8 @@ from __future__ import annotations
 import mimetypes
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from reka_sync.api.replies import (
     MoveResult,
     Plan,
     ResponseInfo,
+    StreamedListing,
     Video,
     catalog_of,
     each_result,
@@ -141,15 +143,18 @@ class ApiClient:
     ) -> Accepted:
         """Given a file and its expected size, stream it as a new video and return the 202 answer.
 
-        Raise Cancelled if the body was stopped (cancel, stall, changing file), NotSent if the
-        server cannot have stored it, OutcomeUnknown if it may have, or an ApiStatusError.
+        The description is sent after the file, so it may carry the digest of the bytes
+        sent (upload_body.DIGEST_SLOT). Raise Cancelled if the body was stopped (cancel,
+        stall, changing file), NotSent if the server cannot have stored it, OutcomeUnknown
+        if it may have, or an ApiStatusError.
         """
-        fields = {"video_name": video_name, "description": description, "group_id": group_id}
+        fields = {"video_name": video_name, "group_id": group_id}
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         body = UploadBody(
             path,
             size,
             {k: v for k, v in fields.items() if v is not None},
+            trailing={"description": description} if description is not None else None,
             filename=path.name,
             content_type=content_type,
             cancel=cancel,
@@ -221,6 +226,21 @@ class ApiClient:
             if not token:
                 return videos
             params = [*(p for p in params if p[0] != "page_token"), ("page_token", str(token))]
+
+    def iter_videos(self) -> Iterator[Video]:
+        """Yield every video of the key as the listing streams in (a 100,000-video account
+        never sits in memory), following page tokens if any. Raise BadReply if the
+        listing is malformed."""
+        params: list[tuple[str, str]] = []
+        while True:
+            with self._streamed("GET", "/v2/videos", params=params) as response:
+                listing = StreamedListing("GET /v2/videos")
+                for chunk in response.iter_bytes():
+                    yield from (Video.from_json(item) for item in listing.feed(chunk))
+                token = listing.close()
+            if not token:
+                return
+            params = [("page_token", token)]
 
     def update_video(self, video_id: str, **changes: Any) -> Video:
         """Given a video id and fields (name, title, description, group_id), return the video."""
@@ -313,6 +333,27 @@ class ApiClient:
         """Send an idempotent (or not metered) request; return its JSON object. Raise
         BadReply if the answer is not the documented JSON (safe to send again)."""
         return reply_json(self._send(method, path, **kwargs), f"{method} {path}", required)
+
+    @contextmanager
+    def _streamed(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """Send a request whose answer is read as it streams in (an error status is read
+        whole and raised); yield the response."""
+        if self._before_request is not None:
+            self._before_request(method, path)
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                info = response_info(method, path, response)
+                if self._on_response is not None:
+                    self._on_response(info)
+                if response.status_code >= 400:
+                    response.read()
+                    raise status_error(response, info)
+                yield response
+        except httpx.TransportError as exc:
+            error = self._transport_error(exc, method, path, None)
+            if self._on_failure is not None:
+                self._on_failure(error)
+            raise error from None
 
     def _send(
         self, method: str, path: str, *, body: UploadBody | None = None, **kwargs: Any

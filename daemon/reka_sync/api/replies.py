@@ -104,6 +104,45 @@ class Plan:
         )
 
 
+class StreamedListing:
+    """A listing (``{"results": [...], "next_page_token": ...}``) parsed as its bytes
+    arrive: each result is handed out whole, and only one is held at a time."""
+
+    def __init__(self, what: str) -> None:
+        import ijson
+
+        self._what = what
+        self._error: type[Exception] = ijson.JSONError
+        self._items: list[Any] = ijson.sendable_list()
+        self._tokens: list[Any] = ijson.sendable_list()
+        self._results = ijson.items_coro(self._items, "results.item")
+        self._token = ijson.items_coro(self._tokens, "next_page_token")
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        """Given the next bytes of the body, return the results they completed. Raise
+        BadReply if the body is not a listing."""
+        try:
+            self._results.send(chunk)
+            self._token.send(chunk)
+        except self._error as exc:
+            raise BadReply(f"{self._what}: the listing is not JSON ({exc})") from None
+        done = [item for item in self._items if isinstance(item, dict)]
+        if len(done) != len(self._items):
+            raise BadReply(f"{self._what}: an item of results is not an object")
+        del self._items[:]
+        return done
+
+    def close(self) -> str | None:
+        """End the body; return its next_page_token, if any. Raise BadReply if it ended early."""
+        try:
+            self._results.close()
+            self._token.close()
+        except self._error as exc:
+            raise BadReply(f"{self._what}: the listing ended early ({exc})") from None
+        token = self._tokens[0] if self._tokens else None
+        return str(token) if token else None
+
+
 def catalog_of(data: dict[str, Any], what: str) -> dict[str, tuple[str, ...]]:
     """Given the feature catalog's answer, return each feature's dependencies by name.
     Raise BadReply if it is malformed."""

@@ -126,6 +126,21 @@ class JournalQueries(JournalConnection):
             known.update(r[0] for r in rows)
         return known
 
+    def known_remote(self) -> tuple[set[str], set[str]]:
+        """Return every video id and every upload key the journal holds (reconcile)."""
+        rows = self._read("SELECT video_id, upload_key FROM files")
+        rows += self._read("SELECT video_id, upload_key FROM superseded")
+        return {r[0] for r in rows if r[0]}, {r[1] for r in rows if r[1]}
+
+    def stored_files(self) -> list[tuple[int, str, str]]:
+        """Return the files the journal says are stored (done or being indexed): id, path,
+        video id."""
+        rows = self._read(
+            "SELECT id, path, video_id FROM files WHERE state IN (?, ?) AND video_id IS NOT NULL",
+            (State.DONE.value, State.INDEXING.value),
+        )
+        return [(r[0], from_db(r[1]), r[2]) for r in rows]
+
     def jobs_by_ids(self, job_ids: Iterable[int]) -> list[Job]:
         """Given job ids, return those jobs (in id order)."""
         found: list[Job] = []
