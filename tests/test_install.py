@@ -2,7 +2,8 @@
 
 Every path under /opt and /etc is prefixed with the scratch folder; the steps that
 change the machine itself (users, sysctl, systemctl) are the only ones left out.
-The units that come out must satisfy `systemd-analyze verify`.
+The units that come out, and every other unit in systemd/ (the journal backup's service
+and timer), must satisfy `systemd-analyze verify`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def prefixed(text: str, root: Path) -> str:
     return re.sub(r"(?<![\w.])/(opt|etc)/", rf"{root}/\1/", text)
 
 
+def shipped_units() -> list[Path]:
+    """Return the unit files the repository ships in systemd/ (services and timers)."""
+    return sorted(p for p in (REPO / "systemd").iterdir() if p.suffix in (".service", ".timer"))
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_the_readme_install_steps_give_units_that_systemd_accepts(tmp_path: Path) -> None:
     root = tmp_path / "root"
@@ -54,13 +60,20 @@ def test_the_readme_install_steps_give_units_that_systemd_accepts(tmp_path: Path
         )
         assert done.returncode == 0, f"{step}\n{done.stdout}\n{done.stderr}"
     units = root / "etc/systemd/system"
-    for unit in ("reka-sync.service", "reka-sync-backfill.service"):
-        path = units / unit
+    installed = {p.name for p in units.iterdir()}
+    assert {"reka-sync.service", "reka-sync-backfill.service"} <= installed
+    for shipped in shipped_units():  # every unit in systemd/ is verified, installed or not
+        if shipped.name not in installed:
+            shutil.copy(shipped, units / shipped.name)
+    for path in sorted(units.iterdir()):
         path.write_text(prefixed(path.read_text(), root))  # ExecStart, LoadCredential
-        assert f"{root}/opt/reka-sync/venv/bin/reka-sync" in path.read_text()
+        if path.suffix == ".service":
+            assert f"{root}/opt/reka-sync/venv/bin/reka-sync" in path.read_text()
     (root / "etc/reka-sync/api-key").write_text("key-from-the-operator")
+    names = sorted(p.name for p in units.iterdir())
+    assert {"reka-sync-journal-backup.service", "reka-sync-journal-backup.timer"} <= set(names)
     verified = subprocess.run(
-        ["systemd-analyze", "verify", "reka-sync.service", "reka-sync-backfill.service"],
+        ["systemd-analyze", "verify", *names],
         cwd=units,
         capture_output=True,
         text=True,
@@ -115,3 +128,55 @@ def test_the_wheel_installs_beside_python_daemon(tmp_path: Path) -> None:
         check=False,
     )
     assert both.returncode == 0 and "DaemonContext" in both.stdout, both.stderr
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    """Given the text of (part of) a unit file, return each key's values in order."""
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_the_journal_backup_units_keep_seven_daily_copies_sandboxed_like_the_service() -> None:
+    main = (REPO / "systemd/reka-sync.service").read_text()
+    service = unit_settings(main)
+    backup = unit_settings((REPO / "systemd/reka-sync-journal-backup.service").read_text())
+    timer = unit_settings((REPO / "systemd/reka-sync-journal-backup.timer").read_text())
+    assert timer["OnCalendar"] == ["daily"] and timer["Persistent"] == ["true"]
+    assert timer["RandomizedDelaySec"] and timer["WantedBy"] == ["timers.target"]
+    assert backup["Type"] == ["oneshot"]
+    [command] = backup["ExecStart"]
+    assert " journal backup --keep 7 " in command
+    assert command.endswith(" /var/lib/reka-sync/backups")
+    for key in ("User", "Group", "StateDirectory", "StateDirectoryMode", "UMask"):
+        assert backup[key] == service[key], key
+    # Every hardening line of the service, but the two a copy needs less of: it reads no
+    # media (no roots to list) and talks to no one (fewer kinds of socket, no network).
+    hardening = unit_settings(main.split("# --- Hardening", 1)[1].split("[Install]", 1)[0])
+    for key in hardening.keys() - {"ReadOnlyPaths", "RestrictAddressFamilies"}:
+        assert backup.get(key) == hardening[key], key
+    families = set(backup["RestrictAddressFamilies"][0].split())
+    assert families < set(hardening["RestrictAddressFamilies"][0].split())
+    assert backup["PrivateNetwork"] == ["yes"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_journal_backup_unit_is_rated_at_least_as_safe_as_the_service() -> None:
+    def exposure(unit: str) -> float:
+        done = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", unit],
+            cwd=REPO / "systemd",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        found = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout)
+        if found is None:
+            pytest.skip(f"this systemd-analyze cannot rate units offline: {done.stderr}")
+        return float(found.group(1))
+
+    assert exposure("reka-sync-journal-backup.service") <= exposure("reka-sync.service")

@@ -224,7 +224,7 @@ def test_backfill_exits_74_when_the_journal_disk_fills_and_a_rerun_loses_nothing
     assert_uploaded_exactly_once(emu.url, expected)
 
 
-def test_run_refuses_a_damaged_journal_with_exit_74_and_keeps_it(
+def test_run_refuses_a_damaged_journal_with_exit_1_and_keeps_it(
     tmp_path: Path, media: Path, emu: Any
 ) -> None:
     config = engine_config(tmp_path, media, emu.url)
@@ -241,8 +241,10 @@ def test_run_refuses_a_damaged_journal_with_exit_74_and_keeps_it(
             handle.write(os.urandom(4096))
     damaged = journal.read_bytes()
     done = reka(config, "run", key=API_KEY)
-    assert done.returncode == 74, done.stderr
+    # Exit 1, not 74 (issue 17): nothing to wait for, the way back is a backup or reconcile.
+    assert done.returncode == 1, done.stderr
     assert "keep the file" in done.stderr and "Traceback" not in done.stderr
+    assert "reka-sync journal backup" in done.stderr and "reconcile" in done.stderr
     assert journal.read_bytes() == damaged, "the damaged journal was changed"
     assert emulator_records(emu.url) == []
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
+from urllib.parse import quote
 
 from reka_sync.errors import JournalError, NoJournalYet
 
@@ -30,11 +31,36 @@ CACHE_KIB = 1024
 T = TypeVar("T")
 
 
-# Never suggest rebuilding the journal from scratch: that would upload every file again.
+# What to do about a damaged journal, said the same way by every command (start of `run`
+# and `backfill`, `status`, `doctor`, `journal check`). Never "delete it and start again":
+# a journal started from nothing knows no upload, and only reconcile finds them again.
 DAMAGED_HINT = (
-    "stop reka-sync and keep the file; restore a copy of it if you have one (a journal "
-    "built from scratch would upload every file again)"
+    "stop reka-sync and keep the file; restore the latest backup (`reka-sync journal "
+    "backup`; the timer reka-sync-journal-backup keeps daily copies in "
+    "/var/lib/reka-sync/backups) with the service stopped, or move the damaged file aside "
+    "and run `reka-sync reconcile --apply` to rebuild it from the API"
 )
+DAMAGE_SHOWN = 300  # characters of SQLite's findings quoted in the message; the rest elided
+
+
+def damaged_message(path: Path, what: str) -> str:
+    """Given the journal's path and what SQLite found wrong with it, return the one message
+    every command gives about a damaged journal: what is wrong, and the way back."""
+    found = what if len(what) <= DAMAGE_SHOWN else what[: DAMAGE_SHOWN - 1] + "…"
+    return f"the journal {path} is damaged ({found}); {DAMAGED_HINT}"
+
+
+class JournalDamaged(JournalError):
+    """The journal file is damaged (SQLite's check failed, or it is not a database at all).
+
+    A JournalError (exit 74 where nothing else is said); `run` and `backfill` stop with
+    exit 1 on it at start, before anything writes to the file.
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self.what = what
+        super().__init__(damaged_message(path, what))
 
 
 class JournalConnection:
@@ -51,12 +77,15 @@ class JournalConnection:
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False) -> Self:
-        """Given a path, return the open, migrated journal. Raise JournalError if unusable."""
+        """Given a path, return the open, migrated journal. Raise JournalDamaged if the file
+        is damaged (checked before anything writes to it), JournalError if unusable."""
         _refuse_foreign_file(path)
         if readonly and not path.exists():
             raise NoJournalYet(
                 f"no journal at {path} yet; `reka-sync run` or `backfill` creates it"
             )
+        if not readonly:
+            _require_intact_before_writing(path)
         try:
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,10 +173,10 @@ class JournalConnection:
             return list(cursor.fetchall())
 
     def require_intact(self) -> None:
-        """Raise JournalError, saying what to do, if SQLite's quick check finds damage."""
+        """Raise JournalDamaged, saying what to do, if SQLite's quick check finds damage."""
         verdict = self.check_integrity()
         if verdict != "ok":
-            raise JournalError(f"the journal {self.path} is damaged ({verdict}); {DAMAGED_HINT}")
+            raise JournalDamaged(self.path, verdict)
 
     def check_integrity(self) -> str:
         """Return SQLite's integrity-check verdict ("ok" when healthy, else what is wrong)."""
@@ -155,6 +184,13 @@ class JournalConnection:
             return "; ".join(str(row[0]) for row in self._read("PRAGMA quick_check"))
         except sqlite3.DatabaseError as exc:
             return str(exc)
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Yield the read connection for the caller alone, SQLite's errors mapped (for the
+        journal's own care: backups and full checks, in `maintenance`)."""
+        with self._read_lock, mapped(self.path):
+            yield self._reader
 
 
 @dataclass
@@ -272,10 +308,35 @@ def _refuse_foreign_file(path: Path) -> None:
     except OSError as exc:
         raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
     if head and head != b"SQLite format 3\x00":
-        raise JournalError(
-            f"{path} exists and is not a SQLite database; "
-            "refusing to touch it, point journal.path elsewhere"
+        # Nothing tells a journal whose first page is lost from another file: say both.
+        raise JournalDamaged(
+            path,
+            "it is not a SQLite database; if journal.path names the wrong file, point it at "
+            "the journal instead",
         )
+
+
+def _require_intact_before_writing(path: Path) -> None:
+    """Given the journal's path, raise JournalDamaged if SQLite's quick check finds damage.
+
+    Read-only, before anything opens the file for writing: a damaged journal is never
+    migrated, and its WAL is never checkpointed into it (a writer's close would), so the
+    file stays exactly as it was for a restore or a closer look.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return  # nothing yet: SQLite makes a new journal
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {path}: {exc}") from None
+    try:
+        with mapped(path):
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            verdict = "; ".join(str(row[0]) for row in conn.execute("PRAGMA quick_check"))
+    finally:
+        conn.close()
+    if verdict != "ok":
+        raise JournalDamaged(path, verdict)
 
 
 @contextmanager
@@ -301,6 +362,4 @@ def mapped(path: Path) -> Iterator[None]:
             "this is a bug in reka-sync, please report it"
         ) from None
     except sqlite3.DatabaseError as exc:
-        raise JournalError(
-            f"journal {path} is damaged or not a database ({exc}); {DAMAGED_HINT}"
-        ) from None
+        raise JournalDamaged(path, str(exc)) from None
