@@ -23,6 +23,8 @@ COMMANDS = [
     "retry",
     "rules",
     "reconcile",
+    "journal",
+    "resume-deletes",
     "check-config",
     "doctor",
     "emulator",

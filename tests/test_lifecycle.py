@@ -38,11 +38,21 @@ def test_every_state_is_reachable_and_every_target_is_a_state() -> None:
     assert all(isinstance(t, State) for t in TRANSITIONS.values())
 
 
-def test_nothing_leaves_done_except_a_new_version_a_regroup_more_features_or_a_lost_video() -> None:
-    # INDEX: a reload whose rules ask for features a done video lacks; LOST: reconcile
-    # --reupload-missing, for a video the API no longer has.
+def test_what_leaves_done() -> None:
+    # a new version, a regroup; INDEX: a reload whose rules ask for features a done video
+    # lacks; LOST: reconcile --reupload-missing; REMOVED: the API lost the video; GONE: the
+    # file was deleted locally.
     allowed = {Event.SEEN, Event.CHANGED, Event.REGROUP, Event.INDEX, Event.LOST}
-    assert allowed_events(State.DONE) == allowed
+    assert allowed_events(State.DONE) == allowed | {Event.REMOVED, Event.GONE}
+
+
+def test_a_deleted_file_comes_back_and_a_removed_video_is_sent_again_only_when_asked() -> None:
+    assert next_state(State.DONE, Event.GONE) is State.DELETED
+    assert next_state(State.DELETED, Event.SEEN) is State.DONE
+    assert next_state(State.DELETED, Event.CHANGED) is State.DISCOVERED
+    assert next_state(State.DONE, Event.REMOVED) is State.REMOVED
+    assert next_state(State.REMOVED, Event.SEEN) is State.REMOVED  # a rescan uploads nothing
+    assert next_state(State.REMOVED, Event.LOST) is State.DISCOVERED
 
 
 def test_indexing_ends_done_or_failed_and_a_failed_one_can_be_indexed_again() -> None:
@@ -83,4 +93,5 @@ def test_server_wait_takes_the_first_positive_value() -> None:
 
 
 def test_the_finished_states() -> None:
-    assert {State.DONE, State.FAILED, State.SKIPPED, State.MISSING} == FINISHED
+    finished = {State.DONE, State.FAILED, State.SKIPPED, State.MISSING}
+    assert finished | {State.REMOVED, State.DELETED} == FINISHED

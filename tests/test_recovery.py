@@ -140,7 +140,7 @@ def test_reconcile_classes_every_video_and_deletes_only_our_duplicates(
     assert len(emulator_records(emu.url)) == 31  # a dry run changes nothing
 
     done = reconcile(config, "--apply", "--delete-duplicates", "--reupload-missing")
-    assert done["changed"] == {"adopted": 0, "requeued": 1, "deleted": 10}
+    assert done["changed"] == {"adopted": 0, "removed": 0, "requeued": 1, "deleted": 10}
     left = emulator_records(emu.url)
     assert len(left) == 21  # 19 of ours, the 2 foreign ones untouched
     assert {r["video_name"] for r in left} >= {"someone else's", "another host's"}

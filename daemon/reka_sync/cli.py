@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --apply: delete extra videos of a content, keeping the oldest stored",
     )
     _json_flag(sub)
+    add(
+        "resume-deletes",
+        cmd_resume_deletes,
+        "let deletions go on after the hourly cap stopped them",
+    )
     add("check-config", cmd_check_config, "validate the configuration; print every problem")
     doctor = add(
         "doctor", cmd_doctor, "check the key, reachability, clock, inotify limits, mounts, journal"
@@ -484,6 +489,21 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         api.close()
         journal.close()
     reconcile.print_report(reconcile.report(plan, made), args.json, sys.stdout)
+    return EXIT_OK
+
+
+def cmd_resume_deletes(args: argparse.Namespace) -> int:
+    """Lift the stop of deletions; the hourly count starts again from now."""
+    from reka_sync.journal import DELETES, Journal
+
+    config = _config(args)
+    journal = Journal.open(config.journal.path)
+    try:
+        stopped = [p for p in journal.pauses(time.time()) if p.kind == DELETES]
+        journal.resume_deletes(time.time())
+    finally:
+        journal.close()
+    print("deletions resumed" if stopped else "deletions were not stopped; nothing to resume")
     return EXIT_OK
 
 

@@ -61,6 +61,10 @@ class WatchConfig:
     live_quiet_seconds: float = 60.0
     follow_symlinks: bool = False
     on_change: str = "replace"
+    on_delete: str = "keep"  # a stored file deleted locally: keep its video, or delete it
+    delete_grace: float = 3600.0  # seconds a file is gone (root there) before "delete" acts
+    max_deletes_per_hour: int = 50  # deletions reka-sync decides on its own; then it stops
+    remote_check_interval: float = 21600.0  # seconds between looks for videos removed remotely
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class UploadConfig:
     poll_interval: float = 5.0
     processing_deadline: float = 3600.0
     lease_seconds: float = 60.0
+    reupload_removed: bool = False  # a video removed remotely is uploaded again
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,21 @@ class _Table:
             return default
         return value
 
+    def duration(self, name: str, default: float, *, positive: bool = False) -> float:
+        """Read seconds given as a number or as text with a unit: "90s", "20m", "6h", "1d"."""
+        value = self.get(name, object, default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds: float | None = float(value)
+        elif isinstance(value, str):
+            seconds = parse_duration(value)
+        else:
+            seconds = None
+        if seconds is None or seconds < 0 or (positive and seconds == 0):
+            least = "greater than 0" if positive else "0 or more"
+            self.problem(name, f'must be a duration {least} (seconds, or "90s", "20m", "6h", "1d")')
+            return default
+        return seconds
+
     def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(value for _, value in self.indexed_strings(name, default))
 
@@ -208,6 +228,17 @@ class _Table:
     def finish(self) -> None:
         for name in sorted(set(self.data) - self.seen):
             self.problem(name, "unknown key; see config.example.toml for the keys there are")
+
+
+def parse_duration(text: str) -> float | None:
+    """Given "90", "90s", "20m", "6h" or "1d", return seconds; None if it is not one."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    text = text.strip()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        return float(number) * units[unit]
+    except ValueError:
+        return None
 
 
 def _kind(value: object) -> str:
@@ -350,6 +381,19 @@ def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
             d.on_change,
             lambda v: None if v in ("replace", "keep") else "must be 'replace' or 'keep'",
         ),
+        on_delete=table.get(
+            "on_delete",
+            str,
+            d.on_delete,
+            lambda v: None if v in ("keep", "delete") else "must be 'keep' or 'delete'",
+        ),
+        delete_grace=table.duration("delete_grace", d.delete_grace),
+        max_deletes_per_hour=table.get(
+            "max_deletes_per_hour", int, d.max_deletes_per_hour, _non_negative
+        ),
+        remote_check_interval=table.duration(
+            "remote_check_interval", d.remote_check_interval, positive=True
+        ),
     )
     table.finish()
     return config
@@ -374,6 +418,7 @@ def _upload(table: _Table) -> UploadConfig:
             "processing_deadline", float, d.processing_deadline, _positive
         ),
         lease_seconds=table.get("lease_seconds", float, d.lease_seconds, _positive),
+        reupload_removed=table.get("reupload_removed", bool, d.reupload_removed),
     )
     table.finish()
     return config

@@ -17,6 +17,7 @@ from reka_sync.errors import NotFound, Paused, RekaSyncError
 from reka_sync.journal import Job, Replaced
 from reka_sync.lifecycle import Event
 from reka_sync.moves import Changes, Move
+from reka_sync.removals import Guard
 from reka_sync.workers import Context, marked
 
 log = structlog.get_logger("reka_sync.filing")
@@ -138,6 +139,8 @@ class Confirmer:
             if ctx.config.watch.on_change == "keep":
                 ctx.journal.close_superseded(old.id, "kept", now)
                 continue
+            if not Guard(ctx).allows(now):  # at the hourly cap of deletions: later
+                return
             try:
                 outcome = self._delete_old(old)
             except RekaSyncError as exc:
@@ -147,6 +150,8 @@ class Confirmer:
                 )
                 return
             ctx.journal.close_superseded(old.id, outcome, ctx.clock())
+            if outcome == "deleted":
+                ctx.journal.count_deletion(old.video_id or old.upload_key or "", "replaced", now)
             log.info("superseded video " + outcome, video_id=old.video_id, key=old.upload_key)
 
     def _delete_old(self, old: Replaced) -> str:

@@ -12,6 +12,9 @@ once they are ready; a reload that asks for more brings done videos back to inde
 
 Side exits: failed (permanent, with a reason), skipped (ignored or a
 duplicate of content already uploaded), missing (vanished before upload).
+After upload: removed (the API no longer has the video: deleted in Reka, or
+expired), deleted (the file was deleted locally; its video stays, or is deleted
+with watch.on_delete = "delete").
 `retry` on failed/missing/skipped puts a file back in the queue by hand. Reconcile
 adopts a file's video found by its marker (a lost journal) and sends a file whose
 video the API lost back to be uploaded again.
@@ -36,6 +39,8 @@ class State(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     MISSING = "missing"
+    REMOVED = "removed"  # stored once; the API no longer has the video
+    DELETED = "deleted"  # stored once; the file was deleted locally
 
 
 class Event(StrEnum):
@@ -60,6 +65,8 @@ class Event(StrEnum):
     INDEX = "index"  # stored and filed, and its rule wants features it lacks
     INDEXED = "indexed"  # every feature it wants is ready
     LOST = "lost"  # the API no longer has its video: upload it again (reconcile --reupload-missing)
+    REMOVED = "removed"  # the API no longer has its video: note it, upload nothing
+    GONE = "gone"  # the file was deleted locally (its root there)
 
 
 ACTIVE = frozenset(
@@ -73,7 +80,9 @@ ACTIVE = frozenset(
         State.INDEXING,
     }
 )
-FINISHED = frozenset({State.DONE, State.FAILED, State.SKIPPED, State.MISSING})
+FINISHED = frozenset(
+    {State.DONE, State.FAILED, State.SKIPPED, State.MISSING, State.REMOVED, State.DELETED}
+)
 _PRE_UPLOAD = (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT, State.UPLOADING)
 # A file found changed right after its upload: the video is deleted, the file settles again.
 _CHANGEABLE = (*_PRE_UPLOAD, State.UPLOADED, State.FILING)
@@ -109,6 +118,14 @@ _TABLE: dict[tuple[State, Event], State] = {
     (State.INDEXING, Event.FAIL): State.FAILED,
     (State.DONE, Event.LOST): State.DISCOVERED,
     (State.INDEXING, Event.LOST): State.DISCOVERED,
+    (State.REMOVED, Event.LOST): State.DISCOVERED,
+    (State.DONE, Event.REMOVED): State.REMOVED,
+    (State.INDEXING, Event.REMOVED): State.REMOVED,
+    (State.REMOVED, Event.SEEN): State.REMOVED,
+    (State.DONE, Event.GONE): State.DELETED,
+    (State.INDEXING, Event.GONE): State.DELETED,
+    (State.REMOVED, Event.GONE): State.DELETED,
+    (State.DELETED, Event.SEEN): State.DONE,  # back as it was, its video still there
     (State.SKIPPED, Event.SEEN): State.SKIPPED,
     (State.FAILED, Event.SEEN): State.FAILED,
     (State.MISSING, Event.SEEN): State.DISCOVERED,
@@ -120,14 +137,21 @@ for _state in _PRE_UPLOAD:
     _TABLE[(_state, Event.IGNORE)] = State.SKIPPED
 for _state in (*_PRE_UPLOAD, State.UPLOADED, State.FILING):
     _TABLE[(_state, Event.FAIL)] = State.FAILED
-for _state in (State.FAILED, State.MISSING, State.SKIPPED):
+for _state in (State.FAILED, State.MISSING, State.SKIPPED, State.REMOVED, State.DELETED):
     _TABLE[(_state, Event.REQUEUE)] = State.DISCOVERED
 # A file the journal did not tie to its video (a lost or restored journal): reconcile
 # records the video, and the status poll confirms it stored and filed.
 for _state in (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT):
     _TABLE[(_state, Event.ADOPTED)] = State.UPLOADED
 # A finished file whose content changed in place is a new version to upload.
-for _state in (State.DONE, State.INDEXING, State.SKIPPED, State.FAILED):
+for _state in (
+    State.DONE,
+    State.INDEXING,
+    State.SKIPPED,
+    State.FAILED,
+    State.REMOVED,
+    State.DELETED,
+):
     _TABLE[(_state, Event.CHANGED)] = State.DISCOVERED
 
 TRANSITIONS: dict[tuple[State, Event], State] = dict(_TABLE)

@@ -23,6 +23,7 @@ import structlog
 from reka_sync import markers, recovery
 from reka_sync.api import ApiClient
 from reka_sync.config import Config
+from reka_sync.deletions import removed
 from reka_sync.errors import NotFound, RekaSyncError
 from reka_sync.fingerprint import sample_file
 from reka_sync.journal import Journal, SeenFile
@@ -71,14 +72,13 @@ def apply(
     plan: Plan, choices: Choices, journal: Journal, api: ApiClient, now: float
 ) -> dict[str, int]:
     """Given a plan and what may change, make the changes; return how many of each."""
-    made = {"adopted": 0, "requeued": 0, "deleted": 0}
+    made = {"adopted": 0, "removed": 0, "requeued": 0, "deleted": 0}
     if choices.apply:
         made["adopted"] = adopt(plan.adopted, journal, api, now)
-    if choices.apply and choices.reupload_missing:
-        moves = [
-            Move(d.job_id, Event.LOST, _cleared(), {"video_id": d.video_id}) for d in plan.missing
-        ]
-        made["requeued"] = len(moves) - len(journal.apply_many(moves, now))
+    if choices.apply:  # missing: marked removed, or queued again if asked
+        moves = [removed(d.job_id, d.video_id, choices.reupload_missing) for d in plan.missing]
+        done = len(moves) - len(journal.apply_many(moves, now))  # removed already: refused
+        made["requeued" if choices.reupload_missing else "removed"] = done
     if choices.apply and choices.delete_duplicates:
         for _, extras in plan.duplicates:
             for extra in extras:
@@ -86,20 +86,6 @@ def apply(
                     api.delete_video(extra.video_id)
                 made["deleted"] += 1
     return made
-
-
-def _cleared() -> Changes:
-    """The columns of a file whose video is gone: a new upload chain from nothing."""
-    return Changes(
-        video_id=None,
-        digest=None,
-        upload_key=None,
-        accepted_at=None,
-        remote_status=None,
-        outcome_unknown=False,
-        attempts=0,
-        last_error="the API no longer has its video; uploaded again (reconcile)",
-    )
 
 
 def adopt(adopted: list[Adopt], journal: Journal, api: ApiClient, now: float) -> int:

@@ -38,9 +38,11 @@ def record_walk(
     now: float,
     priority: int,
     refused: Refused,
+    seen: set[int] | None = None,
 ) -> Recorded:
     """Given a root and its walk, record the files the journal does not have as they are,
-    and what the walk skipped (`skipped` is emptied as it goes); return the counts."""
+    and what the walk skipped (`skipped` is emptied as it goes); return the counts. Given
+    `seen`, add the stat key of every file walked to it."""
     known = journal.stat_keys_under(str(root))
     done = Recorded()
     batch: list[SeenFile] = []
@@ -48,7 +50,10 @@ def record_walk(
         done.seen += 1
         if len(batch) + len(skipped) >= BATCH:  # what the walk skipped counts too
             done.recorded += record(journal, batch, skipped, now, priority, refused)
-        if hash((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)) in known:
+        key = hash((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
+        if seen is not None:
+            seen.add(key)
+        if key in known:
             continue  # (the journal's stat_key, inlined: this runs for every file)
         stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
         batch.append(SeenFile(path, str(root), rel, stat, st.st_mtime_ns / 1e9))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -23,8 +25,11 @@ from reka_sync.credentials import Secret, require_api_key
 from reka_sync.errors import ConfigError
 from reka_sync.indexer import reindex
 from reka_sync.journal import Journal
+from reka_sync.journal.connection import JournalDamaged
+from reka_sync.journal.maintenance import refuse_to_start
 from reka_sync.lifecycle import State
 from reka_sync.logs import register_secret
+from reka_sync.reconcile import adopt_on_start
 from reka_sync.scheduler import Engine
 from reka_sync.service import InstanceLock, Notifier, on_reload_signal, on_stop_signals
 from reka_sync.watcher import Watcher
@@ -37,8 +42,12 @@ STOP_GRACE = 1.5  # seconds an aborted step may take to record its outcome
 
 
 def run(config: Config, key: Secret, config_path: Path) -> int:
-    """Given the config, key and config file, serve until SIGTERM/SIGINT (0) or an error (1)."""
-    service = Service(config, key, config_path, Notifier())
+    """Given the config, key and config file, serve until SIGTERM/SIGINT (0) or an error (1);
+    a damaged journal stops it at once (1), the file left as it was."""
+    try:
+        service = Service(config, key, config_path, Notifier())
+    except JournalDamaged as damage:
+        return refuse_to_start(damage, "run", sys.stderr)
     code = service.serve()
     if not service.drained:
         # A thread is stuck in a network call and would hold the exit open: leave now.
@@ -60,8 +69,8 @@ class Service:
         self.drained = True
         self.instance = InstanceLock(config.journal.path)
         self.instance.acquire()  # one service per journal: a second one says whose it is
+        # Damage is said at start, never silently worked on: open() checks before writing.
         self.journal = Journal.open(config.journal.path)
-        self.journal.require_intact()  # damage is said at start, never silently worked on
         self.journal.record_check("ok", time.time())
         self.engine = Engine(config, self.journal, key, watcher=Watcher(config.watch, time.time))
 
@@ -81,7 +90,9 @@ class Service:
         """Place the watches, index what the rules now ask more of, start the engine's ticks."""
         self._watcher().start()
         reindex(self.journal, self.config.rules(), time.time())
-        self.engine.start()
+        engine = self.engine
+        engine.adopt_first(partial(adopt_on_start, self.config, self.journal, engine.api))
+        engine.start()
         log.info(
             "reka-sync running",
             roots=[str(r) for r in self.config.watch.roots],

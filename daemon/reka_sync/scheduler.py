@@ -47,7 +47,8 @@ from reka_sync.patterns import IgnoreRules
 from reka_sync.pauses import ALL, PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
 from reka_sync.recording import record_walk
-from reka_sync.scanner import Tally, links_of, walk_stats
+from reka_sync.removals import Remover, mark_deleted
+from reka_sync.scanner import ScanProblem, Tally, links_of, walk_stats
 from reka_sync.service import owner_alive, owner_id
 from reka_sync.settling import Settler
 from reka_sync.stability import Writer
@@ -123,6 +124,7 @@ class Engine:
         self.steps = Steps(self.ctx)
         self.confirm = Confirmer(self.ctx)
         self.indexer = Indexer(self.ctx)
+        self.remover = Remover(self.ctx) if not one_shot else None
         self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
         self.control = WorkerPool(1, "reka-control")
         self._set_quiet_limit(config)
@@ -130,6 +132,8 @@ class Engine:
         self._lock = threading.Lock()
         self._roots_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._adopted = threading.Event()  # uploads wait for the startup adoption, if any
+        self._adopted.set()
         self._scheduler: BackgroundScheduler | None = None
         self._last_run: dict[str, float] = {}
         self._progress_shown = False  # the last heartbeat published uploads in flight
@@ -177,6 +181,8 @@ class Engine:
             self._retired.append(self.api)
             self.config, self.api, self.ctx = config, api, ctx
             self.steps, self.confirm, self.indexer = Steps(ctx), Confirmer(ctx), Indexer(ctx)
+            if self.remover is not None:
+                self.remover = Remover(ctx)
             self.watcher = watcher
             self.uploads.resize(config.upload.workers)
             self._set_quiet_limit(config)
@@ -196,7 +202,11 @@ class Engine:
     def dispatch(self, now: float) -> int:
         """Given the time, lease due uploads for free workers and start them; return how many."""
         with self._lock:
-            if self._stopping.is_set() or self.pauses.blocking("uploads", now):
+            if (
+                self._stopping.is_set()
+                or not self._adopted.is_set()
+                or self.pauses.blocking("uploads", now)
+            ):
                 return 0
             # The lease is named for this claim (the process, then a token): a job claimed
             # again by this very process after its lease ran out has another owner, so the
@@ -237,7 +247,9 @@ class Engine:
         filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
         indexing = self.journal.jobs([State.INDEXING], due_before=now, limit=POLL_BATCH * 4)
         replaced = self.journal.superseded_due()
-        if not polls and not filing and not indexing and not replaced:
+        remover = self.remover
+        removals = remover is not None and remover.due(now)
+        if not polls and not filing and not indexing and not replaced and not removals:
             return 0
 
         def step() -> None:  # each part on its own: one failing never skips the others
@@ -249,6 +261,7 @@ class Engine:
                 partial(self.confirm.file, filing),
                 partial(self.indexer.step, indexing),
                 partial(self.confirm.retire, replaced),
+                *([partial(remover.step, now)] if remover is not None and removals else []),
             ]
             for part in parts:
                 try:
@@ -326,9 +339,13 @@ class Engine:
         skipped: list[Skipped] = []
         tally = Tally()
         links = links_of(self.config.watch)
-        walked = walk_stats(root, ignore, str(root), None, links, skipped, tally)
-        found = record_walk(self.journal, root, walked, skipped, now, 1, _cannot_record)
+        problems: list[ScanProblem] = []
+        seen: set[int] = set()
+        walked = walk_stats(root, ignore, str(root), problems, links, skipped, tally)
+        found = record_walk(self.journal, root, walked, skipped, now, 1, _cannot_record, seen)
         self.journal.set_root_tally(str(root), tally.other_extensions)
+        if not problems:  # a walk that could not read a folder proves nothing gone
+            mark_deleted(self.journal, self.config.watch, root, seen, now)
         if found.recorded:
             log.info("scan found new or changed files", root=str(root), files=found.recorded)
         return found.seen
@@ -425,6 +442,21 @@ class Engine:
             self.journal.clear_pause(ALL)
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def adopt_first(self, adopt: Callable[[], object]) -> None:
+        """Given the startup adoption (reconcile's), run it on the control pool before any
+        upload is claimed: a lost or restored journal sends nothing twice, and an API that
+        does not answer holds back uploads, not the start."""
+        self._adopted.clear()
+
+        def step() -> None:
+            try:
+                adopt()
+            finally:
+                self._adopted.set()
+                self.dispatch(self.clock())
+
+        self.control.submit(self._journal_guarded(step), lambda: None)
 
     def start(self) -> None:
         """Start the scheduler's ticks on background threads; each runs once right away."""

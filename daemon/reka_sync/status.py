@@ -108,6 +108,17 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("waiting to be complete:")
         lines.extend(f"  {j['path']}: {j['error']}" for j in waiting)
     lines.extend(_indexing_lines(report["indexing"]))
+    if counts.get("removed"):
+        lines.append(
+            f"{counts['removed']} videos were removed remotely (deleted in Reka, or expired on a"
+            " Developer key); not uploaded again unless upload.reupload_removed = true or"
+            " `reka-sync reconcile --apply --reupload-missing`"
+        )
+    if counts.get("deleted"):
+        lines.append(
+            f"{counts['deleted']} uploaded files were deleted locally (watch.on_delete decides"
+            " what becomes of their videos; `show PATH` tells)"
+        )
     if report["oldest_queued_seconds"] is not None:
         lines.append(f"oldest queued file waits {report['oldest_queued_seconds']:.0f}s")
     if report["in_flight"]:

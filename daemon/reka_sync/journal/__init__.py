@@ -46,7 +46,8 @@ from typing import Any
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
 from reka_sync.features import IndexMove
 from reka_sync.journal.connection import mapped
-from reka_sync.journal.indexing import CAPPED, IndexQueries, refusal, write_run
+from reka_sync.journal.indexing import CAPPED, refusal, write_run
+from reka_sync.journal.lifespan import DELETES, DELETES_RESUMED, LifeQueries
 from reka_sync.journal.queries import STORED_MARKS, STORED_STATES, stat_key
 from reka_sync.journal.records import (
     HistoryEntry,
@@ -79,6 +80,7 @@ UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
 __all__ = [
     "CAPPED",
+    "DELETES",
     "HistoryEntry",
     "Job",
     "Journal",
@@ -94,9 +96,9 @@ __all__ = [
 ]
 
 
-class Journal(IndexQueries):
-    """The journal: its reads (JournalQueries, IndexQueries) and every write. Safe to share
-    between threads."""
+class Journal(LifeQueries):
+    """The journal: its reads (JournalQueries, IndexQueries, LifeQueries) and every write.
+    Safe to share between threads."""
 
     def record_scan(self, seen: Iterable[SeenFile], now: float, priority: int = 1) -> ScanSummary:
         """Given files a scan or the watcher saw, record new ones and stat changes at once.
@@ -108,11 +110,11 @@ class Journal(IndexQueries):
         summary = ScanSummary()
         batch = list({item.path: item for item in seen}.values())  # last word per path
         recorded = self._recorded_stats([item.path for item in batch])
-        missing = State.MISSING.value
+        gone = (State.MISSING.value, State.DELETED.value)
         todo = []
         for item in batch:
             known = recorded.get(item.path)  # (size, mtime_ns, inode, device, state)
-            if known is not None and known[:4] == item.stat and known[4] != missing:
+            if known is not None and known[:4] == item.stat and known[4] not in gone:
                 summary.unchanged += 1
             else:
                 todo.append(item)
@@ -145,7 +147,10 @@ class Journal(IndexQueries):
         if row is None:
             self._insert(conn, item, now, priority)
             summary.new += 1
-        elif stat_of(row).same_content_as(item.stat) and row["state"] != State.MISSING:
+        elif stat_of(row).same_content_as(item.stat) and row["state"] not in (
+            State.MISSING,
+            State.DELETED,
+        ):
             summary.unchanged += 1
         elif self._note_change(conn, row, item, now):
             summary.changed += 1
@@ -215,7 +220,10 @@ class Journal(IndexQueries):
         if row["state"] == State.UPLOADING.value:
             return False  # the worker sending it compares stats itself
         s = item.stat
-        if stat_of(row).same_content_as(s):  # a missing file back as it was: same chain
+        back = stat_of(row).same_content_as(s)  # a missing or deleted file back as it was
+        if back and row["state"] == State.DELETED and row["video_id"] is None:
+            move = Move(row["id"], Event.REQUEUE, Changes(quiet_since=item.quiet_since))
+        elif back:  # same chain (a deleted one finds its video again)
             move = Move(row["id"], Event.SEEN, Changes(quiet_since=item.quiet_since))
         else:
             from reka_sync import outcomes  # writers only: `status` and `show` skip it
@@ -282,6 +290,27 @@ class Journal(IndexQueries):
         # A start counted and triggers about to go out survive a power cut (the cap holds).
         durable = any(m.trigger for m in moves)
         return self._run(write, durable=durable) if moves else []
+
+    def record_deletion(self, move: Move, video_id: str, reason: str, now: float) -> None:
+        """Given the move of a job whose video reka-sync deleted on its own, commit it with
+        the deletion counted for the hourly cap."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO deletions (at, file_id, video_id, reason) VALUES (?,?,?,?)",
+                (now, move.job_id, video_id, reason),
+            )
+            self._commit(conn, row_by_id(conn, move.job_id), move, now)
+
+        self._run(write)
+
+    def count_deletion(self, video_id: str, reason: str, now: float) -> None:
+        """Given a video reka-sync deleted on its own for no job (a replaced content), count it
+        for the hourly cap."""
+        self._execute(
+            "INSERT INTO deletions (at, file_id, video_id, reason) VALUES (?,?,?,?)",
+            (now, None, video_id, reason),
+        )
 
     def wake_held(self, now: float) -> int:
         """Given the time, make every run the daily cap holds due now (the cap may have
@@ -456,6 +485,19 @@ class Journal(IndexQueries):
 
     def _execute(self, sql: str, params: Sequence[Any]) -> None:
         self._run(lambda conn: conn.execute(sql, params))
+
+    def resume_deletes(self, now: float) -> None:
+        """Given the time, lift the stop of deletions (the operator's `resume-deletes`): the
+        hourly count starts again from now."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM pauses WHERE kind = ?", (DELETES,))
+            conn.execute(
+                "INSERT OR REPLACE INTO checks (name, at, verdict) VALUES (?, ?, 'resumed')",
+                (DELETES_RESUMED, now),
+            )
+
+        self._run(write)
 
     def record_check(self, verdict: str, now: float) -> None:
         """Given the verdict of an integrity check, keep it for `status`."""

@@ -133,11 +133,12 @@ class JournalQueries(JournalConnection):
         return {r[0] for r in rows if r[0]}, {r[1] for r in rows if r[1]}
 
     def stored_files(self) -> list[tuple[int, str, str]]:
-        """Return the files the journal says are stored (done or being indexed): id, path,
-        video id."""
+        """Return the files the journal says are stored (done, being indexed, or marked
+        removed remotely): id, path, video id."""
         rows = self._read(
-            "SELECT id, path, video_id FROM files WHERE state IN (?, ?) AND video_id IS NOT NULL",
-            (State.DONE.value, State.INDEXING.value),
+            "SELECT id, path, video_id FROM files WHERE state IN (?, ?, ?)"
+            " AND video_id IS NOT NULL",
+            (State.DONE.value, State.INDEXING.value, State.REMOVED.value),
         )
         return [(r[0], from_db(r[1]), r[2]) for r in rows]
 
@@ -252,17 +253,18 @@ class JournalQueries(JournalConnection):
         """Given a root, return `stat_key` of each of its present files, to compare a walk
         with (a set of ints: a 100,000-file root costs a few MiB, not a copy of its rows).
 
-        Files recorded as missing are left out: seeing one again is news.
+        Files recorded as missing or deleted are left out: seeing one again is news.
         """
         sql = (
             "SELECT path, size, mtime_ns, inode, device FROM files"
-            " WHERE root = ? AND state != ? AND typeof(path) = ?"
+            " WHERE root = ? AND state NOT IN (?, ?) AND typeof(path) = ?"
         )
+        gone = (State.MISSING.value, State.DELETED.value)
         with self._read_lock, mapped(self.path):
             # Text names hash as they come (in C: a row is the very tuple stat_key hashes);
             # names stored as bytes are decoded first.
-            keys = set(map(hash, self._reader.execute(sql, (root, State.MISSING.value, "text"))))
-            raw = self._reader.execute(sql, (root, State.MISSING.value, "blob"))
+            keys = set(map(hash, self._reader.execute(sql, (root, *gone, "text"))))
+            raw = self._reader.execute(sql, (root, *gone, "blob"))
             keys.update(stat_key(from_db(path), *stats) for path, *stats in raw)
             return keys
 

@@ -184,3 +184,14 @@ def _indexing(db: sqlite_utils.Database) -> None:
         CREATE TABLE index_starts (day INTEGER PRIMARY KEY, n INTEGER NOT NULL);
         """
     )
+
+
+@migrations(name="0012_deletions")
+def _deletions(db: sqlite_utils.Database) -> None:
+    # Videos reka-sync deleted on its own (a local deletion, a replaced content), for the
+    # hourly cap; the cap's stop and the operator's resume are kept in `pauses`.
+    db.execute(
+        "CREATE TABLE deletions (id INTEGER PRIMARY KEY, at REAL NOT NULL, file_id INTEGER,"
+        " video_id TEXT NOT NULL, reason TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX deletions_at ON deletions(at)")
