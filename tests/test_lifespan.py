@@ -134,6 +134,29 @@ def test_a_file_moved_within_the_roots_keeps_its_video(tmp_path: Path, media: Pa
     assert len(emulator_records(emu.url)) == 1  # the video stays: the moved file has it
 
 
+def test_files_moved_while_the_service_was_stopped_are_not_uploaded_again(
+    tmp_path: Path, media: Path, emu
+) -> None:
+    """The startup rescan sees every old path gone before the new paths settle."""
+    expected = make_tree(media / "inbox", 6, size=4 * 1024)
+    config = service_config(
+        tmp_path, media, emu.url, on_delete="delete", delete_grace=0, settle_seconds=2
+    )
+    assert run_backfill(config).returncode == 0
+    archive = media / "archive"
+    archive.mkdir()
+    for path in expected:
+        Path(path).rename(archive / Path(path).name)
+    service = ServiceProcess(config)
+    wait_for(
+        lambda: counts(tmp_path)[State.SKIPPED] == 6 and counts(tmp_path)[State.DELETED] == 6,
+        timeout=60,
+        message="the moves to be seen",
+    )
+    assert service.stop() == 0
+    assert len(emulator_records(emu.url)) == 6  # nothing sent again, no video deleted
+
+
 def test_an_unmounted_root_deletes_nothing_for_two_hours(
     tmp_path: Path, media: Path, emu, bind_mount
 ) -> None:

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -225,7 +226,8 @@ def _drive(
     from reka_sync.scheduler import Engine  # only a backfill with work to do needs it
 
     engine = Engine(config, journal, key, one_shot=True)
-    adopt_on_start(config, journal, engine.api)  # a lost or restored journal: nothing twice
+    # A lost or restored journal: adopt what the API has before anything is sent.
+    engine.adopt_first(partial(adopt_on_start, config, journal, engine.api))
     stop = threading.Event()
     on_stop_signals(stop.set)
     tally = journal.scope_tally(scope)

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--delete-duplicates",
         action="store_true",
-        help="with --apply: delete extra videos of a content, keeping the oldest stored",
+        help="with --apply: delete extra videos of a content (never one the journal holds)",
     )
     _json_flag(sub)
     add(

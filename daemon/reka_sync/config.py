@@ -8,6 +8,7 @@ in one pass. Warnings (a root that does not exist yet) do not stop loading.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Callable, Iterator
@@ -236,9 +237,10 @@ def parse_duration(text: str) -> float | None:
     text = text.strip()
     number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
     try:
-        return float(number) * units[unit]
+        seconds = float(number) * units[unit]
     except ValueError:
         return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _kind(value: object) -> str:

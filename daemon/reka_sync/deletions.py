@@ -73,8 +73,8 @@ def video_kept(job_id: int, reason: str, retry_at: float) -> Move:
 
 def may_delete(deleted: int, cap: int) -> bool:
     """Given how many videos reka-sync deleted in the last hour (since a resume) and the
-    cap, return True if one more may go."""
-    return deleted < cap
+    cap (0: none), return True if one more may go."""
+    return cap == 0 or deleted < cap
 
 
 def count_since(now: float, resumed_at: float | None) -> float:

@@ -1,4 +1,4 @@
-"""The marker reka-sync writes into each video's description, and reading it back (pure).
+"""The marker reka-sync writes into each video's description, and reading it back.
 
 The API has no idempotency key and no metadata map on videos, so the description
 carries what recognises a file without the journal:
@@ -58,8 +58,11 @@ def render(marker: Marker) -> str:
 
 
 def parse(description: str | None) -> Marker | None:
-    """Given a video's description, return its reka-sync marker, or None if it has none."""
-    found = _MARKER.search(description or "")
+    """Given a video's description, return its reka-sync marker, or None if it has none.
+    The marker is the last one: the file's path in words before it may look like one."""
+    found = None
+    for found in _MARKER.finditer(description or ""):  # noqa: B007 - the last one counts
+        pass
     if found is None:
         return None
     fields = dict(item.split("=", 1) for item in found.group(2).split())
@@ -70,11 +73,6 @@ def parse(description: str | None) -> Marker | None:
         return Marker(found.group(1))
     rel = os.fsdecode(unquote_to_bytes(fields["p"])) if "p" in fields else None
     return Marker(found.group(1), fields.get("i"), size, mtime, fields.get("d"), rel)
-
-
-def tag(key: str) -> str:
-    """Given an upload key, return the text every marker of that key contains."""
-    return f"[reka-sync:{key}"
 
 
 def carries(description: str | None, key: str) -> bool:

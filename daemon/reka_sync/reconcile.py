@@ -53,8 +53,11 @@ def survey(config: Config, journal: Journal, api: ApiClient) -> Plan:
     links = links_of(config.watch)
 
     def find(marker: markers.Marker) -> Found | None:
+        rel = Path(marker.rel_path or "")
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            return None  # a marker never names a file outside its root
         for root in config.watch.roots:
-            path = str(root / (marker.rel_path or ""))
+            path = str(root / rel)
             stat = stat_file(path, links)
             if stat is not None and (stat.size, stat.mtime_ns) == (marker.size, marker.mtime_ns):
                 return Found(str(root), path, stat)
@@ -65,7 +68,18 @@ def survey(config: Config, journal: Journal, api: ApiClient) -> Plan:
         for v in api.iter_videos()
     )
     done = (Done(*row) for row in journal.stored_files())
-    return recovery.plan(remotes, config.journal.instance, known_videos, known_keys, done, find)
+    plan = recovery.plan(remotes, config.journal.instance, known_videos, known_keys, done, find)
+    plan.missing = [d for d in plan.missing if _gone(api, d.video_id)]  # one listing is not proof
+    return plan
+
+
+def _gone(api: ApiClient, video_id: str) -> bool:
+    """Given a video the listing lacked, return True if the API says it has no such video."""
+    try:
+        api.get_video(video_id)
+    except NotFound:
+        return True
+    return False
 
 
 def apply(
@@ -142,12 +156,9 @@ def _sample(found: Found) -> str | None:
 def adopt_on_start(config: Config, journal: Journal, api: ApiClient) -> int:
     """Given the config, the journal and the API, adopt the videos of this instance the
     journal does not know whose files are there (a lost, new or restored journal), and
-    say so; return how many. An API that cannot be listed now is said and skipped."""
-    try:
-        plan = survey(config, journal, api)
-    except RekaSyncError as exc:
-        log.warning("cannot list the API's videos to adopt what it has; going on", error=str(exc))
-        return 0
+    say so; return how many. Raise RekaSyncError if the API cannot be listed whole now
+    (the caller holds uploads back and tries again)."""
+    plan = survey(config, journal, api)
     count = adopt(plan.adopted, journal, api, time.time())
     if count:
         log.warning(

@@ -6,8 +6,8 @@ Every video of the key falls in one class:
 * known: the journal holds it (by video id, or by the upload key of a send in flight);
 * adopted: ours (our instance in its marker), unknown to the journal, and its file is
   there: same path under a root, same size and mtime. It is recorded, not uploaded again;
-* duplicate: one more video of a content (same digest) that has one already; the oldest
-  stored is kept, preferring the one the journal holds;
+* duplicate: one more video of a content (same digest) that has one already, and that the
+  journal does not hold; the journal's is kept, else the first stored in listing order;
 * orphan: ours, unknown to the journal, and its file is gone (or changed);
 * foreign: no marker, another instance's, or an older marker whose key the journal
   does not know. Never touched.
@@ -99,7 +99,7 @@ def plan(
             ours.append(remote)
         else:
             result.foreign += 1
-    kept = _without_duplicates(ours, known_videos, result)
+    kept = _without_duplicates(ours, known, result)
     claimed: set[str] = set()  # a file adopts one video only
     for remote in kept:
         if known(remote):
@@ -116,9 +116,12 @@ def plan(
     return result
 
 
-def _without_duplicates(ours: list[Remote], known: set[str], result: Plan) -> list[Remote]:
-    """Put videos of one content beyond the first in `result.duplicates`; return the
-    others. The one kept is the journal's, else the first stored in listing order."""
+def _without_duplicates(
+    ours: list[Remote], known: Callable[[Remote], bool], result: Plan
+) -> list[Remote]:
+    """Put the extra videos of one content in `result.duplicates`; return the others. A
+    video the journal holds is never an extra; without one, the first stored in listing
+    order is kept (the API tells no upload time)."""
     by_digest: dict[str, list[Remote]] = {}
     unique: list[Remote] = []
     for remote in ours:
@@ -128,12 +131,10 @@ def _without_duplicates(ours: list[Remote], known: set[str], result: Plan) -> li
         else:
             unique.append(remote)
     for group in by_digest.values():
-        keep = next(
-            (r for r in group if r.video_id in known),
-            next((r for r in group if r.status == "uploaded"), group[0]),
-        )
-        extras = [r for r in group if r is not keep]
+        held = [r for r in group if known(r)]
+        keep = held[0] if held else next((r for r in group if r.status == "uploaded"), group[0])
+        extras = [r for r in group if r is not keep and not known(r)]
         if extras:
             result.duplicates.append((keep, extras))
-        unique.append(keep)
+        unique.extend(r for r in group if r not in extras)
     return unique

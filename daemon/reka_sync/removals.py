@@ -12,6 +12,7 @@ job is `deletions`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import structlog
@@ -21,7 +22,6 @@ from reka_sync.config import WatchConfig
 from reka_sync.errors import NotFound, RekaSyncError
 from reka_sync.journal import DELETES, Job, Journal
 from reka_sync.mounts import is_there
-from reka_sync.scanner import links_of, stat_file
 from reka_sync.workers import Context
 
 log = structlog.get_logger("reka_sync.removals")
@@ -63,6 +63,12 @@ class Remover:
         self.guard = Guard(ctx)
         self._cursor: int | None = None  # the job id the remote check goes on after
         self._next_pass = ctx.clock() + ctx.config.watch.remote_check_interval
+
+    def use(self, ctx: Context) -> None:
+        """Given a new context (a reload), work with it from now on; the remote check's
+        place and time are kept (a reload every hour must not put it off for ever)."""
+        self.ctx = ctx
+        self.guard = Guard(ctx)
 
     def due(self, now: float) -> bool:
         """Given the time, return True if a look has work: a remote check page, deletions."""
@@ -147,7 +153,7 @@ class Remover:
         reason = None
         if job.root in ctx.journal.unavailable_roots() or not is_there(job.root, mounts):
             reason = "its root is unavailable (unmounted?); a file there is not gone"
-        elif job.video_id and ctx.journal.video_held(job.video_id, job.id):
+        elif ctx.journal.video_held(job):
             reason = "another file under the roots has the same video (moved or copied)"
         if reason is None:
             return True
@@ -155,13 +161,24 @@ class Remover:
         return False
 
 
+def _absent_here(path: str) -> bool:
+    """Given a path, return True only if it certainly no longer exists (any other failure
+    to look, a link no longer followed, a file now ignored: it is not gone)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def mark_deleted(
     journal: Journal, watch: WatchConfig, root: Path, seen: set[int], now: float
 ) -> int:
     """Given a root a rescan walked whole and the stat keys it saw, mark its stored files
     that are gone (the root still there) as deleted locally; return how many."""
-    links = links_of(watch)
-    gone = [job for job in journal.gone_from(str(root), seen) if stat_file(job.path, links) is None]
+    gone = [job for job in journal.gone_from(str(root), seen) if _absent_here(job.path)]
     if not gone or not is_there(str(root), journal.root_mounts()):
         return 0
     moves = [deletions.gone(j.id, j.video_id, now, watch.delete_grace) for j in gone]

@@ -155,9 +155,8 @@ def walk_stats(
                 if not ignore.ignores_dir(rel):
                     stack.append(entry.path)
             elif not ignore.ignores_file(rel, folders_checked=True):
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
+                st = _entry_stat(entry, problems)
+                if st is None:
                     continue
                 found: os.stat_result | None = st
                 if st.st_mode & 0o170000 != REGULAR:  # rare: the common case stays cheap
@@ -168,6 +167,19 @@ def walk_stats(
                     skipped.append(Skipped(entry.path, str(root), rel, why))
             elif tally is not None and ignore.wrong_extension(rel):
                 tally.other_extensions += 1
+
+
+def _entry_stat(
+    entry: os.DirEntry[str], problems: list[ScanProblem] | None
+) -> os.stat_result | None:
+    """Given a folder entry, return its own stat; a failure (a stale handle, an I/O error:
+    not a file gone) goes to `problems`."""
+    try:
+        return entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        if problems is not None:
+            problems.append(ScanProblem(entry.path, exc.strerror or str(exc)))
+        return None
 
 
 def _link_target_stat(entry: os.DirEntry[str], links: Links) -> os.stat_result | None:

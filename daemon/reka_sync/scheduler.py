@@ -62,6 +62,7 @@ LIVELY_TICKS = ("heartbeat", "dispatch")
 JOURNAL_REMIND = 600.0  # seconds between lines while the journal cannot be written
 INTEGRITY_EVERY = 86400.0  # seconds between the service's quick checks of the journal
 JOURNAL_RECOVERED = 3.0  # seconds of writes without a failure before the trouble is over
+ADOPT_RETRY_CAP = 60.0  # seconds between tries of a startup adoption that failed, at most
 
 
 class OverlapOnce(logging.Filter):
@@ -134,6 +135,9 @@ class Engine:
         self._stopping = threading.Event()
         self._adopted = threading.Event()  # uploads wait for the startup adoption, if any
         self._adopted.set()
+        self._adoption: Callable[[], object] | None = None
+        self._adopt_next = 0.0
+        self._adopt_failures = 0
         self._scheduler: BackgroundScheduler | None = None
         self._last_run: dict[str, float] = {}
         self._progress_shown = False  # the last heartbeat published uploads in flight
@@ -182,7 +186,7 @@ class Engine:
             self.config, self.api, self.ctx = config, api, ctx
             self.steps, self.confirm, self.indexer = Steps(ctx), Confirmer(ctx), Indexer(ctx)
             if self.remover is not None:
-                self.remover = Remover(ctx)
+                self.remover.use(ctx)
             self.watcher = watcher
             self.uploads.resize(config.upload.workers)
             self._set_quiet_limit(config)
@@ -242,6 +246,9 @@ class Engine:
             or self.control.free == 0
             or self.pauses.blocking("requests", now)
         ):
+            return 0
+        self._adopt_pending(now)
+        if self.control.free == 0:
             return 0
         polls = self.journal.jobs([State.UPLOADED], due_before=now, limit=POLL_BATCH * 4)
         filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
@@ -346,6 +353,14 @@ class Engine:
         self.journal.set_root_tally(str(root), tally.other_extensions)
         if not problems:  # a walk that could not read a folder proves nothing gone
             mark_deleted(self.journal, self.config.watch, root, seen, now)
+        else:
+            log.info(
+                "parts of a root could not be read; no file under it is taken for deleted",
+                root=str(root),
+                first=problems[0].path,
+                error=problems[0].reason,
+                unreadable=len(problems),
+            )
         if found.recorded:
             log.info("scan found new or changed files", root=str(root), files=found.recorded)
         return found.seen
@@ -445,16 +460,40 @@ class Engine:
 
     def adopt_first(self, adopt: Callable[[], object]) -> None:
         """Given the startup adoption (reconcile's), run it on the control pool before any
-        upload is claimed: a lost or restored journal sends nothing twice, and an API that
-        does not answer holds back uploads, not the start."""
+        upload is claimed, and again after a backoff until the API could be listed whole:
+        a lost or restored journal sends nothing twice, and an API that does not answer
+        holds back uploads, not the start."""
         self._adopted.clear()
+        self._adoption = adopt
+        self._adopt_next = 0.0
+        self._adopt_pending(self.clock())
+
+    def _adopt_pending(self, now: float) -> None:
+        """Given the time, start the startup adoption if it is due (the poll tick calls)."""
+        adopt = self._adoption
+        if adopt is None or self._adopted.is_set() or now < self._adopt_next:
+            return
+        self._adopt_next = float("inf")  # running
 
         def step() -> None:
             try:
                 adopt()
-            finally:
-                self._adopted.set()
-                self.dispatch(self.clock())
+            except RekaSyncError as exc:
+                self._adopt_failures += 1
+                wait = min(ADOPT_RETRY_CAP, 2.0**self._adopt_failures)
+                self._adopt_next = self.clock() + wait
+                say = log.warning if self._adopt_failures == 1 else log.debug
+                say(
+                    "cannot list the API's videos to adopt what it has; uploads wait",
+                    error=str(exc),
+                    retry_in=wait,
+                )
+                return
+            except Exception:  # a bug must not hold the service back for ever
+                log.exception("the startup adoption failed; uploads go on without it")
+            self._adoption = None
+            self._adopted.set()
+            self.dispatch(self.clock())
 
         self.control.submit(self._journal_guarded(step), lambda: None)
 

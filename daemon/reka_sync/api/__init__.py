@@ -236,7 +236,9 @@ class ApiClient:
             with self._streamed("GET", "/v2/videos", params=params) as response:
                 listing = StreamedListing("GET /v2/videos")
                 for chunk in response.iter_bytes():
-                    yield from (Video.from_json(item) for item in listing.feed(chunk))
+                    yield from each_result(
+                        {"results": listing.feed(chunk)}, "GET /v2/videos", Video.from_json
+                    )
                 token = listing.close()
             if not token:
                 return

@@ -104,6 +104,9 @@ class Plan:
         )
 
 
+HEAD_KEPT = 64 * 1024  # bytes of a listing kept to check an answer that listed nothing
+
+
 class StreamedListing:
     """A listing (``{"results": [...], "next_page_token": ...}``) parsed as its bytes
     arrive: each result is handed out whole, and only one is held at a time."""
@@ -117,10 +120,14 @@ class StreamedListing:
         self._tokens: list[Any] = ijson.sendable_list()
         self._results = ijson.items_coro(self._items, "results.item")
         self._token = ijson.items_coro(self._tokens, "next_page_token")
+        self._count = 0
+        self._head = b""  # the body's start: an answer without results is checked whole
 
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
         """Given the next bytes of the body, return the results they completed. Raise
         BadReply if the body is not a listing."""
+        if len(self._head) < HEAD_KEPT:
+            self._head += chunk[: HEAD_KEPT - len(self._head)]
         try:
             self._results.send(chunk)
             self._token.send(chunk)
@@ -130,15 +137,24 @@ class StreamedListing:
         if len(done) != len(self._items):
             raise BadReply(f"{self._what}: an item of results is not an object")
         del self._items[:]
+        self._count += len(done)
         return done
 
     def close(self) -> str | None:
-        """End the body; return its next_page_token, if any. Raise BadReply if it ended early."""
+        """End the body; return its next_page_token, if any. Raise BadReply if it ended early,
+        or is not a listing (no `results` list: an empty answer must say it is empty)."""
         try:
             self._results.close()
             self._token.close()
         except self._error as exc:
             raise BadReply(f"{self._what}: the listing ended early ({exc})") from None
+        if self._count == 0:
+            try:
+                whole = json.loads(self._head)
+            except ValueError:
+                whole = None
+            if not isinstance(whole, dict) or not isinstance(whole.get("results"), list):
+                raise BadReply(f"{self._what}: the answer is not a listing (no results list)")
         token = self._tokens[0] if self._tokens else None
         return str(token) if token else None
 

@@ -353,7 +353,8 @@ class Journal(LifeQueries):
             twin = conn.execute(
                 "SELECT id FROM files WHERE size = ? AND sample_hash = ?"
                 f" AND id NOT IN ({marks}) AND ((state = ? AND outcome_unknown = 1"
-                f" AND lease_expires > ?) OR (digest IS NOT NULL AND state IN ({STORED_MARKS})))"
+                " AND lease_expires > ?) OR (digest IS NOT NULL AND video_id IS NOT NULL"
+                f" AND state IN ({STORED_MARKS})))"
                 " LIMIT 1",
                 (row["size"], sample_hash, *exclude, State.UPLOADING.value, at, *STORED_STATES),
             ).fetchone()

@@ -67,13 +67,17 @@ class LifeQueries(IndexQueries):
         )
         return [to_job(r) for r in rows]
 
-    def video_held(self, video_id: str, exclude: int) -> bool:
-        """Given a video and a job, return True if another job still points at that video
-        (a file moved or copied within the roots)."""
+    def video_held(self, job: Job) -> bool:
+        """Given a deleted file's job, return True if another file may still need its video:
+        one pointing at it (a copy or a move already seen as such), or one not yet uploaded
+        that is the same file under another name (a rename: same inode, device and size)."""
         marks = ", ".join("?" for _ in HOLDERS)
+        waiting = (State.DISCOVERED.value, State.QUEUED.value, State.RETRY_WAIT.value)
         rows = self._read(
-            f"SELECT 1 FROM files WHERE video_id = ? AND id != ? AND state IN ({marks}) LIMIT 1",
-            (video_id, exclude, *HOLDERS),
+            "SELECT 1 FROM files WHERE id != ? AND ("
+            f" (video_id = ? AND state IN ({marks}))"
+            " OR (inode = ? AND device = ? AND size = ? AND state IN (?, ?, ?))) LIMIT 1",
+            (job.id, job.video_id, *HOLDERS, job.inode, job.device, job.size, *waiting),
         )
         return bool(rows)
 

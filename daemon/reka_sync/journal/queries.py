@@ -21,7 +21,12 @@ from reka_sync.journal.rows import in_chunks, row_by_id, rows_by_path, to_job
 from reka_sync.lifecycle import State
 from reka_sync.names import from_db, to_db
 
-STORED_STATES = tuple(s.value for s in (State.UPLOADED, State.FILING, State.INDEXING, State.DONE))
+# Content that reached the API and whose video is there: a twin of it is not sent again.
+# A file deleted locally keeps its video (until on_delete deletes it: then no video_id),
+# so a file moved within the roots finds it, whichever the rescan saw first.
+STORED_STATES = tuple(
+    s.value for s in (State.UPLOADED, State.FILING, State.INDEXING, State.DONE, State.DELETED)
+)
 STORED_MARKS = ", ".join("?" for _ in STORED_STATES)
 
 
@@ -127,10 +132,12 @@ class JournalQueries(JournalConnection):
         return known
 
     def known_remote(self) -> tuple[set[str], set[str]]:
-        """Return every video id and every upload key the journal holds (reconcile)."""
+        """Return every video id the journal holds, and the upload keys of sends whose
+        video it does not know yet (in flight, or of unknown outcome): reconcile's view."""
         rows = self._read("SELECT video_id, upload_key FROM files")
         rows += self._read("SELECT video_id, upload_key FROM superseded")
-        return {r[0] for r in rows if r[0]}, {r[1] for r in rows if r[1]}
+        videos = {r[0] for r in rows if r[0]}
+        return videos, {r[1] for r in rows if r[1] and not r[0]}
 
     def stored_files(self) -> list[tuple[int, str, str]]:
         """Return the files the journal says are stored (done, being indexed, or marked
