@@ -192,8 +192,9 @@ def report(plan: Plan, made: dict[str, int] | None) -> dict[str, Any]:
 
 def print_report(data: dict[str, Any], as_json: bool, out: TextIO) -> None:
     """Given a report, print it as JSON or as lines for a person."""
-    if as_json:
-        print(json.dumps(data, indent=2), file=out)
+    if as_json:  # written as it is encoded: 100,000 entries never sit in memory twice
+        json.dump(data, out, indent=2)
+        print(file=out)
         return
     duplicates = sum(len(d["delete"]) for d in data["duplicates"])
     rows = [

@@ -122,15 +122,19 @@ def _without_duplicates(
     """Put the extra videos of one content in `result.duplicates`; return the others. A
     video the journal holds is never an extra; without one, the first stored in listing
     order is kept (the API tells no upload time)."""
-    by_digest: dict[str, list[Remote]] = {}
+    first: dict[str, Remote] = {}  # one video per content: no list for the common case
+    more: dict[str, list[Remote]] = {}
     unique: list[Remote] = []
     for remote in ours:
         digest = remote.marker.digest if remote.marker is not None else None
-        if digest:
-            by_digest.setdefault(digest, []).append(remote)
-        else:
+        if not digest:
             unique.append(remote)
-    for group in by_digest.values():
+        elif digest not in first:
+            first[digest] = remote
+        else:
+            more.setdefault(digest, [first[digest]]).append(remote)
+    unique.extend(r for d, r in first.items() if d not in more)
+    for group in more.values():
         held = [r for r in group if known(r)]
         keep = held[0] if held else next((r for r in group if r.status == "uploaded"), group[0])
         extras = [r for r in group if r is not keep and not known(r)]
