@@ -267,6 +267,21 @@ def assert_uploaded_exactly_once(url: str, expected: dict[str, str]) -> list[dic
     return records
 
 
+def reka_ok(config: Path, *args: str, timeout: float = 120) -> str:
+    """Run `reka-sync ARGS --config CONFIG` with the test key; return what it printed.
+    Fail the test if it exits non-zero."""
+    done = subprocess.run(
+        [PYTHON, "-m", "reka_sync", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=cli_env(REKA_API_KEY=API_KEY),
+        check=False,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def start_backfill(config: Path, *args: str, capture: bool = False) -> subprocess.Popen[str]:
     """Start `reka-sync backfill` in the background; its output is kept only if `capture`."""
     stream = subprocess.PIPE if capture else subprocess.DEVNULL

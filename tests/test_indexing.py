@@ -24,6 +24,7 @@ from tests.conftest import (
     emulator_requests,
     engine_config,
     make_tree,
+    reka_ok,
     report_json,
     run_backfill,
     set_faults,
@@ -269,7 +270,7 @@ def test_a_video_deleted_remotely_while_indexed_fails_and_retry_uploads_it_again
     assert failed.returncode == 1
     (failure,) = json.loads(failed.stdout)["failures"]
     assert "no longer has the video" in failure["error"]
-    assert "requeued 1" in subprocess_reka("retry", path, config=config)
+    assert "requeued 1" in reka_ok(config, "retry", path)
     set_faults(emu.url, [], feature_delay=0.1)
     again = run_backfill(config, "--json")
     assert again.returncode == 0, again.stderr
@@ -289,7 +290,7 @@ def test_retry_indexes_a_failed_video_again_without_uploading(
     for failure in summary["failures"]:
         assert "transcript failed 2 times" in failure["error"] and "retry" in failure["error"]
     set_faults(emu.url, [], feature_delay=0.1)
-    retried = subprocess_reka("retry", "--all-failed", config=config)
+    retried = reka_ok(config, "retry", "--all-failed")
     assert retried.count("indexing again (its video stays)") == 3
     again = run_backfill(config, "--json")
     assert again.returncode == 0, again.stderr
@@ -309,7 +310,7 @@ def test_a_reload_asking_for_more_features_indexes_the_videos_already_uploaded(
     wait_for(lambda: journal.counts()[State.DONE] == 8, timeout=60, message="all uploaded")
     assert not [r for r in emulator_requests(emu.url) if "/features" in r["path"]]
     indexing_config(tmp_path, media, emu.url)
-    counted = subprocess_reka("rules", "--features", config=config)
+    counted = reka_ok(config, "rules", "--features")
     assert "6 videos already uploaded would be indexed for more features" in counted
     assert "(lacking: transcript 2, embeddings 4)" in counted
     dry = run_backfill(config, "--dry-run")
@@ -335,18 +336,3 @@ def test_a_reload_asking_for_more_features_indexes_the_videos_already_uploaded(
     assert service.stop() == 0
     journal.close()
     assert_indexed_as_the_rules_say(emu.url, expected)
-
-
-def subprocess_reka(*args: str, config: Path) -> str:
-    from tests.conftest import PYTHON, cli_env
-
-    done = subprocess.run(
-        [PYTHON, "-m", "reka_sync", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=cli_env(REKA_API_KEY=API_KEY),
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout

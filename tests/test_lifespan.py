@@ -14,12 +14,11 @@ from reka_sync.journal import Journal
 from reka_sync.lifecycle import State
 from tests.conftest import (
     API_KEY,
-    PYTHON,
     ServiceProcess,
-    cli_env,
     emulator_records,
     engine_config,
     make_tree,
+    reka_ok,
     report_json,
     run_backfill,
     wait_for,
@@ -99,7 +98,7 @@ def test_a_deleted_folder_deletes_fifty_videos_then_stops_until_resumed(
 
     wait_for(stopped, timeout=60, message="deletions to stop at the cap")
     assert len(emulator_records(emu.url)) == 104 - 50
-    done = subprocess_run(config, "resume-deletes")
+    done = reka_ok(config, "resume-deletes")
     assert "deletions resumed" in done
     wait_for(lambda: len(emulator_records(emu.url)) == 4, timeout=60, message="the rest deleted")
     assert service.stop() == 0
@@ -193,22 +192,7 @@ def test_an_unmounted_root_deletes_nothing_for_two_hours(
         journal.close()
 
 
-def subprocess_run(config: Path, *args: str) -> str:
-    import subprocess
-
-    done = subprocess.run(
-        [PYTHON, "-m", "reka_sync", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=cli_env(REKA_API_KEY=API_KEY),
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def subprocess_json(config: Path, *args: str) -> dict[str, Any]:
     import json
 
-    return dict(json.loads(subprocess_run(config, *args)))
+    return dict(json.loads(reka_ok(config, *args)))

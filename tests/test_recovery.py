@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,12 @@ import httpx
 from reka_sync.markers import parse, render
 from tests.conftest import (
     API_KEY,
-    PYTHON,
     assert_uploaded_exactly_once,
-    cli_env,
     digest_of,
     emulator_records,
     engine_config,
     make_tree,
+    reka_ok,
     run_backfill,
     set_faults,
     with_settings,
@@ -34,16 +32,7 @@ FAULTS = [
 
 
 def reconcile(config: Path, *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [PYTHON, "-m", "reka_sync", "reconcile", "--json", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(REKA_API_KEY=API_KEY),
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return dict(json.loads(done.stdout))
+    return dict(json.loads(reka_ok(config, "reconcile", "--json", *args)))
 
 
 def forget_journal(tmp_path: Path) -> None:

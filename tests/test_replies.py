@@ -59,7 +59,8 @@ def test_garbled_status_polls_back_off_and_say_so_once(
     settings = tomllib.loads(config.read_text())
     settings["groups"] = {}  # no group requests: the status polls are the only reads
     write_config(config, settings)
-    set_faults(emu.url, [{"kind": "garbled_reply", "rate": 1.0, "count": 6}])
+    # On the status polls (by ids), not on the startup adoption's full listing.
+    set_faults(emu.url, [{"kind": "garbled_reply", "rate": 1.0, "count": 6, "param": "ids"}])
     done = run_backfill(config, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["outcomes"] == {"done": 8}

@@ -166,12 +166,14 @@ class Indexer:
 
     def _trigger(self, move: IndexMove) -> IndexMove:
         """Send a committed move's triggers; return the run with their answers (the next
-        look plans first if an answer was lost)."""
+        look plans first if an answer was lost). A trigger the API did not act on (a 5xx, a
+        429, not sent) gives its attempt back, as do those after it, never sent."""
         ctx, policy = self.ctx, self.policy
         run = dataclasses.replace(move.run, version=move.run.version + 1)
         done: dict[str, Feature] = {}
-        for name, force in move.trigger:
+        for index, (name, force) in enumerate(move.trigger):
             feature = run.features[name]
+            unsent = [n for n, _ in move.trigger[index + 1 :]]
             try:
                 status = ctx.api.trigger_feature(
                     run.video_id, name, force=force, **self._options(name)
@@ -181,9 +183,11 @@ class Indexer:
             except ValidationFailed as exc:  # e.g. a dependency not ready after all
                 done[name] = features.refused(feature, str(exc), policy, ctx.clock(), ctx.rand())
                 run = dataclasses.replace(run, needs_plan=True)
-            except OutcomeUnknown:  # a malformed or lost answer: the next look is a plan
+            except OutcomeUnknown:  # a malformed or lost answer: it may have run; plan next
+                done.update(_given_back(run, unsent))
                 return _with(run, done, needs_plan=True, next_at=ctx.clock() + policy.poll_interval)
             except RekaSyncError as exc:  # a 5xx, a 429, an outage: plan once it is over
+                done.update(_given_back(run, [name, *unsent]))
                 return self._failed_look(_with(run, done).run, exc, ctx.clock(), plan=True)
             else:
                 done[name] = features.answered(feature, status, policy, ctx.clock(), ctx.rand())
@@ -196,6 +200,15 @@ class Indexer:
                 "chunking_config": {"use_scene_detection": self.ctx.config.index.scene_detection}
             }
         return {}
+
+
+def _given_back(run: Run, names: list[str]) -> dict[str, Feature]:
+    """Given a run and features whose triggers the API did not act on, return them with
+    the attempt their recording spent given back (still requested: the next look plans)."""
+    return {
+        name: dataclasses.replace(run.features[name], attempts=run.features[name].attempts - 1)
+        for name in names
+    }
 
 
 def _fewer_plans(runs: list[Run]) -> list[Run]:

@@ -25,14 +25,16 @@ A fault is ``{"kind": K, "rate": 0..1, "count": N or null, "scope": "upload"|"al
 Faults with scope ``all`` (the default of ``server_error``, ``rate_limit``,
 ``latency`` and ``garbled_reply``) hit every API endpoint: videos, groups, and
 the feature catalog, plan and trigger endpoints alike. ``count`` caps how often
-a fault fires (null: no cap). Draws come from one seeded random generator, so a
-seed makes a run repeatable.
+a fault fires (null: no cap); ``param`` (e.g. ``"ids"``) makes it fire only on
+requests with that query parameter (the status polls, not a full listing). Draws
+come from one seeded random generator, so a seed makes a run repeatable.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +73,7 @@ class Fault:
     scope: str = "all"
     seconds: float = 1.0
     bytes_per_second: float = 1_000_000.0
+    param: str | None = None  # fires only on requests with this query parameter (e.g. ids)
     fired: int = 0
 
     @classmethod
@@ -94,6 +97,7 @@ class Fault:
             scope,
             float(data.get("seconds", 1.0)),
             float(data.get("bytes_per_second", 1_000_000.0)),
+            None if data.get("param") is None else str(data["param"]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +108,7 @@ class Fault:
             "scope": self.scope,
             "seconds": self.seconds,
             "bytes_per_second": self.bytes_per_second,
+            "param": self.param,
             "fired": self.fired,
         }
 
@@ -126,11 +131,14 @@ class Faults:
         with self._lock:
             return [f.to_json() for f in self._faults]
 
-    def draw(self, kind: str, is_upload: bool) -> Fault | None:
-        """Given a fault kind and whether the request is an upload, return the fault that fires."""
+    def draw(self, kind: str, is_upload: bool, params: Collection[str] = ()) -> Fault | None:
+        """Given a fault kind, whether the request is an upload and its query parameters,
+        return the fault that fires."""
         with self._lock:
             for fault in self._faults:
                 if fault.kind != kind or (fault.scope == "upload" and not is_upload):
+                    continue
+                if fault.param is not None and fault.param not in params:
                     continue
                 if fault.count is not None and fault.fired >= fault.count:
                     continue

@@ -184,7 +184,7 @@ class Handler(BaseHTTPRequestHandler):
             self._drain()
             self._error(500, "server_error", "Internal server error (injected)")
             raise _Handled
-        if not is_upload and faults.draw("garbled_reply", False):
+        if not is_upload and faults.draw("garbled_reply", False, self.query):
             self._drain()
             self._send(200, b'{"results": [{"video_id": "')
             raise _Handled
