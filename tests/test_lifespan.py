@@ -98,6 +98,7 @@ def test_a_deleted_folder_deletes_fifty_videos_then_stops_until_resumed(
 
     wait_for(stopped, timeout=60, message="deletions to stop at the cap")
     assert len(emulator_records(emu.url)) == 104 - 50
+    assert "PAUSED deletes until lifted: reka-sync deleted 50 videos" in reka_ok(config, "status")
     done = reka_ok(config, "resume-deletes")
     assert "deletions resumed" in done
     wait_for(lambda: len(emulator_records(emu.url)) == 4, timeout=60, message="the rest deleted")

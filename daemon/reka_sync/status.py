@@ -10,6 +10,8 @@ from reka_sync.lifecycle import State
 from reka_sync.names import shown
 from reka_sync.progress import human_size
 
+UNTIL_LIFTED = 365 * 86400.0  # a pause longer than this is a stop, lifted by hand
+
 if TYPE_CHECKING:
     from reka_sync.features import Feature
     from reka_sync.journal import HistoryEntry, Job, Journal, Replaced
@@ -86,10 +88,12 @@ def format_status(report: dict[str, Any]) -> str:
         or "no files recorded yet"
     )
     for pause in report["pauses"]:
-        lines.append(
-            f"PAUSED {pause['kind']} until {pause['until']} "
-            f"({pause['seconds_left']:.0f}s): {pause['reason']}"
+        until = (
+            "until lifted"  # a stop (deletions at their cap) waits for the operator
+            if pause["seconds_left"] > UNTIL_LIFTED
+            else f"until {pause['until']} ({pause['seconds_left']:.0f}s)"
         )
+        lines.append(f"PAUSED {pause['kind']} {until}: {pause['reason']}")
     for root in report["unavailable_roots"]:
         lines.append(
             f"UNAVAILABLE root {root['root']} since {root['since']} (not mounted?); "
