@@ -94,4 +94,13 @@ def test_server_wait_takes_the_first_positive_value() -> None:
 
 def test_the_finished_states() -> None:
     finished = {State.DONE, State.FAILED, State.SKIPPED, State.MISSING}
-    assert finished | {State.REMOVED, State.DELETED} == FINISHED
+    assert finished | {State.REMOVED, State.DELETED, State.ARCHIVED} == FINISHED
+
+
+def test_a_file_moved_or_deleted_after_upload_is_archived_and_its_video_stays() -> None:
+    for via in (State.UPLOADED, State.FILING, State.INDEXING):
+        assert next_state(via, Event.ARCHIVE) is State.ARCHIVING
+    assert next_state(State.ARCHIVING, Event.ARCHIVED) is State.ARCHIVED
+    assert next_state(State.ARCHIVING, Event.CHANGED) is State.DISCOVERED  # changed first
+    with pytest.raises(IllegalTransition):
+        next_state(State.ARCHIVED, Event.GONE)  # archived is not deleted: nothing to delete

@@ -171,7 +171,9 @@ def cmd_rules(args: argparse.Namespace) -> int:
         scope.append((str(root), str(path)))
         decision = rules.decide(path.relative_to(root).as_posix())
         group = f"group {decision.group!r}" if decision.group else "no group"
-        print(f"{shown(raw)}: {group} ({decision.reason}); {_features_text(decision.features)}")
+        after = "" if decision.after == "keep" else f"; after upload: {decision.after}"
+        indexed = _features_text(decision.features)
+        print(f"{shown(raw)}: {group} ({decision.reason}); {indexed}{after}")
     if args.features and (scope or not args.paths):
         _count_reindex(config, scope)
     return status

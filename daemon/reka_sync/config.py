@@ -7,6 +7,7 @@ in one pass. Warnings (a root that does not exist yet) do not stop loading.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import os
@@ -78,6 +79,7 @@ class UploadConfig:
     processing_deadline: float = 3600.0
     lease_seconds: float = 60.0
     reupload_removed: bool = False  # a video removed remotely is uploaded again
+    after_upload: str = "keep"  # keep | delete | move:/absolute/dir (rules may say otherwise)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,9 @@ class Config:
 
     def rules(self) -> GroupRules:
         """Return the folder rules ready to decide paths: group and features."""
-        return GroupRules(self.groups.rules, self.groups.default, self.index.features)
+        return GroupRules(
+            self.groups.rules, self.groups.default, self.index.features, self.upload.after_upload
+        )
 
 
 def default_config_path() -> Path:
@@ -147,8 +151,8 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         api=_api(top.table("api"), base),
         journal=_journal(top.table("journal"), base),
         watch=_watch(top.table("watch"), base, warnings),
-        upload=_upload(top.table("upload")),
-        groups=_groups(top.table("groups")),
+        upload=_upload(top.table("upload"), base),
+        groups=_groups(top.table("groups"), base),
         index=_index(top.table("index")),
         source=source,
         warnings=tuple(warnings),
@@ -156,7 +160,24 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     top.finish()
     if problems:
         raise ConfigError(problems)
-    return config
+    return _archives_ignored(config)
+
+
+def _archives_ignored(config: Config) -> Config:
+    """Given a config, return it with each after_upload folder inside a root ignored there:
+    a file moved into it is never picked up again."""
+    actions = [config.upload.after_upload, *(r.after_upload or "" for r in config.groups.rules)]
+    folders = {Path(a.removeprefix("move:")) for a in actions if a.startswith("move:")}
+    extra = [
+        f"{folder.relative_to(root).as_posix()}/**"
+        for root in config.watch.roots
+        for folder in folders
+        if folder.is_relative_to(root) and folder != root
+    ]
+    if not extra:
+        return config
+    watch = dataclasses.replace(config.watch, ignore=(*config.watch.ignore, *extra))
+    return dataclasses.replace(config, watch=watch)
 
 
 class _Table:
@@ -401,7 +422,7 @@ def _watch(table: _Table, base: Path, warnings: list[str]) -> WatchConfig:
     return config
 
 
-def _upload(table: _Table) -> UploadConfig:
+def _upload(table: _Table, base: Path) -> UploadConfig:
     d = UploadConfig()
 
     def workers_ok(v: int) -> str | None:
@@ -421,16 +442,40 @@ def _upload(table: _Table) -> UploadConfig:
         ),
         lease_seconds=table.get("lease_seconds", float, d.lease_seconds, _positive),
         reupload_removed=table.get("reupload_removed", bool, d.reupload_removed),
+        after_upload=_after_upload(table, base) or d.after_upload,
     )
     table.finish()
     return config
 
 
-def _groups(table: _Table) -> GroupsConfig:
+def _after_upload(table: _Table, base: Path) -> str | None:
+    """Read a table's `after_upload` (and `after_upload_confirm` beside it): "keep",
+    "delete" (only when confirmed) or "move:DIR"; return it with DIR made absolute, or
+    None when unset."""
+    value = table.get("after_upload", str, "").strip()
+    confirmed = table.get("after_upload_confirm", bool, False)
+    if value in ("", "keep"):
+        return value or None
+    if value == "delete":
+        if not confirmed:
+            table.problem(
+                "after_upload",
+                '"delete" deletes each file once its video is stored; set after_upload_confirm'
+                " = true beside it to mean it",
+            )
+        return value
+    folder = value.removeprefix("move:").strip()
+    if value.startswith("move:") and folder:
+        return "move:" + str((base / Path(folder).expanduser()).resolve())
+    table.problem("after_upload", f'{value!r}: use "keep", "move:DIR" or "delete"')
+    return None
+
+
+def _groups(table: _Table, base: Path) -> GroupsConfig:
     d = GroupsConfig()
     rules: list[Rule] = []
     for index, item in enumerate(table.get("rules", list, [])):
-        rule = _rule(_Table(item, f"groups.rules[{index}]", table.problems))
+        rule = _rule(_Table(item, f"groups.rules[{index}]", table.problems), base)
         if rule is not None:
             rules.append(rule)
     config = GroupsConfig(
@@ -472,10 +517,11 @@ def _features(table: _Table) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _rule(table: _Table) -> Rule | None:
+def _rule(table: _Table, base: Path) -> Rule | None:
     match = table.get("match", str, "")
     group = table.get("group", str, "")
     features = _features(table)
+    after = _after_upload(table, base)
     table.finish()
     if not match:
         table.problem("match", "is required: a glob on the path relative to its root")
@@ -501,4 +547,4 @@ def _rule(table: _Table) -> Rule | None:
     except (ValueError, IndexError, KeyError) as exc:
         table.problem("group", f"{group!r} is not a valid template: {exc}")
         return None
-    return Rule(match=match, group=group, features=features)
+    return Rule(match=match, group=group, features=features, after_upload=after)

@@ -116,6 +116,7 @@ class IndexMove:
     next_at: float = 0.0
     starts: bool = False  # its first trigger: take one of today's starts (or hold)
     unstarted: Run | None = None  # with `starts`: the run as it is held if none is left
+    then_archive: bool = False  # indexed: the file is moved or deleted next (after_upload)
 
 
 def required(desired: Iterable[str], catalog: Catalog) -> tuple[list[str], list[str]]:

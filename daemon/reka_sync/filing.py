@@ -59,6 +59,7 @@ class Confirmer:
                 now,
                 ctx.rand(),
                 index=bool(ctx.rules.features(job.rel_path)),
+                archive=ctx.rules.after(job.rel_path) != "keep",
             )
             for job in jobs
         ]
@@ -125,8 +126,10 @@ class Confirmer:
 
     def _filed(self, job: Job) -> Event:
         """The event of a job now in its group: done, or on to indexing if its rule wants
-        features."""
-        return Event.INDEX if self.ctx.rules.features(job.rel_path) else Event.FILED
+        features, or to archiving if it moves or deletes the file after upload."""
+        if self.ctx.rules.features(job.rel_path):
+            return Event.INDEX
+        return Event.ARCHIVE if self.ctx.rules.after(job.rel_path) != "keep" else Event.FILED
 
     def retire(self, replaced: list[Replaced]) -> None:
         """Given videos of files' earlier contents (whose new content is stored and filed),

@@ -60,6 +60,11 @@ class Indexer:
         if catalog is not None:
             looks = self._look(busy, wanted)
             moves += self._decide(busy, looks, wanted, catalog, now)
+        archived = {j.id for j in jobs if ctx.rules.after(j.rel_path) != "keep"}
+        moves = [
+            dataclasses.replace(m, then_archive=True) if m.run.job_id in archived else m
+            for m in moves
+        ]
         self._commit_and_trigger(moves, now)
 
     # -- looking -------------------------------------------------------------------------

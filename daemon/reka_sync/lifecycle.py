@@ -9,6 +9,8 @@
 
 A video whose rule names features goes from stored and filed to indexing, and is done
 once they are ready; a reload that asks for more brings done videos back to indexing.
+A file whose rule says `after_upload` (move or delete) goes, once stored, filed and
+indexed, to archiving, and is archived once moved or deleted (its video stays).
 
 Side exits: failed (permanent, with a reason), skipped (ignored or a
 duplicate of content already uploaded), missing (vanished before upload).
@@ -41,6 +43,8 @@ class State(StrEnum):
     MISSING = "missing"
     REMOVED = "removed"  # stored once; the API no longer has the video
     DELETED = "deleted"  # stored once; the file was deleted locally
+    ARCHIVING = "archiving"  # stored; the file is being moved or deleted (after_upload)
+    ARCHIVED = "archived"  # stored; the file was moved or deleted on purpose
 
 
 class Event(StrEnum):
@@ -67,6 +71,8 @@ class Event(StrEnum):
     LOST = "lost"  # the API no longer has its video: upload it again (reconcile --reupload-missing)
     REMOVED = "removed"  # the API no longer has its video: note it, upload nothing
     GONE = "gone"  # the file was deleted locally (its root there)
+    ARCHIVE = "archive"  # stored, filed, indexed: its rule moves or deletes the file now
+    ARCHIVED = "archived"  # the file was moved or deleted (after_upload)
 
 
 ACTIVE = frozenset(
@@ -78,10 +84,14 @@ ACTIVE = frozenset(
         State.UPLOADED,
         State.FILING,
         State.INDEXING,
+        State.ARCHIVING,
     }
 )
 FINISHED = frozenset(
-    {State.DONE, State.FAILED, State.SKIPPED, State.MISSING, State.REMOVED, State.DELETED}
+    {
+        *(State.DONE, State.FAILED, State.SKIPPED, State.MISSING),
+        *(State.REMOVED, State.DELETED, State.ARCHIVED),
+    }
 )
 _PRE_UPLOAD = (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT, State.UPLOADING)
 # A file found changed right after its upload: the video is deleted, the file settles again.
@@ -126,6 +136,14 @@ _TABLE: dict[tuple[State, Event], State] = {
     (State.INDEXING, Event.GONE): State.DELETED,
     (State.REMOVED, Event.GONE): State.DELETED,
     (State.DELETED, Event.SEEN): State.DONE,  # back as it was, its video still there
+    (State.UPLOADED, Event.ARCHIVE): State.ARCHIVING,
+    (State.FILING, Event.ARCHIVE): State.ARCHIVING,
+    (State.INDEXING, Event.ARCHIVE): State.ARCHIVING,
+    (State.ARCHIVING, Event.SEEN): State.ARCHIVING,
+    (State.ARCHIVING, Event.ARCHIVED): State.ARCHIVED,
+    (State.ARCHIVING, Event.FILED): State.DONE,  # the rule keeps the file after all
+    (State.ARCHIVING, Event.GONE): State.DELETED,  # it vanished before it could be moved
+    (State.ARCHIVED, Event.SEEN): State.ARCHIVED,
     (State.SKIPPED, Event.SEEN): State.SKIPPED,
     (State.FAILED, Event.SEEN): State.FAILED,
     (State.MISSING, Event.SEEN): State.DISCOVERED,
@@ -147,6 +165,8 @@ for _state in (State.DISCOVERED, State.QUEUED, State.RETRY_WAIT):
 for _state in (
     State.DONE,
     State.INDEXING,
+    State.ARCHIVING,
+    State.ARCHIVED,
     State.SKIPPED,
     State.FAILED,
     State.REMOVED,

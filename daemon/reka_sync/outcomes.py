@@ -431,7 +431,8 @@ def content_changed(job: Versioned, stat: FileStat, quiet_since: float) -> Move:
             stat_changes = dataclasses.replace(stat_changes, upload_key=None, outcome_unknown=False)
         return Move(job.id, Event.SEEN, stat_changes, {"size": stat.size}, supersede=old_send)
     old: Superseded | None = None
-    if job.state is not State.SKIPPED and (job.video_id or unknown_send):
+    # A duplicate's video is its twin's; an archived file's lives on with the file in DIR.
+    if job.state not in (State.SKIPPED, State.ARCHIVED) and (job.video_id or unknown_send):
         old = Superseded(job.video_id, None if job.video_id else unknown_send)
     fresh = dataclasses.replace(
         stat_changes,
@@ -491,11 +492,13 @@ def after_poll(
     now: float,
     rand: float,
     index: bool = False,
+    archive: bool = False,
 ) -> Move:
-    """Given an uploaded job, what the API says of its video (None: unknown to it) and
-    whether its rule wants features, return the move: stored (and filed, if its group is
-    already right: then done, or indexing), still waiting, or sent again when the API
-    lost or failed the video before storing it."""
+    """Given an uploaded job, what the API says of its video (None: unknown to it), whether
+    its rule wants features and whether it moves or deletes the file after upload, return
+    the move: stored (and filed, if its group is already right: then done, indexing or
+    archiving), still waiting, or sent again when the API lost or failed the video before
+    storing it."""
     if video is None:
         return _restart(
             job, "the API no longer knows the video before it was stored", policy, now, rand
@@ -504,7 +507,13 @@ def after_poll(
         filed = job.group_id is None or video.group_id == job.group_id
         return Move(
             job.id,
-            Event.STORED if not filed else Event.INDEX if index else Event.STORED_FILED,
+            Event.STORED
+            if not filed
+            else Event.INDEX
+            if index
+            else Event.ARCHIVE
+            if archive
+            else Event.STORED_FILED,
             Changes(remote_status=video.status, next_attempt_at=now),
         )
     if video.status == "failed":

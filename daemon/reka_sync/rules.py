@@ -17,6 +17,7 @@ class Rule:
     match: str
     group: str
     features: tuple[str, ...] = ()
+    after_upload: str | None = None  # keep | delete | move:/dir; None: [upload] after_upload
 
 
 @dataclass(frozen=True)
@@ -27,19 +28,25 @@ class GroupDecision:
     rule_index: int | None
     reason: str
     features: tuple[str, ...] = ()
+    after: str = "keep"  # what becomes of the file once its video is stored: keep, delete, move:DIR
 
 
 class GroupRules:
     """Ordered rules; the first match wins, `default` (and `default_features`) take the rest."""
 
     def __init__(
-        self, rules: Sequence[Rule], default: str, default_features: Sequence[str] = ()
+        self,
+        rules: Sequence[Rule],
+        default: str,
+        default_features: Sequence[str] = (),
+        default_after: str = "keep",
     ) -> None:
         self._rules: tuple[tuple[Rule, Glob], ...] = tuple(
             (rule, compile_glob(rule.match)) for rule in rules
         )
         self._default = default.strip()
         self._features = tuple(default_features)
+        self._after = default_after
         self.any_features = bool(self._features) or any(r.features for r in rules)
 
     def decide(self, rel_path: str) -> GroupDecision:
@@ -53,11 +60,17 @@ class GroupRules:
                 continue
             name = rule.group.format_map(captures).strip()
             reason = f"groups.rules[{index}] match={rule.match!r}"
-            return GroupDecision(name or None, index, reason, rule.features)
+            after = rule.after_upload or self._after
+            return GroupDecision(name or None, index, reason, rule.features, after)
         if self._default:
-            return GroupDecision(self._default, None, "groups.default", self._features)
+            return GroupDecision(self._default, None, "groups.default", self._features, self._after)
         reason = "no rule matched and groups.default is empty"
-        return GroupDecision(None, None, reason, self._features)
+        return GroupDecision(None, None, reason, self._features, self._after)
+
+    def after(self, rel_path: str) -> str:
+        """Given a root-relative path, return what becomes of the file once its video is
+        stored and filed: keep, delete or move:DIR."""
+        return self.decide(rel_path).after
 
     def features(self, rel_path: str) -> tuple[str, ...]:
         """Given a root-relative path, return the features its video needs."""

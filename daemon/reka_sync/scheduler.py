@@ -33,6 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from reka_sync import pauses
 from reka_sync.api import ApiClient, ResponseInfo, Transport
+from reka_sync.archiving import Archiver
 from reka_sync.config import MAX_WORKERS, Config
 from reka_sync.credentials import Secret
 from reka_sync.errors import JournalError, RekaSyncError, TransportError
@@ -125,6 +126,7 @@ class Engine:
         self.steps = Steps(self.ctx)
         self.confirm = Confirmer(self.ctx)
         self.indexer = Indexer(self.ctx)
+        self.archiver = Archiver(self.ctx)
         self.remover = Remover(self.ctx) if not one_shot else None
         self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
         self.control = WorkerPool(1, "reka-control")
@@ -185,6 +187,7 @@ class Engine:
             self._retired.append(self.api)
             self.config, self.api, self.ctx = config, api, ctx
             self.steps, self.confirm, self.indexer = Steps(ctx), Confirmer(ctx), Indexer(ctx)
+            self.archiver = Archiver(ctx)
             if self.remover is not None:
                 self.remover.use(ctx)
             self.watcher = watcher
@@ -253,10 +256,11 @@ class Engine:
         polls = self.journal.jobs([State.UPLOADED], due_before=now, limit=POLL_BATCH * 4)
         filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
         indexing = self.journal.jobs([State.INDEXING], due_before=now, limit=POLL_BATCH * 4)
+        archiving = self.journal.jobs([State.ARCHIVING], due_before=now, limit=POLL_BATCH)
         replaced = self.journal.superseded_due()
         remover = self.remover
         removals = remover is not None and remover.due(now)
-        if not polls and not filing and not indexing and not replaced and not removals:
+        if not (polls or filing or indexing or archiving or replaced or removals):
             return 0
 
         def step() -> None:  # each part on its own: one failing never skips the others
@@ -267,6 +271,7 @@ class Engine:
                 ),
                 partial(self.confirm.file, filing),
                 partial(self.indexer.step, indexing),
+                partial(self.archiver.step, archiving),
                 partial(self.confirm.retire, replaced),
                 *([partial(remover.step, now)] if remover is not None and removals else []),
             ]
@@ -279,7 +284,7 @@ class Engine:
                     log.warning("a confirming step failed; it runs again", error=str(exc))
 
         self.control.submit(self._journal_guarded(step), lambda: None)
-        return len(polls) + len(filing) + len(indexing)
+        return len(polls) + len(filing) + len(indexing) + len(archiving)
 
     def settle(self, now: float) -> int:
         """Given the time, promote discovered files that are complete; return how many."""

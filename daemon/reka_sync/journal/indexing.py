@@ -222,7 +222,8 @@ def write_run(conn: sqlite3.Connection, move: IndexMove, now: float) -> Move | N
     )
     if move.outcome is Outcome.INDEXED:
         changes = Changes(next_attempt_at=now, last_error=None)
-        return Move(run.job_id, Event.INDEXED, changes, {"features": list(run.features)})
+        event = Event.ARCHIVE if move.then_archive else Event.INDEXED
+        return Move(run.job_id, event, changes, {"features": list(run.features)})
     if move.outcome is Outcome.FAILED:
         return Move(run.job_id, Event.FAIL, Changes(last_error=move.reason), {"error": move.reason})
     conn.execute(

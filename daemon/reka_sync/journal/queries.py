@@ -25,7 +25,11 @@ from reka_sync.names import from_db, to_db
 # A file deleted locally keeps its video (until on_delete deletes it: then no video_id),
 # so a file moved within the roots finds it, whichever the rescan saw first.
 STORED_STATES = tuple(
-    s.value for s in (State.UPLOADED, State.FILING, State.INDEXING, State.DONE, State.DELETED)
+    s.value
+    for s in (
+        *(State.UPLOADED, State.FILING, State.INDEXING, State.DONE),
+        *(State.DELETED, State.ARCHIVING, State.ARCHIVED),
+    )
 )
 STORED_MARKS = ", ".join("?" for _ in STORED_STATES)
 
