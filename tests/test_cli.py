@@ -25,6 +25,7 @@ COMMANDS = [
     "reconcile",
     "journal",
     "resume-deletes",
+    "add-url",
     "check-config",
     "doctor",
     "emulator",

@@ -34,6 +34,7 @@ from reka_sync.journal import Job
 from reka_sync.lifecycle import Event
 from reka_sync.moves import Changes, Move
 from reka_sync.stability import FileStat
+from reka_sync.urls import is_url_root
 from reka_sync.workers import Context
 
 log = structlog.get_logger("reka_sync.archiving")
@@ -70,8 +71,8 @@ class Archiver:
         self.ctx.touch(None)
 
     def _archive(self, job: Job) -> Move | None:
-        action = self.ctx.rules.after(job.rel_path)
-        if action == "keep":  # the rules changed meanwhile
+        action = "keep" if is_url_root(job.root) else self.ctx.rules.after(job.rel_path)
+        if action == "keep":  # the rules changed meanwhile (or a URL: no file here)
             return Move(job.id, Event.FILED, Changes(last_error=None), {"after_upload": "keep"})
         if action == "delete":
             return self._delete(job)

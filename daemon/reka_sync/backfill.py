@@ -38,6 +38,7 @@ from reka_sync.progress import Progress, human_size
 from reka_sync.recording import BATCH, record, record_walk
 from reka_sync.scanner import ScanProblem, links_of, walk, walk_stats
 from reka_sync.service import on_stop_signals
+from reka_sync.urls import URL_ROOT, UrlItem
 
 if TYPE_CHECKING:
     from reka_sync.scheduler import Engine
@@ -109,6 +110,7 @@ def run(
     as_json: bool,
     max_wait: float = 900.0,
     wait_index: bool = True,
+    urls: list[UrlItem] | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -116,13 +118,18 @@ def run(
     rules ask for unless not `wait_index`; return the exit code: 0 all done, 1 some failed
     or interrupted, 74 the journal cannot be written, 75 the API stayed unreachable for
     `max_wait` seconds (0: wait forever), 78 the API refused the key; a damaged journal
-    stops it at once (1), the file left as it was."""
+    stops it at once (1), the file left as it was. Given `urls`, upload those (and wait
+    for every URL recorded) instead of walking the roots."""
     try:
         journal = Journal.open(config.journal.path)
     except JournalDamaged as damage:
         return refuse_to_start(damage, "backfill", err)
     try:
-        found = targets(config, paths, journal.root_mounts())
+        found = (
+            targets(config, paths, journal.root_mounts())
+            if urls is None
+            else Targets(scope=Scope(roots=(URL_ROOT,)))
+        )
         for root in found.unavailable:
             print(f"reka-sync: warning: {root} is unavailable (not mounted?); skipped", file=err)
         problems: list[ScanProblem] = []
@@ -134,6 +141,8 @@ def run(
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
         _record(config, journal, found, problems, err)
+        if urls:
+            journal.record_urls(urls, time.time())
         if config.rules().any_features:  # done videos the rules now want more features of
             from reka_sync.indexer import reindex
 

@@ -13,9 +13,11 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reka_sync import __version__
 from reka_sync.commands import (
+    cmd_add_url,
     cmd_journal,
     cmd_reconcile,
     cmd_resume_deletes,
@@ -40,6 +42,9 @@ from reka_sync.errors import (
     RekaSyncError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from reka_sync.urls import UrlItem
 
 Handler = Callable[[argparse.Namespace], int]
 # The first matching kind decides the exit code (a NoJournalYet is a JournalError too).
@@ -119,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for an unreachable API before exiting 75 (15m; 0 = forever)",
     )
     sub.add_argument(
+        "--urls",
+        type=Path,
+        metavar="FILE",
+        help="upload the URLs listed in FILE (URL[<tab>name[<tab>group]] per line), not the roots",
+    )
+    sub.add_argument(
         "--no-wait-index",
         action="store_true",
         help="stop once videos are stored and filed; the service does their indexing",
@@ -156,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_resume_deletes,
         "let deletions go on after the hourly cap stopped them",
     )
+    sub = add("add-url", cmd_add_url, "queue a URL for the API to fetch as a video")
+    sub.add_argument("url", metavar="URL")
+    sub.add_argument("--name", default=None, help="the video's name (default: from the URL)")
+    sub.add_argument("--group", default=None, help="its group (default: from the rules)")
     add("check-config", cmd_check_config, "validate the configuration; print every problem")
     doctor = add(
         "doctor", cmd_doctor, "check the key, reachability, clock, inotify limits, mounts, journal"
@@ -301,6 +316,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """Upload everything under the roots (or the given paths) once, then exit."""
     from reka_sync import backfill
 
+    urls = _url_list(args.urls) if args.urls is not None else None
+    if urls is not None and (args.paths or args.dry_run):
+        raise UsageError("--urls uploads the URLs of a list: no PATH, no --dry-run with it")
     config = load(args)
     key = None if args.dry_run else require_api_key(config)
     start_logging(args, key)
@@ -312,7 +330,22 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         as_json=args.json,
         max_wait=args.max_wait,
         wait_index=not args.no_wait_index,
+        urls=urls,
     )
+
+
+def _url_list(path: Path) -> list[UrlItem]:
+    """Given a URL list file, return its URLs. Raise UsageError naming every bad line."""
+    from reka_sync.urls import parse_list
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the URL list: {exc}") from None
+    items, problems = parse_list(text)
+    if problems:
+        raise UsageError(f"{path}: " + "; ".join(problems))
+    return items
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

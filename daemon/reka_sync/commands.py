@@ -105,6 +105,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _as_recorded(raw: str) -> str:
     """Given a path from the command line, return it as the journal records it: its folder
     resolved, its last part as it is (a link is shown as the link, not its target)."""
+    if "://" in raw:  # a URL (add-url, backfill --urls) is recorded as it is
+        return raw
     absolute = os.path.abspath(raw)
     return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
 
@@ -239,6 +241,26 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         api.close()
         journal.close()
     reconcile.print_report(reconcile.report(plan, made), args.json, sys.stdout)
+    return EXIT_OK
+
+
+def cmd_add_url(args: argparse.Namespace) -> int:
+    """Record a URL for the API to fetch as a video; the service (or backfill --urls)
+    uploads it once."""
+    from reka_sync.journal import Journal
+    from reka_sync.urls import UrlItem, check_url
+
+    why = check_url(args.url)
+    if why:
+        print(f"reka-sync: {args.url}: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    config = load(args)
+    journal = Journal.open(config.journal.path)
+    try:
+        new = journal.record_urls([UrlItem(args.url, args.name, args.group)], time.time())
+    finally:
+        journal.close()
+    print(f"{args.url}: " + ("queued" if new else "known already: uploaded once, not again"))
     return EXIT_OK
 
 

@@ -48,6 +48,7 @@ from reka_sync.retry import Backoff
 from reka_sync.rules import GroupRules
 from reka_sync.scanner import Links, links_of, stat_file
 from reka_sync.upload_body import DIGEST_SLOT
+from reka_sync.urls import is_url_root, url_sample
 
 log = structlog.get_logger("reka_sync.workers")
 TWIN_WAIT = 2.0  # seconds to wait for a twin being sent before looking again
@@ -144,6 +145,9 @@ class Steps:
     def _prepare(self, job: Job) -> Happened | Send:
         """Check the file, settle an unknown earlier send, dedupe; commit the send."""
         ctx = self.ctx
+        if is_url_root(job.root):  # the API fetches it: no file to check, no twin
+            found = self._reconcile(job) if outcomes.must_reconcile(job) else None
+            return found or self._commit_send(job, url_sample(job.path), [], job.group_name)
         current = stat_file(job.path, self.links)
         if current is None and not is_there(job.root, ctx.journal.root_mounts()):
             return _deferred(
@@ -161,14 +165,21 @@ class Steps:
         checked = self._dedupe(job, sample)
         if isinstance(checked, Duplicate):
             return checked
-        decision = ctx.rules.decide(job.rel_path)
-        group_id = ctx.groups.resolve(decision.group) if decision.group else None
+        return self._commit_send(job, sample, checked, None)
+
+    def _commit_send(
+        self, job: Job, sample: str, checked: list[int], group: str | None
+    ) -> Happened | Send:
+        """Commit the send of a checked job (its group: `group`, else its rule's)."""
+        ctx = self.ctx
+        group = group or ctx.rules.decide(job.rel_path).group
+        group_id = ctx.groups.resolve(group) if group else None
         ctx.pauses.check(UPLOADS, ctx.clock())
         spent = outcomes.out_of_attempts(job, ctx.policy)
         if spent is not None:
             return spent
         key = outcomes.upload_key(job, uuid.uuid4().hex)
-        move = outcomes.sending(job, key, sample, decision.group, group_id)
+        move = outcomes.sending(job, key, sample, group, group_id)
         sending = ctx.journal.begin_send(move, _holder(job), ctx.clock, sample, checked)
         if sending is None:
             return _deferred("a file with the same content is being uploaded", TWIN_WAIT)
@@ -176,6 +187,8 @@ class Steps:
 
     def _send(self, send: Send, cancel: threading.Event) -> Stored:
         job = send.job
+        if is_url_root(job.root):
+            return self._send_url(send)
         opened = self.links.target(job.path) if os.path.islink(job.path) else job.path
         if opened is None:
             raise FileChanged(f"{job.path} became a symbolic link that may not be followed")
@@ -211,6 +224,18 @@ class Steps:
             accepted.status,
             detail={"request_id": accepted.request_id, "bytes": accepted.bytes_sent},
         )
+
+    def _send_url(self, send: Send) -> Stored:
+        """Ask the API to fetch a URL as a new video, its marker naming the URL."""
+        job, instance = send.job, self.ctx.config.journal.instance
+        marker = Marker(send.key, instance, 0, 0, "url", job.path)
+        video_id = self.ctx.api.upload_url(
+            job.path,
+            video_name=text(job.rel_path),
+            description=markers.render(marker),
+            group_id=send.group_id,
+        )
+        return Stored(video_id, None, url_sample(job.path), "uploading", detail={"url": job.path})
 
     def _sending(self, job: Job, count: int) -> None:
         self.ctx.progress[job.id] = count
@@ -271,6 +296,8 @@ class Steps:
 
     def _check_unchanged(self, job: Job) -> None:
         """The file changed while it was sent: delete the video, settle the file again."""
+        if is_url_root(job.root):
+            return
         after = stat_file(job.path, self.links)
         if after is not None and after.same_content_as(job.stat):
             return
@@ -318,6 +345,10 @@ class Steps:
         return now - since < self.ctx.config.upload.processing_deadline
 
     def _adopted(self, job: Job, video: Video, deleted: list[str]) -> Stored:
+        if is_url_root(job.root):
+            detail = {"deleted_extra": deleted} if deleted else {}
+            sample = url_sample(job.path)
+            return Stored(video.video_id, None, sample, video.status, adopted=True, detail=detail)
         return Stored(
             video.video_id,
             digest_file(Path(job.path), lambda: self.ctx.touch(None)),

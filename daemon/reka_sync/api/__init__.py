@@ -37,7 +37,14 @@ from reka_sync.api.replies import (
 )
 from reka_sync.config import ApiConfig
 from reka_sync.credentials import Secret
-from reka_sync.errors import BadReply, Cancelled, NotSent, OutcomeUnknown, TransportError
+from reka_sync.errors import (
+    BadReply,
+    Cancelled,
+    NotSent,
+    OutcomeUnknown,
+    ServerError,
+    TransportError,
+)
 from reka_sync.stability import FileStat
 from reka_sync.upload_body import UploadBody
 
@@ -205,7 +212,14 @@ class ApiClient:
             "group_id": group_id,
         }
         data = {k: v for k, v in fields.items() if v is not None}
-        response = self._send("POST", "/v2/videos", files={k: (None, v) for k, v in data.items()})
+        try:
+            response = self._send(
+                "POST", "/v2/videos", files={k: (None, v) for k, v in data.items()}
+            )
+        except ServerError as exc:  # a gateway answered: the API may have taken it
+            if exc.status in GATEWAY_STATUSES:
+                raise OutcomeUnknown(f"{exc}; the video may have been created") from None
+            raise
         try:
             return str(reply_json(response, "POST /v2/videos", ("video_id",))["video_id"])
         except BadReply as exc:

@@ -75,6 +75,7 @@ from reka_sync.lifecycle import Event, State, next_state
 from reka_sync.moves import Changes, Lease, Move
 from reka_sync.names import to_db
 from reka_sync.stability import FileStat
+from reka_sync.urls import URL_ROOT, UrlItem, name_of
 
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
@@ -311,6 +312,35 @@ class Journal(LifeQueries):
             "INSERT INTO deletions (at, file_id, video_id, reason) VALUES (?,?,?,?)",
             (now, None, video_id, reason),
         )
+
+    def record_urls(self, items: Sequence[UrlItem], now: float) -> int:
+        """Given URLs to upload, record each new one queued (a URL known already is left as
+        it is: uploaded once); return how many were new."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            new = 0
+            for item in items:
+                cursor = conn.execute(
+                    "INSERT INTO files (path, root, rel_path, size, mtime_ns, inode, device,"
+                    " quiet_since, state, priority, group_name, created_at, updated_at)"
+                    " VALUES (?,?,?,0,0,0,0,?,?,1,?,?,?) ON CONFLICT (path) DO NOTHING",
+                    (
+                        item.url,
+                        URL_ROOT,
+                        name_of(item),
+                        now,
+                        State.QUEUED.value,
+                        *(item.group, now, now),
+                    ),
+                )
+                if cursor.rowcount:
+                    new += 1
+                    file_id = int(cursor.lastrowid or 0)
+                    detail = {"url": item.url, "group": item.group}
+                    log_event(conn, file_id, now, Event.SEEN, None, State.QUEUED, detail)
+            return new
+
+        return self._run(write) if items else 0
 
     def wake_held(self, now: float) -> int:
         """Given the time, make every run the daily cap holds due now (the cap may have
