@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ import httpx
 from reka_sync.markers import parse, render
 from tests.conftest import (
     API_KEY,
+    PYTHON,
     assert_uploaded_exactly_once,
+    cli_env,
     digest_of,
     emulator_records,
     engine_config,
@@ -154,7 +158,25 @@ def test_a_damaged_journal_moved_aside_is_rebuilt_by_reconcile(
     expected = make_tree(media, 30, size=4 * 1024)
     config = engine_config(tmp_path, media, emu.url)
     assert run_backfill(config).returncode == 0
-    forget_journal(tmp_path)  # the damaged file moved aside
+    journal = tmp_path / "journal.db"
+    with sqlite3.connect(journal) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with journal.open("r+b") as handle:  # spoil every page but the header
+        for offset in range(4096, journal.stat().st_size, 4096):
+            handle.seek(offset)
+            handle.write(os.urandom(4096))
+    stopped = run_backfill(config)
+    assert stopped.returncode == 1 and "reconcile" in stopped.stderr, stopped.stderr
+    checked = subprocess.run(
+        [PYTHON, "-m", "reka_sync", "journal", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    journal.rename(tmp_path / "journal.db.damaged")  # what the message says to do
+    forget_journal(tmp_path)
     rebuilt = reconcile(config, "--apply")
     assert len(rebuilt["adopted"]) == 30 and rebuilt["changed"]["adopted"] == 30
     again = run_backfill(config, "--json")
