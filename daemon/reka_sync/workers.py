@@ -301,10 +301,11 @@ class Steps:
         after = stat_file(job.path, self.links)
         if after is not None and after.same_content_as(job.stat):
             return
-        error = None
+        error, now = None, self.ctx.clock()
         try:
             if job.video_id:
                 self.ctx.api.delete_video(job.video_id)
+                self.ctx.journal.count_deletion(job.video_id, "changed during its send", now)
         except RekaSyncError as exc:
             error = str(exc)
         move = outcomes.changed_after_send(job, job.video_id, error, self.ctx.clock())
@@ -322,6 +323,7 @@ class Steps:
             keep, *extra = mine
             for video in extra:  # several attempts of one chain landed: keep one
                 ctx.api.delete_video(video.video_id)
+                ctx.journal.count_deletion(video.video_id, "a second copy of one send", ctx.clock())
             return self._adopted(job, keep, [v.video_id for v in extra])
         if self._unmarked_in_progress(job, videos, ctx.clock()):
             return _deferred(
