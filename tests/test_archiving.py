@@ -124,3 +124,19 @@ def test_delete_needs_its_confirmation_beside_it(tmp_path: Path, media: Path) ->
         'groups.rules[0].after_upload: "delete" deletes each file once its video is stored;'
         " set after_upload_confirm = true beside it to mean it",
     ]
+
+
+def test_a_new_file_at_an_archived_path_is_moved_beside_the_first(
+    tmp_path: Path, media: Path, emu
+) -> None:
+    (path,) = make_tree(media, 1, size=8 * 1024)  # a camera clip: moved
+    archive = tmp_path / "archive"
+    config = archive_config(tmp_path, media, emu.url, archive)
+    assert run_backfill(config).returncode == 0
+    first = archive / Path(path).relative_to(media)
+    Path(path).write_bytes(b"another recording, same name" * 300)  # the camera reuses it
+    assert run_backfill(config).returncode == 0
+    second = first.with_name(f"{first.stem} (2){first.suffix}")
+    assert not Path(path).exists() and first.exists() and second.exists()
+    assert digest_of(second) != digest_of(first)
+    assert len(emulator_records(emu.url)) == 2

@@ -63,7 +63,7 @@ def test_add_url_queues_once_and_a_bad_list_names_its_lines(
     config = engine_config(tmp_path, media, emu.url)
     url = "https://media.example.com/keynote.mp4"
     assert "queued" in reka_ok(config, "add-url", url, "--group", "Keynotes")
-    assert "known already" in reka_ok(config, "add-url", url)
+    assert "in the journal already (queued)" in reka_ok(config, "add-url", url)
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{url}\nftp://nope/x.mp4\nnot a url\n")
     done = subprocess.run(
@@ -82,3 +82,17 @@ def test_add_url_queues_once_and_a_bad_list_names_its_lines(
     (record,) = emulator_records(emu.url)
     group = report_json("show", config, url)
     assert group is not None and group["group_name"] == "Keynotes" and record["video_id"]
+
+
+def test_a_lost_journal_uploads_no_url_again(tmp_path: Path, media: Path, emu) -> None:
+    urls = [f"https://media.example.com/clip-{i}.mp4" for i in range(5)]
+    listing = tmp_path / "urls.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    config = engine_config(tmp_path, media, emu.url)
+    assert run_backfill(config, "--urls", str(listing)).returncode == 0
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"journal.db{suffix}").unlink(missing_ok=True)
+    again = run_backfill(config, "--urls", str(listing), "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["outcomes"] == {"done": 5}
+    assert len(emulator_records(emu.url)) == 5  # adopted by their markers, not sent again

@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 
+from reka_sync import deletions, markers
 from reka_sync.errors import NotFound, RekaSyncError
 from reka_sync.fingerprint import digest_file
 from reka_sync.journal import Job
 from reka_sync.lifecycle import Event
+from reka_sync.mounts import is_there
 from reka_sync.moves import Changes, Move
 from reka_sync.stability import FileStat
 from reka_sync.urls import is_url_root
@@ -71,64 +74,83 @@ class Archiver:
         self.ctx.touch(None)
 
     def _archive(self, job: Job) -> Move | None:
+        now = self.ctx.clock()
         action = "keep" if is_url_root(job.root) else self.ctx.rules.after(job.rel_path)
         if action == "keep":  # the rules changed meanwhile (or a URL: no file here)
             return Move(job.id, Event.FILED, Changes(last_error=None), {"after_upload": "keep"})
+        if not is_there(job.root, self.ctx.journal.root_mounts()):
+            return _later(job, now, "its root is unavailable (unmounted?); the file waits")
         if action == "delete":
-            return self._delete(job)
-        target = Path(action.removeprefix("move:")) / job.rel_path
-        return self._move(job, target)
+            return self._delete(job, now)
+        return self._move(job, Path(action.removeprefix("move:")) / job.rel_path, now)
 
-    def _delete(self, job: Job) -> Move | None:
+    def _delete(self, job: Job, now: float) -> Move:
         here = _stat(job.path)
         if here is None:  # deleted by us before a crash, or by someone else: as asked
             return _archived(job, {"deleted": True})
-        if (
-            not here.same_content_as(job.stat)
-            or digest_file(Path(job.path), self._alive) != job.digest
-        ):
-            return None  # changed since it was sent: the rescan sends the new content
+        if not self._unchanged(job, here):
+            return _later(job, now, CHANGED)
         if not self._stored(job):
-            return _later(job, self.ctx.clock(), "the API does not report the video stored yet")
+            return _later(job, now, "the API does not report the video stored yet")
+        if _stat(job.path) != here:  # written to while its digest was read
+            return _later(job, now, CHANGED)
         os.unlink(job.path)
         _fsync_dir(Path(job.path).parent)
         log.info("deleted after upload", path=job.path, video_id=job.video_id)
         return _archived(job, {"deleted": True})
 
+    def _unchanged(self, job: Job, here: FileStat) -> bool:
+        """Is the file the one sent: size, mtime, inode, device, and its digest?"""
+        same = here.same_content_as(job.stat)
+        return same and digest_file(Path(job.path), self._alive) == job.digest
+
     def _stored(self, job: Job) -> bool:
-        """Is the video stored, with its metadata (the API exposes no size to compare)?"""
+        """Is the video stored, with the metadata sent (its marker; the API exposes no size
+        to compare)?"""
         if not job.video_id:
             return False
         try:
             video = self.ctx.api.get_video(job.video_id)
         except NotFound:
             return False
-        return video.status == "uploaded" and isinstance(video.raw.get("metadata"), dict)
+        marked = job.upload_key is None or markers.carries(video.description, job.upload_key)
+        return video.status == "uploaded" and isinstance(video.raw.get("metadata"), dict) and marked
 
-    def _move(self, job: Job, target: Path) -> Move | None:
-        here, there = _stat(job.path), _stat(target)
+    def _move(self, job: Job, target: Path, now: float) -> Move:
+        here = _stat(job.path)
         if here is None:
-            if there is not None and there.size == job.size:
-                return _archived(job, {"moved_to": str(target)})  # moved before a crash
-            return Move(job.id, Event.GONE, Changes(last_error="vanished before its move"))
+            moved = self._moved_to(job, target)
+            if moved is not None:
+                return _archived(job, {"moved_to": str(moved)})  # moved before a crash
+            return deletions.gone(job.id, job.video_id, now, self.ctx.config.watch.delete_grace)
         if not here.same_content_as(job.stat):
-            return None  # changed since it was sent: the rescan sends the new content
-        if there is not None:
-            if there.size != job.size or digest_file(target, self._alive) != job.digest:
-                raise FileExistsError(f"{target} exists with other content; not overwritten")
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            return _later(job, now, CHANGED)
+        there = self._moved_to(job, target)
+        if there is None:
+            there = _free_name(target)
+            _make_dirs(there.parent)
             try:
-                os.rename(job.path, target)
-                _fsync_dir(target.parent)
-                return _archived(job, {"moved_to": str(target)})
+                os.rename(job.path, there)
+                _fsync_dir(there.parent)
+                return _archived(job, {"moved_to": str(there)})
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-            self._copy(job, target)
+            self._copy(job, there)
         os.unlink(job.path)  # the target holds the very bytes that were sent
         _fsync_dir(Path(job.path).parent)
-        return _archived(job, {"moved_to": str(target)})
+        return _archived(job, {"moved_to": str(there)})
+
+    def _moved_to(self, job: Job, target: Path) -> Path | None:
+        """Where a copy of the bytes sent is already (a move cut short), if anywhere: the
+        target, or a free name taken beside it."""
+        for candidate in _names(target):
+            there = _stat(candidate)
+            if there is None:
+                return None
+            if there.size == job.size and digest_file(candidate, self._alive) == job.digest:
+                return candidate
+        return None
 
     def _copy(self, job: Job, target: Path) -> None:
         """Copy across filesystems: to a temporary name, fsynced, verified, renamed."""
@@ -146,8 +168,35 @@ class Archiver:
         _fsync_dir(target.parent)
 
 
+def _names(target: Path) -> Iterator[Path]:
+    """Given a target, yield it and the free names beside it: "a (2).mp4", "a (3).mp4"."""
+    yield target
+    for n in range(2, 1000):
+        yield target.with_name(f"{target.stem} ({n}){target.suffix}")
+
+
+def _free_name(target: Path) -> Path:
+    """Given a target, return it or the first name beside it that is free (another file
+    by that name is never overwritten)."""
+    return next(p for p in _names(target) if _stat(p) is None)
+
+
+def _make_dirs(folder: Path) -> None:
+    """Create a folder and its missing parents, each made durable in its parent."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        _fsync_dir(made.parent)
+
+
 def _archived(job: Job, detail: dict[str, object]) -> Move:
     return Move(job.id, Event.ARCHIVED, Changes(last_error=None), dict(detail))
+
+
+CHANGED = "changed since it was sent; left as it is (the rescan sends the new content)"
 
 
 def _later(job: Job, now: float, reason: str) -> Move:

@@ -250,17 +250,20 @@ def cmd_add_url(args: argparse.Namespace) -> int:
     from reka_sync.journal import Journal
     from reka_sync.urls import UrlItem, check_url
 
-    why = check_url(args.url)
+    url = args.url.strip()
+    why = check_url(url)
     if why:
-        print(f"reka-sync: {args.url}: {why}", file=sys.stderr)
+        print(f"reka-sync: {url}: {why}", file=sys.stderr)
         return EXIT_USAGE
     config = load(args)
     journal = Journal.open(config.journal.path)
     try:
-        new = journal.record_urls([UrlItem(args.url, args.name, args.group)], time.time())
+        new = journal.record_urls([UrlItem(url, args.name, args.group)], time.time())
+        job = journal.find(url)
     finally:
         journal.close()
-    print(f"{args.url}: " + ("queued" if new else "known already: uploaded once, not again"))
+    state = job.state.value if job is not None else "unknown"
+    print(f"{url}: " + ("queued" if new else f"in the journal already ({state}); not added again"))
     return EXIT_OK
 
 

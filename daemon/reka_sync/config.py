@@ -168,6 +168,14 @@ def _archives_ignored(config: Config) -> Config:
     a file moved into it is never picked up again."""
     actions = [config.upload.after_upload, *(r.after_upload or "" for r in config.groups.rules)]
     folders = {Path(a.removeprefix("move:")) for a in actions if a.startswith("move:")}
+    roots = [f for f in folders if f in config.watch.roots]
+    if roots:
+        raise ConfigError(
+            [
+                f"after_upload: move:{f} is a watch root; archive into a folder of its own"
+                for f in roots
+            ]
+        )
     extra = [
         f"{folder.relative_to(root).as_posix()}/**"
         for root in config.watch.roots

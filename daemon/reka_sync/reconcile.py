@@ -32,6 +32,8 @@ from reka_sync.moves import Changes, Move
 from reka_sync.names import shown
 from reka_sync.recovery import Adopt, Done, Found, Plan, Remote
 from reka_sync.scanner import links_of, stat_file
+from reka_sync.stability import FileStat
+from reka_sync.urls import URL_ROOT, UrlItem, is_url_root, name_of, url_sample
 
 log = structlog.get_logger("reka_sync.reconcile")
 SHOWN = 20  # files named per class in the text report
@@ -53,6 +55,8 @@ def survey(config: Config, journal: Journal, api: ApiClient) -> Plan:
     links = links_of(config.watch)
 
     def find(marker: markers.Marker) -> Found | None:
+        if marker.rel_path and "://" in marker.rel_path:  # a URL's video: no file to look at
+            return Found(URL_ROOT, marker.rel_path, FileStat(0, 0, 0, 0))
         rel = Path(marker.rel_path or "")
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             return None  # a marker never names a file outside its root
@@ -143,10 +147,16 @@ def adopt(adopted: list[Adopt], journal: Journal, api: ApiClient, now: float) ->
 
 
 def _rel(item: Adopt) -> str:
+    """Given an adoption, return its file's path relative to its root (a URL: its name)."""
+    if is_url_root(item.file.root):
+        return name_of(UrlItem(item.file.path))
     return str(Path(item.file.path).relative_to(item.file.root))
 
 
 def _sample(found: Found) -> str | None:
+    """Given a file found, return its sample hash (a URL's stand-in), or None if unreadable."""
+    if is_url_root(found.root):
+        return url_sample(found.path)
     try:
         return sample_file(Path(found.path), found.stat.size)
     except RekaSyncError:

@@ -24,6 +24,7 @@ from reka_sync.mounts import is_there
 from reka_sync.moves import UNSET, Changes, Move
 from reka_sync.scanner import NO_LINKS, links_of, stat_file
 from reka_sync.stability import Decision, FileStat, Limits, Verdict, Writer, complete, settle
+from reka_sync.urls import is_url_root
 
 log = structlog.get_logger("reka_sync.settling")
 SETTLE_BATCH = 5000  # files looked at per tick, at most
@@ -110,6 +111,9 @@ class Settler:
         return sum(1 for move, _ in refused if move.event is Event.SETTLED)
 
     def _one(self, job: Job, limits: Limits, now: float, root_there: Callable[[str], bool]) -> int:
+        if is_url_root(job.root):  # a URL sent back (retry, reupload): nothing to settle
+            self._decided_move(job, Event.SETTLED, note="a URL")
+            return 1
         current = stat_file(job.path, self.links)
         if current is None and not root_there(job.root):
             return 0  # an unmounted share: its files are not missing

@@ -228,7 +228,7 @@ class Steps:
     def _send_url(self, send: Send) -> Stored:
         """Ask the API to fetch a URL as a new video, its marker naming the URL."""
         job, instance = send.job, self.ctx.config.journal.instance
-        marker = Marker(send.key, instance, 0, 0, "url", job.path)
+        marker = Marker(send.key, instance, 0, 0, url_sample(job.path), job.path)
         video_id = self.ctx.api.upload_url(
             job.path,
             video_name=text(job.rel_path),
