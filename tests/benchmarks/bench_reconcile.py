@@ -51,7 +51,7 @@ import tomli_w
 from reka_sync.emulator.store import VideoRecord
 from reka_sync.markers import Marker, render
 from tests.benchmarks.bench_scale import ENV, HARNESS, HWM, Proc, rss, run_proc, verdict
-from tests.benchmarks.common import MIB, memory_dir, peak_rss_mib
+from tests.benchmarks.common import MIB, EmulatorProcess, memory_dir, peak_rss_mib
 
 KEY = ENV["REKA_API_KEY"]
 OWNER = hashlib.sha256(KEY.encode()).hexdigest()[:16]  # as the emulator derives it
@@ -104,40 +104,6 @@ def seed(data: Path, count: int) -> tuple[set[str], int]:
             )
             log.write(json.dumps({"op": "video", "data": asdict(record)}) + "\n")
     return ours, foreign
-
-
-class Emulator:
-    """`reka-sync emulator --data DIR` as a subprocess on a free port, on a seeded folder."""
-
-    def __init__(self, data: Path) -> None:
-        start = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reka_sync",
-                "emulator",
-                "--port",
-                "0",
-                "--data",
-                str(data),
-                "--processing-delay",
-                "0.2",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # printed once state.jsonl is replayed
-        if " on " not in line:
-            self.proc.kill()
-            raise SystemExit(f"the emulator did not start: {line!r}")
-        self.url = line.split(" on ")[1].split()[0]
-        self.ready = time.perf_counter() - start
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def write_config(base: Path, url: str) -> Path:
@@ -385,12 +351,14 @@ def main(argv: list[str] | None = None) -> None:
         ours, foreign = seed(base / "emu", args.videos)
         seeded = time.perf_counter() - start
         state = (base / "emu" / "state.jsonl").stat().st_size
-        emu = Emulator(base / "emu")
+        start = time.perf_counter()
+        emu = EmulatorProcess(base / "emu", in_place=True)
+        ready = time.perf_counter() - start
         try:
             print(
                 f"  seeded state.jsonl ({state / MIB:.0f} MiB) in {seeded:.1f}s: {len(ours)} ours"
                 f" (complete markers of {INSTANCE!r}, files absent), {foreign} foreign (no"
-                f" marker); emulator ready in {emu.ready:.1f}s",
+                f" marker); emulator ready in {ready:.1f}s",
                 flush=True,
             )
             cfg = write_config(base, emu.url)

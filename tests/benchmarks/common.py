@@ -77,9 +77,11 @@ class EmulatorProcess:
     does not decide the figures of the client under test.
     """
 
-    def __init__(self, data: Path, *extra: str) -> None:
+    def __init__(self, data: Path, *extra: str, in_place: bool = False) -> None:
+        """Given a data folder's name (or, `in_place`, a folder seeded already, used as it
+        is) and more emulator flags, start the emulator and wait until it serves."""
         self._tmp = tempfile.TemporaryDirectory(dir=memory_dir(), prefix="reka-bench-")
-        data = Path(self._tmp.name) / data.name
+        data = data if in_place else Path(self._tmp.name) / data.name
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -98,7 +100,10 @@ class EmulatorProcess:
             text=True,
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
+        line = self.proc.stdout.readline()  # printed once a seeded state is replayed
+        if " on " not in line:
+            self.proc.kill()
+            raise SystemExit(f"the emulator did not start: {line!r}")
         self.url = line.split(" on ")[1].split()[0]
 
     def peak_rss_mib(self) -> float:
