@@ -147,7 +147,7 @@ def run(
             from reka_sync.indexer import reindex
 
             reindex(journal, config.rules(), time.time())
-        else:
+        elif journal.index_held():
             journal.wake_held(time.time())  # the cap may have changed
         interrupted, stopped = False, None
         if _work_left(journal, found.scope, wait_index):  # else no engine, nor its imports

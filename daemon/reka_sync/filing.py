@@ -58,8 +58,7 @@ class Confirmer:
                 policy,
                 now,
                 ctx.rand(),
-                index=bool(ctx.rules.features(job.rel_path)),
-                archive=ctx.rules.after(job.rel_path) != "keep",
+                **self._next_of(job),
             )
             for job in jobs
         ]
@@ -127,9 +126,17 @@ class Confirmer:
     def _filed(self, job: Job) -> Event:
         """The event of a job now in its group: done, or on to indexing if its rule wants
         features, or to archiving if it moves or deletes the file after upload."""
-        if self.ctx.rules.features(job.rel_path):
-            return Event.INDEX
-        return Event.ARCHIVE if self.ctx.rules.after(job.rel_path) != "keep" else Event.FILED
+        then = self._next_of(job)
+        return Event.INDEX if then["index"] else Event.ARCHIVE if then["archive"] else Event.FILED
+
+    def _next_of(self, job: Job) -> dict[str, bool]:
+        """What follows a job once stored and filed, by its rule (one decision, and none
+        at all when no rule names features or after_upload)."""
+        rules = self.ctx.rules
+        if not (rules.any_features or rules.any_after):
+            return {"index": False, "archive": False}
+        decision = rules.decide(job.rel_path)
+        return {"index": bool(decision.features), "archive": decision.after != "keep"}
 
     def retire(self, replaced: list[Replaced]) -> None:
         """Given videos of files' earlier contents (whose new content is stored and filed),

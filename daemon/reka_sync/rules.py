@@ -48,6 +48,9 @@ class GroupRules:
         self._features = tuple(default_features)
         self._after = default_after
         self.any_features = bool(self._features) or any(r.features for r in rules)
+        self.any_after = default_after != "keep" or any(
+            r.after_upload not in (None, "keep") for r in rules
+        )
 
     def decide(self, rel_path: str) -> GroupDecision:
         """Given a root-relative path, return the group it belongs to and the rule that said so.
@@ -70,7 +73,7 @@ class GroupRules:
     def after(self, rel_path: str) -> str:
         """Given a root-relative path, return what becomes of the file once its video is
         stored and filed: keep, delete or move:DIR."""
-        return self.decide(rel_path).after
+        return self.decide(rel_path).after if self.any_after else "keep"
 
     def features(self, rel_path: str) -> tuple[str, ...]:
         """Given a root-relative path, return the features its video needs."""
