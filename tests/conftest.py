@@ -267,17 +267,25 @@ def assert_uploaded_exactly_once(url: str, expected: dict[str, str]) -> list[dic
     return records
 
 
-def reka_ok(config: Path, *args: str, timeout: float = 120) -> str:
-    """Run `reka-sync ARGS --config CONFIG` with the test key; return what it printed.
-    Fail the test if it exits non-zero."""
-    done = subprocess.run(
+def reka_done(
+    config: Path, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `reka-sync ARGS --config CONFIG` with the test key (and `env`); return how it
+    ended, whatever its exit code."""
+    return subprocess.run(
         [PYTHON, "-m", "reka_sync", *args, "--config", str(config)],
         capture_output=True,
         text=True,
-        env=cli_env(REKA_API_KEY=API_KEY),
+        env=cli_env(REKA_API_KEY=API_KEY, **env),
         check=False,
         timeout=timeout,
     )
+
+
+def reka_ok(config: Path, *args: str, timeout: float = 120) -> str:
+    """Run `reka-sync ARGS --config CONFIG` with the test key; return what it printed.
+    Fail the test if it exits non-zero."""
+    done = reka_done(config, *args, timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

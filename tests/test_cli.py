@@ -25,6 +25,8 @@ COMMANDS = [
     "reconcile",
     "journal",
     "resume-deletes",
+    "pause",
+    "resume",
     "add-url",
     "check-config",
     "doctor",

@@ -30,9 +30,19 @@ def test_example_config_loads_and_documents_every_key(clean_env: None) -> None:
     ]
     text = (REPO / "config.example.toml").read_text()
     assert "[[groups.rules]]" in text
-    for section in ("api", "journal", "watch", "upload", "groups", "index"):
+    assert "[[upload.schedule]]" in text
+    assert [w.name for w in config.upload.schedule] == [
+        "mon-fri 08:00-19:00",
+        "mon-sun 19:00-23:00",
+    ]
+    assert config.upload.schedule[0].max_rate == 5 * 1024 * 1024
+    assert config.upload.schedule[1].workers == 0
+    window_keys = {"days", "hours", "max_rate", "workers", "abort_in_flight"}
+    for key in window_keys:
+        assert re.search(rf"^{key} = ", text, re.M), f"upload.schedule[].{key} is not documented"
+    for section in ("api", "journal", "watch", "upload", "groups", "index", "metrics"):
         for name in fields(getattr(config, section)):
-            if name.name == "rules":
+            if name.name in ("rules", "schedule"):
                 continue
             assert re.search(rf"^{name.name} = ", text, re.M), (
                 f"{section}.{name.name} is not documented in config.example.toml"

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -111,6 +111,7 @@ def run(
     max_wait: float = 900.0,
     wait_index: bool = True,
     urls: list[UrlItem] | None = None,
+    ignore_schedule: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -119,7 +120,10 @@ def run(
     or interrupted, 74 the journal cannot be written, 75 the API stayed unreachable for
     `max_wait` seconds (0: wait forever), 78 the API refused the key; a damaged journal
     stops it at once (1), the file left as it was. Given `urls`, upload those (and wait
-    for every URL recorded) instead of walking the roots."""
+    for every URL recorded) instead of walking the roots. `ignore_schedule` sets the
+    [[upload.schedule]] windows aside (an operator's pause still holds)."""
+    if ignore_schedule:
+        config = replace(config, upload=replace(config.upload, schedule=()))
     try:
         journal = Journal.open(config.journal.path)
     except JournalDamaged as damage:
@@ -259,7 +263,12 @@ def _drive(
             tally = journal.scope_tally(scope)
             looked = time.monotonic()  # a big scope's count is slower: look less often
             pace = min(LOOK_MOST, LOOK_COST * (looked - now))
-            progress.update(tally, sum(engine.in_flight().values()), journal.pauses(time.time()))
+            progress.update(
+                tally,
+                sum(engine.in_flight().values()),
+                journal.pauses(time.time()),
+                engine.governor.limits.held if engine.governor.limits else None,
+            )
             if _finished(journal, scope, tally, engine.settler.left, wait_index):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents
                 break

@@ -34,6 +34,7 @@ from reka_sync.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_IOERR,
+    EXIT_NOPERM,
     EXIT_OK,
     EXIT_USAGE,
     ConfigError,
@@ -41,6 +42,7 @@ from reka_sync.errors import (
     NoJournalYet,
     RekaSyncError,
     UsageError,
+    WrongUser,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ Handler = Callable[[argparse.Namespace], int]
 # The first matching kind decides the exit code (a NoJournalYet is a JournalError too).
 EXIT_CODES: tuple[tuple[type[RekaSyncError], int], ...] = (
     (UsageError, EXIT_USAGE),
+    (WrongUser, EXIT_NOPERM),
     (NoJournalYet, EXIT_FAILED),
     (JournalError, EXIT_IOERR),
     (RekaSyncError, EXIT_FAILED),
@@ -134,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop once videos are stored and filed; the service does their indexing",
     )
+    sub.add_argument(
+        "--ignore-schedule",
+        action="store_true",
+        help="upload at full speed now, whatever the [[upload.schedule]] windows say "
+        "(a pause still holds)",
+    )
     _json_flag(sub)
     _json_flag(add("status", cmd_status, "counts per state, work in flight, pauses, failures"))
     sub = add("show", cmd_show, "one file's history in the journal")
@@ -162,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --apply: delete extra videos of a content (never one the journal holds)",
     )
     _json_flag(sub)
+    sub = add("pause", cmd_pause, "pause new uploads, here and in any backfill, until resumed")
+    sub.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="lift the pause by itself after this long (90m, 2h, 1d)",
+    )
+    sub.add_argument(
+        "--now",
+        action="store_true",
+        help="also stop uploads in flight; they go back to the queue, no attempt spent",
+    )
+    add("resume", cmd_resume, "lift the pause: uploads start again within a few seconds")
     add(
         "resume-deletes",
         cmd_resume_deletes,
@@ -331,6 +353,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         max_wait=args.max_wait,
         wait_index=not args.no_wait_index,
         urls=urls,
+        ignore_schedule=args.ignore_schedule,
     )
 
 
@@ -385,3 +408,17 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     )
     emulator.serve(args.host, args.port, args.data, settings, faults, args.seed)
     return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Pause new uploads (see `pausing`)."""
+    from reka_sync import pausing
+
+    return pausing.cmd_pause(args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Lift the operator's pause (see `pausing`)."""
+    from reka_sync import pausing
+
+    return pausing.cmd_resume(args)

@@ -39,13 +39,18 @@ def start_logging(args: argparse.Namespace, key: Secret | None) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print counts per state, work in flight, pauses and recent failures."""
+    from reka_sync.controls import limits_now
     from reka_sync.journal import Journal
-    from reka_sync.status import format_status, status_report
+    from reka_sync.status import controls_report, format_status, status_report
 
     config = load(args)
     journal = Journal.open(config.journal.path, readonly=True)
+    now = time.time()
     try:
-        report = status_report(journal, time.time())
+        report = status_report(journal, now)
+        report["controls"] = controls_report(
+            limits_now(config.upload, journal.operator_pause(), now)
+        )
     finally:
         journal.close()
     print(json.dumps(report, indent=2) if args.json else format_status(report))

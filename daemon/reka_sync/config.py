@@ -23,6 +23,8 @@ from reka_sync.features import FEATURES
 from reka_sync.markers import default_instance, valid_instance
 from reka_sync.patterns import compile_glob, template_fields
 from reka_sync.rules import GroupRules, Rule
+from reka_sync.throttle import parse_rate
+from reka_sync.windows import ALL_DAYS, ALL_HOURS, Window, days_problem, hours_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/reka-sync/config.toml")
 OBSERVERS = ("auto", "native", "polling")
@@ -80,6 +82,8 @@ class UploadConfig:
     lease_seconds: float = 60.0
     reupload_removed: bool = False  # a video removed remotely is uploaded again
     after_upload: str = "keep"  # keep | delete | move:/absolute/dir (rules may say otherwise)
+    max_rate: int = 0  # bytes per second for all workers together; 0 = no cap
+    schedule: tuple[Window, ...] = ()  # [[upload.schedule]] windows; the later entry wins
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,16 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""  # "host:port" of /metrics and the status page; "" = off
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Return (host, port) to listen on, or None when metrics are off."""
+        return split_listen(self.listen) if self.listen else None
+
+
+@dataclass(frozen=True)
 class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
@@ -106,6 +120,7 @@ class Config:
     upload: UploadConfig = field(default_factory=UploadConfig)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
 
@@ -154,6 +169,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         upload=_upload(top.table("upload"), base),
         groups=_groups(top.table("groups"), base),
         index=_index(top.table("index")),
+        metrics=_metrics(top.table("metrics")),
         source=source,
         warnings=tuple(warnings),
     )
@@ -451,9 +467,69 @@ def _upload(table: _Table, base: Path) -> UploadConfig:
         lease_seconds=table.get("lease_seconds", float, d.lease_seconds, _positive),
         reupload_removed=table.get("reupload_removed", bool, d.reupload_removed),
         after_upload=_after_upload(table, base) or d.after_upload,
+        max_rate=_rate(table, "max_rate", d.max_rate),
+        schedule=_schedule(table),
     )
     table.finish()
     return config
+
+
+def _rate(table: _Table, name: str, default: int) -> int:
+    rate = parse_rate(table.get(name, object, default))  # type: ignore[arg-type]
+    if rate is None:
+        table.problem(name, 'must be bytes per second: a number, or "20MiB", "500KiB", "2MB"')
+        return default
+    return rate
+
+
+def _schedule(table: _Table) -> tuple[Window, ...]:
+    """Read `[[upload.schedule]]`: windows with days, hours, and workers and/or max_rate."""
+    windows: list[Window] = []
+    for index, item in enumerate(table.get("schedule", list, [])):
+        entry = _Table(item, f"{table.key('schedule')}[{index}]", table.problems)
+        days = entry.get("days", str, ALL_DAYS, days_problem)
+        hours = entry.get("hours", str, ALL_HOURS, hours_problem)
+        workers = entry.get("workers", int, -1, _workers_or_none)
+        rate = _rate(entry, "max_rate", -1) if "max_rate" in entry.data else -1
+        abort = entry.get("abort_in_flight", bool, False)
+        entry.finish()
+        if "workers" not in entry.data and "max_rate" not in entry.data:
+            entry.problem("", "a window needs workers and/or max_rate")
+        if abort and workers != 0:
+            entry.problem("abort_in_flight", "applies only to a window with workers = 0")
+        windows.append(
+            Window(
+                days.lower(),
+                hours,
+                rate if rate >= 0 else None,
+                workers if workers >= 0 else None,
+                abort,
+                index,
+            )
+        )
+    return tuple(windows)
+
+
+def _workers_or_none(v: int) -> str | None:
+    return None if 0 <= v <= MAX_WORKERS else f"must be between 0 and {MAX_WORKERS}"
+
+
+def split_listen(listen: str) -> tuple[str, int] | None:
+    """Given "host:port" (or "[v6]:port"), return (host, port); None if it is not one."""
+    host, _, port = listen.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    listen = table.get("listen", str, "").strip()
+    if listen and split_listen(listen) is None:
+        table.problem("listen", f'{listen!r}: use "host:port", e.g. "127.0.0.1:9464"; "" = off')
+        listen = ""
+    table.finish()
+    return MetricsConfig(listen=listen)
 
 
 def _after_upload(table: _Table, base: Path) -> str | None:

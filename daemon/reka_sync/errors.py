@@ -40,6 +40,7 @@ from __future__ import annotations
 # Exit codes (sysexits where one fits): what a one-shot command or the service ends with.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_IOERR = 74  # the journal cannot be read or written (disk full, read-only, damaged)
+EXIT_NOPERM = 77  # run as a user that may not write the journal (pause as root)
 EXIT_TEMPFAIL = 75  # the API stayed unreachable past --max-wait: run again later
 EXIT_CONFIG = 78  # a configuration error, including a key the API refuses
 
@@ -62,6 +63,10 @@ class GlobError(RekaSyncError):
 
 class UsageError(RekaSyncError):
     """The command line named something it cannot act on."""
+
+
+class WrongUser(RekaSyncError):
+    """The command must run as the user that owns the journal (the service's)."""
 
 
 class JournalError(RekaSyncError):

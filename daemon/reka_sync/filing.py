@@ -38,6 +38,7 @@ class Confirmer:
     def poll(self, jobs: list[Job]) -> None:
         """Given uploaded jobs, ask the API how their videos are and record it in one commit."""
         ctx = self.ctx
+        ctx.meter.polls.inc()
         try:
             videos = {
                 v.video_id: v

@@ -24,6 +24,7 @@ class Progress:
         self._bytes = total_bytes
         self._started = time.monotonic()
         self._last_line = self._started
+        self._last_note = ""
         self._bar: tqdm[Never] | None = None
         if stream.isatty():
             from tqdm import tqdm
@@ -39,13 +40,18 @@ class Progress:
             )
 
     def update(
-        self, tally: dict[State, tuple[int, int]], in_flight_bytes: int, pauses: list[Pause]
+        self,
+        tally: dict[State, tuple[int, int]],
+        in_flight_bytes: int,
+        pauses: list[Pause],
+        held: str | None = None,
     ) -> None:
-        """Given the journal's tally, bytes in flight and pauses, refresh the display."""
+        """Given the journal's tally, bytes in flight, pauses and why uploads are held back
+        (an operator's pause, a schedule window), refresh the display."""
         files_done = sum(tally[s][0] for s in FINISHED)
         indexing, indexing_bytes = tally[State.INDEXING]  # uploaded; features in the making
         bytes_done = sum(tally[s][1] for s in FINISHED) + indexing_bytes + in_flight_bytes
-        note = f"paused: {pauses[0].reason}" if pauses else ""
+        note = f"waiting: {held}" if held else f"paused: {pauses[0].reason}" if pauses else ""
         if indexing:
             note = f"({indexing} indexing) {note}"
         if self._bar is not None:
@@ -56,9 +62,9 @@ class Progress:
             self._bar.refresh()
             return
         now = time.monotonic()
-        if now - self._last_line < PLAIN_EVERY:
-            return
-        self._last_line = now
+        if now - self._last_line < PLAIN_EVERY and note == self._last_note:
+            return  # a line every PLAIN_EVERY seconds, and one at once when a wait begins or ends
+        self._last_line, self._last_note = now, note
         rate = bytes_done / max(now - self._started, 1e-6)
         eta = (self._bytes - bytes_done) / rate if rate > 0 else float("inf")
         print(

@@ -174,6 +174,9 @@ class Service:
         trouble = self.engine.health_line()
         if trouble:
             parts.insert(0, trouble)
+        limits = self.engine.governor.limits
+        if limits is not None and limits.held:
+            parts.insert(0, f"WAITING: {limits.held}")
         parts += [
             f"{label} {counts[state]}"
             for label, state in (

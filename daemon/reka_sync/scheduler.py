@@ -24,12 +24,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
+from tzlocal import get_localzone
 
 from reka_sync import pauses
 from reka_sync.api import ApiClient, ResponseInfo, Transport
@@ -38,14 +40,16 @@ from reka_sync.config import MAX_WORKERS, Config
 from reka_sync.credentials import Secret
 from reka_sync.errors import JournalError, RekaSyncError, TransportError
 from reka_sync.filing import POLL_BATCH, Confirmer
+from reka_sync.governor import Governor
 from reka_sync.groups import GroupResolver
 from reka_sync.health import Reachability, Said
 from reka_sync.indexer import Indexer
 from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import State
+from reka_sync.metrics import Meter
 from reka_sync.mounts import probe
 from reka_sync.patterns import IgnoreRules
-from reka_sync.pauses import ALL, PauseBoard, kind_of
+from reka_sync.pauses import ALL, UPLOADS, PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
 from reka_sync.recording import record_walk
 from reka_sync.removals import Remover, mark_deleted
@@ -55,6 +59,9 @@ from reka_sync.settling import Settler
 from reka_sync.stability import Writer
 from reka_sync.watcher import Watcher
 from reka_sync.workers import Context, Steps, quiet_limit
+
+if TYPE_CHECKING:
+    from reka_sync.monitor import Monitor
 
 log = structlog.get_logger("reka_sync.scheduler")
 HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
@@ -106,6 +113,7 @@ class Engine:
         watcher: Watcher | None = None,
         transport: Transport | None = None,
         one_shot: bool = False,
+        zone: tzinfo | None = None,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -122,13 +130,17 @@ class Engine:
         self.journal_error = ""
         self._health_lock = threading.Lock()
         self._transport = transport
+        self.meter = Meter()
+        self.governor = Governor(journal, zone or get_localzone())
+        self.monitor: Monitor | None = None
+        self._listening = ""
         self.api, self.ctx = self._context(config, key, {})
         self.steps = Steps(self.ctx)
         self.confirm = Confirmer(self.ctx)
         self.indexer = Indexer(self.ctx)
         self.archiver = Archiver(self.ctx)
         self.remover = Remover(self.ctx) if not one_shot else None
-        self.uploads = WorkerPool(config.upload.workers, "reka-upload", most=MAX_WORKERS)
+        self.uploads = WorkerPool(pool_size(config), "reka-upload", most=MAX_WORKERS)
         self.control = WorkerPool(1, "reka-control")
         self._set_quiet_limit(config)
         self._cancels: dict[int, threading.Event] = {}
@@ -157,6 +169,7 @@ class Engine:
             before_request=self._gate,
             on_failure=self._no_answer,
             transport=self._transport,
+            throttle=self.governor.throttle,
         )
         groups = GroupResolver(api, self.journal, config.groups.create_missing, self.clock)
         ctx = Context(
@@ -172,6 +185,7 @@ class Engine:
             self._touch,
             lambda: self.reach.outage,
             progress,
+            self.meter,
         )
         return api, ctx
 
@@ -191,10 +205,14 @@ class Engine:
             if self.remover is not None:
                 self.remover.use(ctx)
             self.watcher = watcher
-            self.uploads.resize(config.upload.workers)
+            self.uploads.resize(pool_size(config))
             self._set_quiet_limit(config)
+        self.governor.forget()
+        self.governor.decide(config.upload, self.clock())  # a new cap applies at once
         if self._scheduler is not None:
             self._schedule_rescan(self._scheduler, config.watch.rescan_interval, soon=True)
+            if self.monitor is None or config.metrics.listen != self._listening:
+                self._serve_metrics(config)
 
     def _set_quiet_limit(self, config: Config) -> None:
         quiet = quiet_limit(config.api)
@@ -207,10 +225,17 @@ class Engine:
     # -- ticks -------------------------------------------------------------------------
 
     def dispatch(self, now: float) -> int:
-        """Given the time, lease due uploads for free workers and start them; return how many."""
+        """Given the time, lease due uploads for free workers and start them, as many as the
+        operator's pause and the schedule allow; return how many."""
+        limits = self.governor.decide(self.config.upload, now)
         with self._lock:
+            if limits.abort:
+                for cancel in self._cancels.values():  # back to the queue, no attempt spent
+                    cancel.set()
+            room = min(self.uploads.free, limits.workers - len(self._cancels))
             if (
-                self._stopping.is_set()
+                room <= 0
+                or self._stopping.is_set()
                 or not self._adopted.is_set()
                 or self.pauses.blocking("uploads", now)
             ):
@@ -222,7 +247,7 @@ class Engine:
             jobs = self.journal.claim_uploads(
                 claim,
                 lambda: max(now, self.clock()),
-                self.uploads.free,
+                room,
                 self.lease_seconds,
                 running=list(self._cancels),
             )
@@ -313,13 +338,17 @@ class Engine:
     def rescan(self, now: float) -> int:
         """Given the time, walk every root to catch what events missed; return files seen."""
         ignore = IgnoreRules(self.config.watch.ignore, self.config.watch.extensions)
+        began = time.monotonic()
         self.check_roots(now)
         away = self.journal.unavailable_roots()
-        return sum(
+        seen = sum(
             self._rescan_root(root, ignore, now)
             for root in self.config.watch.roots
             if str(root) not in away
         )
+        self.meter.rescans.inc()
+        self.meter.rescan_seconds.observe(time.monotonic() - began)
+        return seen
 
     def check_roots(self, now: float) -> None:
         """Given the time, record which roots are there; watch returning ones, rescan them.
@@ -405,7 +434,10 @@ class Engine:
 
     def _gate(self, method: str, path: str) -> None:
         self._touch()
-        self.pauses.check(kind_of(method, path), self.clock())
+        kind = kind_of(method, path)
+        self.pauses.check(kind, self.clock())
+        if kind == UPLOADS:  # it goes out now
+            self.meter.started.inc()
 
     def _no_answer(self, error: TransportError) -> None:
         self._touch()
@@ -445,8 +477,12 @@ class Engine:
             self.key_refused = f"the API refused the key (HTTP {info.status})"
         elif info.status < 400:
             self.key_refused = None
+        self.meter.rate_limits(info.limit, info.remaining, info.reset_after)
         order = pauses.pause_for(info, now)
         if order is not None:
+            if info.status == 429:
+                self.meter.pauses.inc()
+                self.meter.pause_seconds.inc(max(0.0, order.until - now))
             pause = self.pauses.pause(order.kind, order.until, order.reason)
             self.journal.set_pause(pause.kind, pause.until, pause.reason)
             if order.kind == ALL:
@@ -536,6 +572,16 @@ class Engine:
             )
         scheduler.start()
         self._scheduler = scheduler
+        self._serve_metrics(self.config)
+
+    def _serve_metrics(self, config: Config) -> None:
+        """Given the config, (re)start the metrics listener it asks for, if any."""
+        from reka_sync import telemetry  # the status page and the gauges: only when served
+
+        if self.monitor is not None:
+            self.monitor.close()
+        self._listening = config.metrics.listen
+        self.monitor = telemetry.serve(self, config.metrics.address)
 
     def _schedule_rescan(self, scheduler: BackgroundScheduler, seconds: float, soon: bool) -> None:
         scheduler.add_job(
@@ -632,6 +678,8 @@ class Engine:
                 cancel.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
+        if self.monitor is not None:
+            self.monitor.close()
         drained = self.uploads.shutdown(grace)
         drained = self.control.shutdown(grace) and drained
         if drained:
@@ -658,6 +706,12 @@ class Engine:
     def in_flight(self) -> dict[int, int]:
         """Return bytes sent so far for each upload in flight, by job id."""
         return dict(self.ctx.progress)
+
+
+def pool_size(config: Config) -> int:
+    """Given the config, return the upload pool's size: enough for upload.workers and for
+    the most any schedule window allows."""
+    return max([config.upload.workers, *(w.workers or 0 for w in config.upload.schedule)])
 
 
 def _cannot_record(path: str, why: str) -> None:

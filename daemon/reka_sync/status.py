@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from reka_sync.lifecycle import State
@@ -13,23 +14,26 @@ from reka_sync.progress import human_size
 UNTIL_LIFTED = 365 * 86400.0  # a pause longer than this is a stop, lifted by hand
 
 if TYPE_CHECKING:
+    from reka_sync.controls import Limits
     from reka_sync.features import Feature
     from reka_sync.journal import HistoryEntry, Job, Journal, Replaced
 
 
-def status_report(journal: Journal, now: float) -> dict[str, Any]:
-    """Given the journal and the time, return counts, in-flight work, pauses and recent failures."""
-    counts = journal.counts_from_rows()
+def status_report(journal: Journal, now: float, quick: bool = False) -> dict[str, Any]:
+    """Given the journal and the time, return counts, in-flight work, pauses and recent
+    failures. The counts are read from the rows (damage shows), or with `quick` from the
+    counters the journal keeps (the status page, refreshed every few seconds)."""
+    counts = journal.counts() if quick else journal.counts_from_rows()
     checked = journal.last_check()
     in_flight = journal.jobs([State.UPLOADING, State.UPLOADED, State.FILING], limit=50)
     sent = journal.progress()
-    waiting = journal.jobs([State.QUEUED, State.RETRY_WAIT], limit=1)
+    oldest = journal.oldest_waiting()
     return {
         "journal": str(journal.path),
         "counts": {state.value: n for state, n in counts.items()},
         "total": sum(counts.values()),
         "in_flight": [_with_progress(_brief(job, now), job, sent) for job in in_flight],
-        "oldest_queued_seconds": round(now - waiting[0].created_at, 1) if waiting else None,
+        "oldest_queued_seconds": round(now - oldest, 1) if oldest is not None else None,
         "waiting": [_brief(job, now) for job in journal.jobs([State.DISCOVERED], limit=20)],
         "other_extensions": journal.other_extensions(),
         "journal_check": {"at": _iso(checked[0]), "verdict": checked[1]} if checked else None,
@@ -56,8 +60,40 @@ def status_report(journal: Journal, now: float) -> dict[str, Any]:
     }
 
 
+def controls_report(limits: Limits) -> dict[str, Any]:
+    """Given the limits in force, return what `status` and the status page show of them:
+    the operator's pause, the schedule's window in force and the next, the cap."""
+    pause, span, upcoming = limits.pause, limits.window, limits.next_window
+    return {
+        "paused": None
+        if pause is None
+        else {
+            "by": pause.by,
+            "since": _local(pause.since),
+            "until": _local(pause.until) if pause.until is not None else None,
+            "now": pause.abort,
+            "reason": pause.describe(),
+        },
+        "held": limits.held,
+        "window": None
+        if span is None
+        else {
+            "name": span.window.name,
+            "workers": span.window.workers,
+            "max_rate": span.window.max_rate,
+            "ends": _local(span.end),
+        },
+        "next_window": None
+        if upcoming is None
+        else {"name": upcoming.window.name, "starts": _local(upcoming.start)},
+        "max_rate": limits.max_rate,
+        "workers": limits.workers,
+    }
+
+
 def _brief(job: Job, now: float) -> dict[str, Any]:
     return {
+        "id": job.id,
         "path": shown(job.path),
         "state": job.state.value,
         "attempts": job.attempts,
@@ -87,6 +123,7 @@ def format_status(report: dict[str, Any]) -> str:
         "  ".join(f"{state}={counts[state]}" for state in counts if counts[state])
         or "no files recorded yet"
     )
+    lines.extend(_controls_lines(report.get("controls")))
     for pause in report["pauses"]:
         until = (
             "until lifted"  # a stop (deletions at their cap) waits for the operator
@@ -132,6 +169,34 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("recent failures:")
         lines.extend(f"  {j['path']}: {j['error']}" for j in report["recent_failures"])
     return "\n".join(lines)
+
+
+def _controls_lines(controls: dict[str, Any] | None) -> list[str]:
+    if controls is None:
+        return []
+    lines = []
+    paused = controls["paused"]
+    if paused is not None:
+        now = "; uploads in flight were stopped" if paused["now"] else ""
+        lines.append(f"PAUSED: uploads {paused['reason']}{now} (`reka-sync resume` lifts it)")
+    window = controls["window"]
+    if window is not None:
+        allows = [
+            f"workers {window['workers']}" if window["workers"] is not None else "",
+            f"max_rate {human_size(window['max_rate'])}/s"
+            if window["max_rate"] is not None
+            else "",
+        ]
+        what = ", ".join(a for a in allows if a)
+        lines.append(f"schedule: window {window['name']} in force until {window['ends']} ({what})")
+    if controls["next_window"] is not None:
+        upcoming = controls["next_window"]
+        lines.append(f"schedule: next window {upcoming['name']} starts {upcoming['starts']}")
+    if controls["held"] and paused is None:
+        lines.append(f"WAITING: {controls['held']}")
+    if controls["max_rate"]:
+        lines.append(f"bandwidth cap: {human_size(controls['max_rate'])}/s for all uploads")
+    return lines
 
 
 def _indexing_lines(indexing: dict[str, Any]) -> list[str]:
@@ -230,3 +295,9 @@ def format_show(report: dict[str, Any]) -> str:
 
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _local(epoch: float) -> str:
+    """Given seconds since the epoch, return local time in ISO 8601 with its offset (the
+    schedule's windows are in local time)."""
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")

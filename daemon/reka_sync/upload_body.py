@@ -1,11 +1,13 @@
 """A multipart upload body streamed from disk: flat memory, exact length, cancellable.
 
 The file is read 1 MiB at a time (unbuffered, no copy) and each piece is
-handed to the transport as it is; a cancel from another thread is seen
-between pieces. The digest and sample hash of the file (reka_sync.fingerprint) are computed on
-the way out, so an upload reads each byte once. Fields after the file part may
-carry that digest (`DIGEST_SLOT`): the form's part order is free, and a digest has
-a fixed length, so the body's length is known before the first byte.
+handed to the transport as it is (in slices when a bandwidth cap is set, each
+slice waiting for the shared token bucket); a cancel from another thread is seen
+between pieces and while a slice waits. The digest and sample hash of the file
+(reka_sync.fingerprint) are computed on the way out, so an upload reads each byte
+once. Fields after the file part may carry that digest (`DIGEST_SLOT`): the form's
+part order is free, and a digest has a fixed length, so the body's length is known
+before the first byte.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from reka_sync.errors import Cancelled, FileChanged, FileUnreadable, FileVanishe
 from reka_sync.fingerprint import DIGEST_PREFIX, Sampler
 from reka_sync.names import text
 from reka_sync.stability import FileStat
+from reka_sync.throttle import Throttle
 
 READ_SIZE = 1024 * 1024
 DIGEST_SLOT = "{digest}"  # in a trailing field: replaced by the digest of the bytes sent
@@ -47,8 +50,10 @@ class UploadBody:
         cancel: threading.Event | None = None,
         on_progress: Callable[[int], None] | None = None,
         expected: FileStat | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.path = path
+        self.throttle = throttle
         self.size = size
         self.expected = expected
         self.cancel = cancel or threading.Event()
@@ -128,14 +133,27 @@ class UploadBody:
             self._hash.update(data)
             self._sampler.feed(self.size - left, data)
             left -= len(data)
-            if self.cancel.is_set():
-                raise Cancelled("upload cancelled", body_complete=False)
-            yield data
-            self.bytes_sent += len(data)
-            if self.on_progress is not None:
-                self.on_progress(self.bytes_sent)
+            for piece in self._paced(data):
+                if self.cancel.is_set():
+                    raise Cancelled("upload cancelled", body_complete=False)
+                yield piece
+                self.bytes_sent += len(piece)
+                if self.on_progress is not None:
+                    self.on_progress(self.bytes_sent)
         yield self._epilogue(DIGEST_PREFIX + self._hash.hexdigest())
         self.finished = True
+
+    def _paced(self, data: bytes) -> Iterator[bytes]:
+        """Given a piece read, yield it whole, or in slices the bandwidth cap lets go."""
+        throttle = self.throttle
+        if throttle is None or throttle.rate <= 0:
+            yield data
+            return
+        step = throttle.slice_size()
+        for at in range(0, len(data), step):
+            piece = data[at : at + step]
+            throttle.take(len(piece), self.cancel)
+            yield piece
 
     def _epilogue(self, digest: str) -> bytes:
         """Given the file's digest, return what follows its bytes: the trailing fields

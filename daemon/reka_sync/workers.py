@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from reka_sync.groups import GroupResolver
 from reka_sync.journal import Job, Journal
 from reka_sync.lifecycle import Event
 from reka_sync.markers import Marker
+from reka_sync.metrics import Meter
 from reka_sync.mounts import is_there
 from reka_sync.moves import Move
 from reka_sync.names import text
@@ -84,6 +86,7 @@ class Context:
     touch: Callable[[float | None], None]  # a sign of life from the step on this thread
     in_outage: Callable[[], bool]  # the API has been unreachable for a while
     progress: dict[int, int] = field(default_factory=dict)
+    meter: Meter = field(default_factory=Meter)
 
     @property
     def policy(self) -> Policy:
@@ -120,15 +123,18 @@ class Steps:
         """Given a leased job, try once to upload its file (or adopt, or dedupe it) and
         commit what happened."""
         with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
+            took = 0.0
             try:
                 happened = self._guarded(job, False, lambda: self._prepare(job))
                 sent = isinstance(happened, Send)
                 if isinstance(happened, Send):
                     send = happened
+                    began = time.monotonic()
                     happened = self._guarded(job, True, lambda: self._send(send, cancel))
+                    took = time.monotonic() - began
             finally:
                 self.ctx.progress.pop(job.id, None)
-            self._record(job, sent, happened)
+            self._record(job, sent, happened, took)
 
     def _guarded(self, job: Job, sent: bool, step: Callable[[], T]) -> T | Failure:
         try:
@@ -273,7 +279,7 @@ class Steps:
             return FileChanged(f"{job.path} changed during its upload ({exc})")
         return exc
 
-    def _record(self, job: Job, sent: bool, happened: Happened | Send) -> None:
+    def _record(self, job: Job, sent: bool, happened: Happened | Send, took: float) -> None:
         ctx = self.ctx
         assert not isinstance(happened, Send)
         now = ctx.clock()
@@ -286,6 +292,7 @@ class Steps:
         except LeaseLost as exc:
             log.debug("lost the job to another process; its result is dropped", reason=str(exc))
             return
+        self._count(job, sent, happened, move, took)
         if isinstance(happened, Failure):
             _log_failure(happened, move)
         elif isinstance(happened, Stored) and not happened.adopted:
@@ -293,6 +300,16 @@ class Steps:
                 "uploaded", video_id=happened.video_id, group=done.group_name, **happened.detail
             )
             self._check_unchanged(done)
+
+    def _count(self, job: Job, sent: bool, happened: Happened, move: Move, took: float) -> None:
+        """Given a committed try, count it for the metrics."""
+        meter = self.ctx.meter
+        if isinstance(happened, Failure):
+            meter.failed.labels(error_class=happened.kind.value).inc()
+            if move.event is Event.RETRY and happened.kind is Kind.RETRYABLE:
+                meter.retries.inc()
+        elif isinstance(happened, Stored) and sent and not happened.adopted:
+            meter.uploaded(job.size, took, self.ctx.clock())
 
     def _check_unchanged(self, job: Job) -> None:
         """The file changed while it was sent: delete the video, settle the file again."""

@@ -46,6 +46,7 @@ from reka_sync.errors import (
     TransportError,
 )
 from reka_sync.stability import FileStat
+from reka_sync.throttle import Throttle
 from reka_sync.upload_body import UploadBody
 
 __all__ = [
@@ -89,8 +90,10 @@ class ApiClient:
         on_response: ResponseHook | None = None,
         before_request: RequestHook | None = None,
         on_failure: FailureHook | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self._config = config
+        self._throttle = throttle
         self._on_response = on_response
         self._before_request = before_request
         self._on_failure = on_failure
@@ -167,6 +170,7 @@ class ApiClient:
             cancel=cancel,
             on_progress=on_progress,
             expected=expected,
+            throttle=self._throttle,
         )
         timeout = httpx.Timeout(
             self.answer_wait(size),

@@ -46,8 +46,9 @@ from typing import Any
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
 from reka_sync.features import IndexMove
 from reka_sync.journal.connection import mapped
+from reka_sync.journal.controls import ControlQueries
 from reka_sync.journal.indexing import CAPPED, refusal, write_run
-from reka_sync.journal.lifespan import DELETES, DELETES_RESUMED, LifeQueries
+from reka_sync.journal.lifespan import DELETES, DELETES_RESUMED
 from reka_sync.journal.queries import STORED_MARKS, STORED_STATES, stat_key
 from reka_sync.journal.records import (
     HistoryEntry,
@@ -97,8 +98,9 @@ __all__ = [
 ]
 
 
-class Journal(LifeQueries):
-    """The journal: its reads (JournalQueries, IndexQueries, LifeQueries) and every write.
+class Journal(ControlQueries):
+    """The journal: its reads (JournalQueries, IndexQueries, LifeQueries, ControlQueries)
+    and every write.
     Safe to share between threads."""
 
     def record_scan(self, seen: Iterable[SeenFile], now: float, priority: int = 1) -> ScanSummary:

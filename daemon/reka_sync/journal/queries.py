@@ -251,6 +251,14 @@ class JournalQueries(JournalConnection):
             for r in rows
         ]
 
+    def oldest_waiting(self) -> float | None:
+        """Return when the longest-waiting file queued for upload was first recorded."""
+        rows = self._read(
+            "SELECT min(created_at) FROM files WHERE state IN (?, ?)",
+            (State.QUEUED.value, State.RETRY_WAIT.value),
+        )
+        return rows[0][0] if rows else None
+
     def recent_failures(self, limit: int = 10) -> list[Job]:
         """Return the most recently failed jobs, newest first."""
         rows = self._read(

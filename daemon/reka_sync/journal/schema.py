@@ -195,3 +195,12 @@ def _deletions(db: sqlite_utils.Database) -> None:
         " video_id TEXT NOT NULL, reason TEXT NOT NULL)"
     )
     db.execute("CREATE INDEX deletions_at ON deletions(at)")
+
+
+@migrations(name="0013_operator_pause")
+def _operator_pause(db: sqlite_utils.Database) -> None:
+    # `reka-sync pause`: one row while uploads are paused by hand (who, since, until, --now).
+    db.execute(
+        "CREATE TABLE operator_pause (id INTEGER PRIMARY KEY CHECK (id = 1), by TEXT NOT NULL,"
+        " since REAL NOT NULL, until REAL, abort INTEGER NOT NULL DEFAULT 0)"
+    )
