@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def problems_of(data: dict, tmp_path: Path) -> list[str]:
     return caught.value.problems
 
 
-def test_example_config_loads_and_documents_every_key(clean_env: None) -> None:
+def test_example_config_loads_and_documents_every_key(tmp_path: Path, clean_env: None) -> None:
     config = load_config(REPO / "config.example.toml")
     assert config.watch.settle_seconds == 15
     assert [r.match for r in config.groups.rules] == [
@@ -30,16 +31,18 @@ def test_example_config_loads_and_documents_every_key(clean_env: None) -> None:
     ]
     text = (REPO / "config.example.toml").read_text()
     assert "[[groups.rules]]" in text
-    assert "[[upload.schedule]]" in text
-    assert [w.name for w in config.upload.schedule] == [
-        "mon-fri 08:00-19:00",
-        "mon-sun 19:00-23:00",
-    ]
-    assert config.upload.schedule[0].max_rate == 5 * 1024 * 1024
-    assert config.upload.schedule[1].workers == 0
-    window_keys = {"days", "hours", "max_rate", "workers", "abort_in_flight"}
-    for key in window_keys:
-        assert re.search(rf"^{key} = ", text, re.M), f"upload.schedule[].{key} is not documented"
+    assert config.upload.schedule == (), "the example must not put windows in force"
+    # The commented example windows load, and document every key of a window.
+    example = re.sub(r"^# ((?:\[\[upload\.schedule\]\]|[a-z_]+ = ).*)$", r"\1", text, flags=re.M)
+    example = example.split("[[upload.schedule]]", 1)
+    windows = "[[upload.schedule]]" + re.split(r"\n\[(?!\[upload\.schedule)", example[1])[0]
+    schedule = load_config(
+        write_config(tmp_path / "w.toml", {"upload": tomllib.loads(windows)["upload"]})
+    ).upload.schedule
+    assert [w.name for w in schedule] == ["mon-fri 08:00-19:00", "mon-sun 19:00-23:00"]
+    assert schedule[0].max_rate == 5 * 1024 * 1024 and schedule[1].workers == 0
+    for key in ("days", "hours", "max_rate", "workers", "abort_in_flight"):
+        assert f"\n# {key} = " in text, f"upload.schedule[].{key} is not documented"
     for section in ("api", "journal", "watch", "upload", "groups", "index", "metrics"):
         for name in fields(getattr(config, section)):
             if name.name in ("rules", "schedule"):

@@ -88,9 +88,28 @@ def test_back_to_back_days_are_one_span_and_the_next_start_follows_it() -> None:
     assert upcoming is not None and upcoming.start == at("2026-12-12 00:00")
 
 
+def test_a_start_in_the_skipped_hour_begins_when_the_clocks_jump() -> None:
+    # 2026-03-29: clocks jump from 02:00 CET (01:00 UTC) to 03:00 CEST; 02:30 never exists.
+    skipped = Window(days="sun", hours="02:30-03:30", workers=0)
+    span = in_force((skipped,), utc("2026-03-29T01:00:00"), BERLIN)
+    assert span is not None, "a window starting in the skipped hour must still happen"
+    assert (span.start, span.end) == (utc("2026-03-29T01:00:00"), utc("2026-03-29T01:30:00"))
+    assert in_force((skipped,), utc("2026-03-29T00:59:59"), BERLIN) is None
+
+
+def test_a_window_that_never_ends_has_no_end_and_no_next_start() -> None:
+    always = Window(days="mon-sun", hours="00:00-24:00", workers=0)
+    span = in_force((always,), at("2026-12-02 12:00"), BERLIN)
+    assert span is not None and span.end == float("inf")
+    assert next_start((always,), at("2026-12-02 12:00"), BERLIN) is None
+    limits = decide(4, 0, (always,), None, at("2026-12-02 12:00"), BERLIN)
+    assert limits.workers == 0 and "at any time" in str(limits.held)
+
+
 def test_malformed_days_and_hours_are_named() -> None:
     assert days_problem("mon-fri") is None and days_problem("sat,sun") is None
     assert days_problem("") and days_problem("mon-fir") and days_problem("weekdays")
+    assert days_problem("1-5"), "cron and APScheduler number the days differently"
     assert hours_problem("08:00-19:00") is None and hours_problem("22:00-06:00") is None
     assert hours_problem("00:00-24:00") is None
     for bad in ("8-19", "08:00", "25:00-26:00", "08:60-09:00", "24:30-01:00", "09:00-09:00"):
@@ -176,15 +195,18 @@ def test_a_closed_window_starts_nothing_and_its_end_on_a_dst_day_resumes(
 def test_status_shows_the_window_in_force_and_the_next(tmp_path: Path, media: Path) -> None:
 
     config = engine_config(tmp_path, media, "http://127.0.0.1:9")
+    hour = datetime.now(BERLIN).hour  # a two-hour window around now, Berlin time
+    hours = f"{hour:02d}:00-{(hour + 2) % 24:02d}:00"
     with_settings(
         config,
         "upload",
         max_rate="20MiB",
-        schedule=[{"days": "mon-sun", "hours": "00:00-24:00", "max_rate": "1MiB"}],
+        schedule=[{"days": "mon-sun", "hours": hours, "max_rate": "1MiB"}],
     )
     Journal.open(load_config(config).journal.path).close()
     done = reka_done(config, "status", TZ="Europe/Berlin")
     assert done.returncode == 0, done.stderr
-    assert "window mon-sun 00:00-24:00 in force until" in done.stdout
+    assert f"window mon-sun {hours} in force until" in done.stdout, done.stdout
+    assert f"next window mon-sun {hours} starts" in done.stdout, done.stdout
     assert "+01:00" in done.stdout or "+02:00" in done.stdout, "times must be local"
     assert "bandwidth cap: 1.0 MiB/s" in done.stdout, done.stdout

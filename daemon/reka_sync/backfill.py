@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from reka_sync.config import Config
+from reka_sync.config import Config, MetricsConfig
 from reka_sync.credentials import Secret
 from reka_sync.errors import (
     EXIT_CONFIG,
@@ -112,6 +112,7 @@ def run(
     wait_index: bool = True,
     urls: list[UrlItem] | None = None,
     ignore_schedule: bool = False,
+    metrics_listen: str = "",
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -121,9 +122,11 @@ def run(
     `max_wait` seconds (0: wait forever), 78 the API refused the key; a damaged journal
     stops it at once (1), the file left as it was. Given `urls`, upload those (and wait
     for every URL recorded) instead of walking the roots. `ignore_schedule` sets the
-    [[upload.schedule]] windows aside (an operator's pause still holds)."""
+    [[upload.schedule]] windows aside (an operator's pause still holds). Metrics are served
+    on `metrics_listen` ("host:port"; "" = none), never on the service's metrics.listen."""
     if ignore_schedule:
         config = replace(config, upload=replace(config.upload, schedule=()))
+    config = replace(config, metrics=MetricsConfig(listen=metrics_listen))
     try:
         journal = Journal.open(config.journal.path)
     except JournalDamaged as damage:

@@ -28,7 +28,7 @@ from reka_sync.commands import (
     load,
     start_logging,
 )
-from reka_sync.config import parse_duration
+from reka_sync.config import parse_duration, split_listen
 from reka_sync.credentials import require_api_key, resolve_api_key
 from reka_sync.errors import (
     EXIT_CONFIG,
@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop once videos are stored and filed; the service does their indexing",
     )
     sub.add_argument(
+        "--metrics-listen",
+        type=_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /metrics and the status page there while it runs (not metrics.listen,"
+        " which is the service's)",
+    )
+    sub.add_argument(
         "--ignore-schedule",
         action="store_true",
         help="upload at full speed now, whatever the [[upload.schedule]] windows say "
@@ -213,6 +221,13 @@ def _duration(text: str) -> float:
     if seconds < 0:
         raise argparse.ArgumentTypeError("a duration cannot be negative")
     return seconds
+
+
+def _listen(text: str) -> str:
+    """Given "host:port", return it. Raise ArgumentTypeError for anything else."""
+    if split_listen(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port (127.0.0.1:9465)")
+    return text
 
 
 def _emulator_flags(sub: argparse.ArgumentParser) -> None:
@@ -354,6 +369,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         wait_index=not args.no_wait_index,
         urls=urls,
         ignore_schedule=args.ignore_schedule,
+        metrics_listen=args.metrics_listen or "",
     )
 
 

@@ -29,6 +29,7 @@ from reka_sync.windows import ALL_DAYS, ALL_HOURS, Window, days_problem, hours_p
 DEFAULT_CONFIG_PATH = Path("/etc/reka-sync/config.toml")
 OBSERVERS = ("auto", "native", "polling")
 MAX_WORKERS = 64  # upload.workers at most
+MIN_RATE = 16 * 1024  # a cap below this starves each worker's slices for seconds
 T = TypeVar("T")
 
 
@@ -476,8 +477,12 @@ def _upload(table: _Table, base: Path) -> UploadConfig:
 
 def _rate(table: _Table, name: str, default: int) -> int:
     rate = parse_rate(table.get(name, object, default))  # type: ignore[arg-type]
-    if rate is None:
-        table.problem(name, 'must be bytes per second: a number, or "20MiB", "500KiB", "2MB"')
+    if rate is None or 0 < rate < MIN_RATE:
+        table.problem(
+            name,
+            'must be bytes per second, 0 (no cap) or at least "16KiB": a number, or "20MiB",'
+            ' "500KiB", "2MB"',
+        )
         return default
     return rate
 

@@ -7,6 +7,7 @@ and `status` shows.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import tzinfo
@@ -74,7 +75,8 @@ def decide(
     if pause is not None:
         held, abort = pause.describe(), pause.abort
     elif span is not None and workers == 0:
-        held = f"schedule window {span.window.name} allows no uploads until {_local(span.end)}"
+        until = f"until {_local(span.end)}" if math.isfinite(span.end) else "at any time"
+        held = f"schedule window {span.window.name} allows no uploads {until}"
         abort = span.window.abort_in_flight
     return Limits(
         workers=0 if pause is not None else workers,

@@ -52,6 +52,7 @@ class Governor:
                 and kept[1] == self._pause
                 and kept[2] <= now < kept[3]
             ):
+                self.throttle.set_rate(self.limits.max_rate)  # under the lock: never stale
                 return self.limits
             limits = decide(
                 upload.workers,
@@ -63,7 +64,7 @@ class Governor:
             )
             self._kept = (upload, self._pause, now, _next_boundary(limits))
             before, self.limits = self.limits, limits
-        self.throttle.set_rate(limits.max_rate)
+            self.throttle.set_rate(limits.max_rate)
         _say_changes(before, limits)
         return limits
 

@@ -26,11 +26,11 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # 
 METRICS: dict[str, tuple[str, str]] = {
     "reka_sync_info": ("gauge", "Always 1; the version label says which reka-sync runs."),
     "reka_sync_files": ("gauge", "Files in the journal, by state."),
-    "reka_sync_uploads_started_total": ("counter", "Uploads started (a send begun)."),
+    "reka_sync_uploads_started_total": ("counter", "Upload sends begun."),
     "reka_sync_uploads_succeeded_total": ("counter", "Uploads the API accepted (202)."),
     "reka_sync_uploads_failed_total": (
         "counter",
-        "Upload tries that did not end with the video accepted, by error class.",
+        "Upload sends that did not end with the video accepted, by error class.",
     ),
     "reka_sync_upload_retries_total": ("counter", "Failed upload tries that will be retried."),
     "reka_sync_uploaded_bytes_total": ("counter", "File bytes sent in accepted uploads."),

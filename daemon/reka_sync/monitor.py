@@ -8,7 +8,9 @@ A port that cannot be bound is said once in the log; uploads go on without it.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,9 +32,8 @@ class Monitor:
     ) -> None:
         served = {"metrics": staticmethod(metrics), "page": staticmethod(page)}
         handler = type("Handler", (_Handler,), served)
-        server_class = _V6Server if ":" in address[0] else ThreadingHTTPServer
+        server_class = _V6Server if ":" in address[0] else _Server
         self._server = server_class(address, handler)
-        self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="reka-metrics", daemon=True
         )
@@ -52,20 +53,20 @@ class Monitor:
 
 
 def serve(
-    address: tuple[str, int] | None,
+    address: tuple[str, int],
     metrics: Callable[[], bytes],
     page: Callable[[], str],
+    quiet: bool = False,
 ) -> Monitor | None:
-    """Given an address (None: metrics off) and what to serve, start a Monitor and return it;
-    None if it is off or the address cannot be bound (said in the log)."""
-    if address is None:
-        return None
+    """Given an address and what to serve, start a Monitor and return it; None if the
+    address cannot be bound (said in the log: at debug level when `quiet`, a retry)."""
     try:
         monitor = Monitor(address, metrics, page)
     except OSError as exc:
-        log.error(
-            "cannot serve metrics and the status page; uploads go on without them. Free the"
-            " port or change metrics.listen, then reload",
+        say = log.debug if quiet else log.error
+        say(
+            "cannot serve metrics and the status page; uploads go on without them, and"
+            " reka-sync tries again every 10 s. Free the port or change metrics.listen",
             listen=f"{address[0]}:{address[1]}",
             error=exc.strerror or str(exc),
         )
@@ -75,11 +76,40 @@ def serve(
     return monitor
 
 
+def _host_allowed(header: str, listen: str) -> bool:
+    """Given a request's Host header and the address listened on, return whether to answer.
+    On loopback, only an address or "localhost" is: a page whose name resolves to
+    127.0.0.1 (DNS rebinding) must not read file names off this one."""
+    try:
+        if not ipaddress.ip_address(listen).is_loopback:
+            return True
+    except ValueError:
+        return True
+    name = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+    name = name.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-class _V6Server(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # not HTTPServer's: its getfqdn waits on DNS
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
+class _V6Server(_Server):
     address_family = socket.AF_INET6
 
 
@@ -87,6 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
     metrics: Callable[[], bytes]
     page: Callable[[], str]
     server_version = "reka-sync"
+    timeout = 30  # seconds an idle or slow client may hold its thread
 
     def do_GET(self) -> None:
         self._answer(head=False)
@@ -96,6 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, head: bool) -> None:
         path = self.path.split("?", 1)[0]
+        if not _host_allowed(self.headers.get("Host", ""), getattr(self.server, "server_name", "")):
+            self.send_error(403, "on a loopback address only local names are served")
+            return
         try:
             if path == "/metrics":
                 body, kind = self.metrics(), CONTENT_TYPE_LATEST

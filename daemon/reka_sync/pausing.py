@@ -17,7 +17,7 @@ from pathlib import Path
 from reka_sync.commands import load
 from reka_sync.config import parse_duration
 from reka_sync.controls import OperatorPause
-from reka_sync.errors import EXIT_OK, UsageError, WrongUser
+from reka_sync.errors import EXIT_OK, NoJournalYet, UsageError, WrongUser
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -63,13 +63,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def refuse_other_user(journal: Path, command: str) -> None:
-    """Given the journal's path, raise WrongUser unless this process runs as the user
-    that owns it (or its folder, before it exists)."""
-    target = journal if journal.exists() else journal.parent
+    """Given the journal's path, raise WrongUser unless this process runs as the user that
+    owns it (or, before it exists, its folder); NoJournalYet if not even the folder is
+    there (a wrong --config: a pause there would hold nothing)."""
     try:
-        owner = target.stat().st_uid
-    except OSError:
-        return  # no journal and no folder: Journal.open says what is missing
+        owner = (journal if journal.exists() else journal.parent).stat().st_uid
+    except FileNotFoundError:
+        raise NoJournalYet(
+            f"no journal at {journal}, nor its folder: a pause recorded there would hold"
+            " nothing. Check --config (or $REKA_SYNC_CONFIG)"
+        ) from None
     if owner == os.geteuid():
         return
     name = _user(owner)

@@ -24,7 +24,7 @@ class Progress:
         self._bytes = total_bytes
         self._started = time.monotonic()
         self._last_line = self._started
-        self._last_note = ""
+        self._last_held: str | None = None
         self._bar: tqdm[Never] | None = None
         if stream.isatty():
             from tqdm import tqdm
@@ -62,9 +62,9 @@ class Progress:
             self._bar.refresh()
             return
         now = time.monotonic()
-        if now - self._last_line < PLAIN_EVERY and note == self._last_note:
+        if now - self._last_line < PLAIN_EVERY and held == self._last_held:
             return  # a line every PLAIN_EVERY seconds, and one at once when a wait begins or ends
-        self._last_line, self._last_note = now, note
+        self._last_line, self._last_held = now, held
         rate = bytes_done / max(now - self._started, 1e-6)
         eta = (self._bytes - bytes_done) / rate if rate > 0 else float("inf")
         print(

@@ -49,7 +49,7 @@ from reka_sync.lifecycle import State
 from reka_sync.metrics import Meter
 from reka_sync.mounts import probe
 from reka_sync.patterns import IgnoreRules
-from reka_sync.pauses import ALL, UPLOADS, PauseBoard, kind_of
+from reka_sync.pauses import ALL, PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
 from reka_sync.recording import record_walk
 from reka_sync.removals import Remover, mark_deleted
@@ -70,6 +70,7 @@ LIVELY_TICKS = ("heartbeat", "dispatch")
 JOURNAL_REMIND = 600.0  # seconds between lines while the journal cannot be written
 INTEGRITY_EVERY = 86400.0  # seconds between the service's quick checks of the journal
 JOURNAL_RECOVERED = 3.0  # seconds of writes without a failure before the trouble is over
+LISTEN_RETRY = 10.0  # seconds between tries to bind a metrics port that was taken
 ADOPT_RETRY_CAP = 60.0  # seconds between tries of a startup adoption that failed, at most
 
 
@@ -133,7 +134,9 @@ class Engine:
         self.meter = Meter()
         self.governor = Governor(journal, zone or get_localzone())
         self.monitor: Monitor | None = None
-        self._listening = ""
+        self._listening: tuple[str, int] | None = None  # what the listener should be on
+        self._listen_next = 0.0  # when to try binding it again
+        self._listen_failures = 0
         self.api, self.ctx = self._context(config, key, {})
         self.steps = Steps(self.ctx)
         self.confirm = Confirmer(self.ctx)
@@ -211,7 +214,7 @@ class Engine:
         self.governor.decide(config.upload, self.clock())  # a new cap applies at once
         if self._scheduler is not None:
             self._schedule_rescan(self._scheduler, config.watch.rescan_interval, soon=True)
-            if self.monitor is None or config.metrics.listen != self._listening:
+            if self.monitor is None or config.metrics.address != self._listening:
                 self._serve_metrics(config)
 
     def _set_quiet_limit(self, config: Config) -> None:
@@ -420,6 +423,8 @@ class Engine:
         self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
         for pause in self.pauses.active(now):
             self.journal.set_pause(pause.kind, pause.until, pause.reason)
+        if self._listening is not None and self.monitor is None:
+            self._try_serving(now)
         if self.watcher is not None:
             self.check_roots(now)
 
@@ -434,10 +439,7 @@ class Engine:
 
     def _gate(self, method: str, path: str) -> None:
         self._touch()
-        kind = kind_of(method, path)
-        self.pauses.check(kind, self.clock())
-        if kind == UPLOADS:  # it goes out now
-            self.meter.started.inc()
+        self.pauses.check(kind_of(method, path), self.clock())
 
     def _no_answer(self, error: TransportError) -> None:
         self._touch()
@@ -576,12 +578,23 @@ class Engine:
 
     def _serve_metrics(self, config: Config) -> None:
         """Given the config, (re)start the metrics listener it asks for, if any."""
-        from reka_sync import telemetry  # the status page and the gauges: only when served
-
         if self.monitor is not None:
             self.monitor.close()
-        self._listening = config.metrics.listen
-        self.monitor = telemetry.serve(self, config.metrics.address)
+            self.monitor = None
+        self._listening, self._listen_failures = config.metrics.address, 0
+        self._try_serving(self.clock())
+
+    def _try_serving(self, now: float) -> None:
+        """Given the time, bind the metrics listener; if the port is taken (a backfill run
+        with the same --metrics-listen, say), try again every LISTEN_RETRY seconds."""
+        from reka_sync import telemetry  # the status page and the gauges: only when served
+
+        if self._listening is None or self.monitor is not None or now < self._listen_next:
+            return
+        self.monitor = telemetry.serve(self, self._listening, quiet=self._listen_failures > 0)
+        if self.monitor is None:
+            self._listen_failures += 1
+            self._listen_next = now + LISTEN_RETRY
 
     def _schedule_rescan(self, scheduler: BackgroundScheduler, seconds: float, soon: bool) -> None:
         scheduler.add_job(

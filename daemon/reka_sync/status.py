@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -81,7 +82,7 @@ def controls_report(limits: Limits) -> dict[str, Any]:
             "name": span.window.name,
             "workers": span.window.workers,
             "max_rate": span.window.max_rate,
-            "ends": _local(span.end),
+            "ends": _local(span.end) if math.isfinite(span.end) else None,
         },
         "next_window": None
         if upcoming is None
@@ -181,14 +182,14 @@ def _controls_lines(controls: dict[str, Any] | None) -> list[str]:
         lines.append(f"PAUSED: uploads {paused['reason']}{now} (`reka-sync resume` lifts it)")
     window = controls["window"]
     if window is not None:
+        workers, rate = window["workers"], window["max_rate"]
         allows = [
-            f"workers {window['workers']}" if window["workers"] is not None else "",
-            f"max_rate {human_size(window['max_rate'])}/s"
-            if window["max_rate"] is not None
-            else "",
+            f"workers {workers}" if workers is not None else "",
+            "" if rate is None else f"max_rate {human_size(rate)}/s" if rate else "no cap",
         ]
         what = ", ".join(a for a in allows if a)
-        lines.append(f"schedule: window {window['name']} in force until {window['ends']} ({what})")
+        until = f"until {window['ends']}" if window["ends"] else "at all times"
+        lines.append(f"schedule: window {window['name']} in force {until} ({what})")
     if controls["next_window"] is not None:
         upcoming = controls["next_window"]
         lines.append(f"schedule: next window {upcoming['name']} starts {upcoming['starts']}")

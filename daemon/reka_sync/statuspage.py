@@ -219,7 +219,11 @@ def _schedule(controls: dict[str, Any] | None, now: float) -> str:
         limits = f" ({', '.join(x for x in own if x)})" if any(own) else ""
         lines.append(
             f"<p>Window in force: <b>{_e(window.get('name', '?'))}</b>{limits}, "
-            f"ends {_when(window.get('ends'), now)}.</p>"
+            + (
+                f"ends {_when(window['ends'], now)}.</p>"
+                if window.get("ends")
+                else "never ends.</p>"
+            )
         )
     else:
         lines.append("<p>No schedule window in force.</p>")

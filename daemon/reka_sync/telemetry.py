@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 SLOW_READS = 10.0  # seconds the row-walking reads are kept
 
 
-def serve(engine: Engine, address: tuple[str, int] | None) -> Monitor | None:
-    """Given the engine and the address (None: off), serve its metrics and status page."""
+def serve(engine: Engine, address: tuple[str, int], quiet: bool = False) -> Monitor | None:
+    """Given the engine and the address, serve its metrics and status page; None if the
+    address cannot be bound (logged, at debug level when `quiet`)."""
     gauges = Gauges(engine)
     engine.meter.watch_once(gauges.read)
-    return serve_on(address, engine.meter.exposition, lambda: page(engine))
+    return serve_on(address, engine.meter.exposition, lambda: page(engine), quiet)
 
 
 class Gauges:

@@ -19,7 +19,7 @@ from reka_sync.errors import Cancelled
 
 BURST = 0.25  # seconds of the rate that may go at once after a quiet spell
 SLICE_SECONDS = 0.05  # a slice is this long at the rate, so a change is felt within a slice
-SLICE_MIN = 16 * 1024
+SLICE_MIN = 4 * 1024
 SLICE_MAX = 1024 * 1024
 _UNITS = {
     "": 1,

@@ -14,6 +14,7 @@ now, never one whose boundary it skipped.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -57,6 +58,8 @@ def days_problem(days: str) -> str | None:
     """Given a `days` value, return what is wrong with it, or None if cron can read it."""
     if not days.strip():
         return 'must name days, e.g. "mon-fri", "sat,sun" or "mon-sun"'
+    if any(c.isdigit() for c in days):
+        return f'{days!r}: name the days ("mon-fri"); numbers mean different days to cron'
     from apscheduler.triggers.cron import CronTrigger
 
     try:
@@ -115,31 +118,50 @@ def _end(window: Window, start: datetime, zone: tzinfo) -> float:
     if (eh, em) <= (sh, sm) or eh == 24:
         day += timedelta(days=1)
         eh = 0 if eh == 24 else eh
-    return datetime.combine(day, time(eh, em), tzinfo=zone).timestamp()
+    return _instant(datetime.combine(day, time(eh, em)), zone)
+
+
+def _instant(wall: datetime, zone: tzinfo) -> float:
+    """Given a wall-clock time in `zone`, return its instant: the first of two in the hour
+    the clocks go back; for a time the clocks skip, the moment they jump past it (as cron
+    runs what falls in the skipped hour)."""
+    naive = wall.replace(tzinfo=None)
+    first = naive.replace(tzinfo=zone, fold=0).timestamp()
+    if datetime.fromtimestamp(first, zone).replace(tzinfo=None) == naive:
+        return first
+    low, high = naive.replace(tzinfo=zone, fold=1).timestamp(), first  # the jump is between
+    while high - low > 1:
+        middle = (low + high) / 2
+        if datetime.fromtimestamp(middle, zone).replace(tzinfo=None) >= naive:
+            high = middle
+        else:
+            low = middle
+    return float(int(high))
 
 
 def _open_span(window: Window, now: float, zone: tzinfo) -> Span | None:
     trigger = _trigger(window, zone)
     moment = datetime.fromtimestamp(now, zone)
     start = trigger.get_next_fire_time(None, moment - _LOOK_BACK)
-    while start is not None and start.timestamp() <= now:
+    while start is not None and _instant(start, zone) <= now:
         end = _end(window, start, zone)
         if end > now:
-            return _joined(Span(window, start.timestamp(), end), trigger, zone)
+            return _joined(Span(window, _instant(start, zone), end), trigger, zone)
         start = trigger.get_next_fire_time(start, start + timedelta(minutes=1))
     return None
 
 
 def _joined(span: Span, trigger: CronTrigger, zone: tzinfo) -> Span:
     """Given an occurrence, return it run on through the occurrences that start as it ends
-    ("sat,sun 00:00-24:00" is one span of two days), a week at most."""
+    ("sat,sun 00:00-24:00" is one span of two days); one that never ends (every day, all
+    day) ends at infinity."""
     end = span.end
-    for _ in range(7):
+    for _ in range(8):
         following = trigger.get_next_fire_time(None, datetime.fromtimestamp(end, zone))
-        if following is None or following.timestamp() > end:
-            break
+        if following is None or _instant(following, zone) > end:
+            return Span(span.window, span.start, end)
         end = _end(span.window, following, zone)
-    return Span(span.window, span.start, end)
+    return Span(span.window, span.start, math.inf)
 
 
 def _next_span(window: Window, now: float, zone: tzinfo) -> Span | None:
@@ -147,9 +169,12 @@ def _next_span(window: Window, now: float, zone: tzinfo) -> Span | None:
     trigger = _trigger(window, zone)
     current = _open_span(window, now, zone)
     after = max(now, current.end) if current is not None else now
+    if math.isinf(after):
+        return None
     start = trigger.get_next_fire_time(None, datetime.fromtimestamp(after, zone))
-    while start is not None and start.timestamp() <= after:  # one starting this very second
+    while start is not None and _instant(start, zone) <= after:  # one starting this second
         start = trigger.get_next_fire_time(start, start + timedelta(minutes=1))
     if start is None:
         return None
-    return _joined(Span(window, start.timestamp(), _end(window, start, zone)), trigger, zone)
+    span = Span(window, _instant(start, zone), _end(window, start, zone))
+    return _joined(span, trigger, zone)

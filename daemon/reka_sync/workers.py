@@ -129,6 +129,7 @@ class Steps:
                 sent = isinstance(happened, Send)
                 if isinstance(happened, Send):
                     send = happened
+                    self.ctx.meter.started.inc()
                     began = time.monotonic()
                     happened = self._guarded(job, True, lambda: self._send(send, cancel))
                     took = time.monotonic() - began
@@ -302,9 +303,10 @@ class Steps:
             self._check_unchanged(done)
 
     def _count(self, job: Job, sent: bool, happened: Happened, move: Move, took: float) -> None:
-        """Given a committed try, count it for the metrics."""
+        """Given a committed try, count it for the metrics: a failure only once its send
+        began (a file that vanished, a twin waited for, are not failed uploads)."""
         meter = self.ctx.meter
-        if isinstance(happened, Failure):
+        if isinstance(happened, Failure) and sent:
             meter.failed.labels(error_class=happened.kind.value).inc()
             if move.event is Event.RETRY and happened.kind is Kind.RETRYABLE:
                 meter.retries.inc()

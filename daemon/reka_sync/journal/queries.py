@@ -252,9 +252,10 @@ class JournalQueries(JournalConnection):
         ]
 
     def oldest_waiting(self) -> float | None:
-        """Return when the longest-waiting file queued for upload was first recorded."""
+        """Return since when the longest-waiting file queued for upload has waited: when it
+        was queued, or when its last try ended."""
         rows = self._read(
-            "SELECT min(created_at) FROM files WHERE state IN (?, ?)",
+            "SELECT min(updated_at) FROM files WHERE state IN (?, ?)",
             (State.QUEUED.value, State.RETRY_WAIT.value),
         )
         return rows[0][0] if rows else None
