@@ -65,6 +65,7 @@ class Service:
         self.config_path = config_path
         self.notifier = notifier
         self.stop = threading.Event()
+        self.wake = threading.Event()  # a signal came: the loop acts now, not at its next turn
         self.reload = threading.Event()
         self.drained = True
         self.instance = InstanceLock(config.journal.path)
@@ -76,8 +77,8 @@ class Service:
 
     def serve(self) -> int:
         """Run until a stop signal (return 0) or a dead observer (return 1)."""
-        on_stop_signals(self.stop.set)
-        on_reload_signal(self.reload)
+        on_stop_signals(self._stop)
+        on_reload_signal(self.reload, self.wake)
         try:
             self.start()
             self.notifier.ready(self.status_line())
@@ -112,7 +113,7 @@ class Service:
         stalled = False
         watchdog = self.notifier.watchdog_seconds
         every = SUPERVISE_EVERY if watchdog is None else min(SUPERVISE_EVERY, watchdog / 2)
-        while not self.stop.wait(every):
+        while not self._slept(every):
             if self.reload.is_set():
                 self.reload.clear()
                 self.apply_reload()
@@ -130,6 +131,16 @@ class Service:
                 last_status = time.monotonic()
         log.info("stopping: in-flight uploads go back to the queue")
         return 0
+
+    def _stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def _slept(self, seconds: float) -> bool:
+        """Given seconds, wait that long or until a signal; return True to stop."""
+        self.wake.wait(seconds)
+        self.wake.clear()
+        return self.stop.is_set()
 
     def apply_reload(self) -> None:
         """Read the config file again and use it; keep the old one if the new one is invalid."""
@@ -151,6 +162,7 @@ class Service:
             )
             config = dataclasses.replace(config, journal=self.config.journal)
         register_secret(key)
+        self.engine.limit(config.upload)  # the cap and the windows now, before the watches
         old = self._watcher()
         watcher = Watcher(config.watch, time.time)
         watcher.start()

@@ -18,6 +18,7 @@ How this works
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -36,7 +37,7 @@ from tzlocal import get_localzone
 from reka_sync import pauses
 from reka_sync.api import ApiClient, ResponseInfo, Transport
 from reka_sync.archiving import Archiver
-from reka_sync.config import MAX_WORKERS, Config
+from reka_sync.config import MAX_WORKERS, Config, UploadConfig
 from reka_sync.credentials import Secret
 from reka_sync.errors import JournalError, RekaSyncError, TransportError
 from reka_sync.filing import POLL_BATCH, Confirmer
@@ -216,6 +217,15 @@ class Engine:
             self._schedule_rescan(self._scheduler, config.watch.rescan_interval, soon=True)
             if self.monitor is None or config.metrics.address != self._listening:
                 self._serve_metrics(config)
+
+    def limit(self, upload: UploadConfig) -> None:
+        """Given new upload settings, apply their limits (the cap, the windows, the workers)
+        at once; `reconfigure` brings the rest of the new config a moment later."""
+        with self._lock:
+            self.config = dataclasses.replace(self.config, upload=upload)
+            self.uploads.resize(pool_size(self.config))
+        self.governor.forget()
+        self.governor.decide(upload, self.clock())
 
     def _set_quiet_limit(self, config: Config) -> None:
         quiet = quiet_limit(config.api)

@@ -35,11 +35,14 @@ def on_stop_signals(stop: Callable[[], None]) -> threading.Event:
     return stopping
 
 
-def on_reload_signal(reload: threading.Event) -> None:
-    """Given an event, set it at SIGHUP (the service loop reloads the configuration)."""
+def on_reload_signal(reload: threading.Event, wake: threading.Event | None = None) -> None:
+    """Given an event (and one that wakes the service loop), set them at SIGHUP: the loop
+    reloads the configuration."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         reload.set()
+        if wake is not None:
+            wake.set()
 
     signal.signal(signal.SIGHUP, handler)
 

@@ -23,6 +23,14 @@ Control endpoints (no key):
                         of the first upload), last_accepted_at (wall clock when the last
                         202 was written), span, connections, requests by route, ...
   POST /_sink/reset  -> forget every video, group and figure
+  GET  /_sink/timeline -> JSON, when started with --timeline (SinkProcess(timeline=True)):
+                        every upload body as it arrived, measured here on the server side
+                        at each socket read: {"bin": 0.1, "now": epoch, "received": bytes of
+                        every body so far, "sends": [{"upload": n (in order of arrival),
+                        "connection": n, "video_name", "first"/"last": epoch of its first
+                        and last body byte, "bytes", "done", "bins": [[epoch at which the
+                        100 ms bin starts, bytes read in it], ...]}]}. Without --timeline
+                        nothing is recorded (no cost) and "sends" is empty.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import httpx
 CHUNK = 1024 * 1024  # bytes read from the socket at a time while discarding a body
 PEEK = 8192  # bytes of an upload body kept to find its text fields
 MAX_HEAD = 64 * 1024
+BIN = 0.1  # seconds: the timeline's bins (--timeline)
 _FIELD = re.compile(
     rb'Content-Disposition: form-data; name="([^"]+)"\r\n(?:[^\r\n]+\r\n)*\r\n(.*?)\r\n--',
     re.DOTALL,
@@ -87,11 +96,48 @@ REASONS = {
 }
 
 
+class Send:
+    """One upload body as it arrives (--timeline): bytes per 100 ms bin, at each socket read.
+    Changed by its connection's thread under the State's lock."""
+
+    def __init__(self, upload: int, connection: int) -> None:
+        self.upload = upload
+        self.connection = connection
+        self.video_name: str | None = None
+        self.first: float | None = None
+        self.last: float | None = None
+        self.bytes = 0
+        self.done = False
+        self.bins: dict[int, int] = {}
+
+    def got(self, count: int, at: float) -> None:
+        """Given bytes of the body read from the socket and the time (epoch), count them."""
+        if self.first is None:
+            self.first = at
+        self.last = at
+        self.bytes += count
+        index = int(at / BIN)
+        self.bins[index] = self.bins.get(index, 0) + count
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "upload": self.upload,
+            "connection": self.connection,
+            "video_name": self.video_name,
+            "first": self.first,
+            "last": self.last,
+            "bytes": self.bytes,
+            "done": self.done,
+            "bins": [[round(i * BIN, 3), n] for i, n in sorted(self.bins.items())],
+        }
+
+
 class State:
     """Videos, groups and figures, shared by the connection threads (one lock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeline: bool = False) -> None:
         self.lock = threading.Lock()
+        self.timeline = timeline  # record every upload body's arrival (Send); kept at reset
         self.reset()
 
     def reset(self) -> None:
@@ -106,6 +152,17 @@ class State:
         self.requests: dict[str, int] = {}
         self.polled_ids = 0
         self.last_poll_at: float | None = None
+        self.sends: list[Send] = []
+        self.received = 0  # body bytes of every upload, as read (--timeline)
+
+    def timeline_report(self) -> dict[str, Any]:
+        return {
+            "bin": BIN,
+            "enabled": self.timeline,
+            "now": time.time(),
+            "received": self.received,
+            "sends": [send.report() for send in self.sends],
+        }
 
     def stats(self) -> dict[str, Any]:
         span = (
@@ -147,13 +204,24 @@ class _Date:
 class Connection:
     """One accepted socket: buffered reads, discarding reads, answers."""
 
-    def __init__(self, sock: socket.socket, state: State, date: _Date) -> None:
+    def __init__(self, sock: socket.socket, state: State, date: _Date, number: int = 0) -> None:
         self.sock = sock
         self.state = state
         self.date = date
+        self.number = number
         self.buf = bytearray()
         self.scratch = bytearray(CHUNK)
         self.view = memoryview(self.scratch)
+        self.send: Send | None = None  # the upload body being read, when --timeline
+
+    def _arrived(self, count: int) -> None:
+        """Given body bytes just read from the socket, put them on the timeline."""
+        send = self.send
+        if send is not None and count > 0:
+            state = self.state
+            with state.lock:
+                send.got(count, time.time())
+                state.received += count
 
     # -- reading --------------------------------------------------------------------------
 
@@ -200,17 +268,20 @@ class Connection:
                 kept += self.buf[: min(n, keep)]
             del self.buf[:n]
             count -= n
+            self._arrived(n)
         while count > 0 and len(kept) < keep:
             got = self.sock.recv_into(self.view, min(count, CHUNK))
             if not got:
                 raise Closed
             kept += self.view[: min(got, keep - len(kept))]
             count -= got
+            self._arrived(got)
         while count > 0:
             got = self.sock.recv_into(self.view, min(count, CHUNK))
             if not got:
                 raise Closed
             count -= got
+            self._arrived(got)
         return bytes(kept)
 
     def _body(self, headers: dict[bytes, bytes], keep: int) -> tuple[bytes, int]:
@@ -264,9 +335,21 @@ class Connection:
         url = urlsplit(target)
         path = url.path
         upload = method == "POST" and path == "/v2/videos"
-        peek, length = self._body(headers, PEEK if upload else (1 << 20))
-        close = headers.get(b"connection", b"").lower() == b"close" or version == b"HTTP/1.0"
         state = self.state
+        if upload and state.timeline:
+            with state.lock:
+                self.send = Send(len(state.sends) + 1, self.number)
+                state.sends.append(self.send)
+        try:
+            peek, length = self._body(headers, PEEK if upload else (1 << 20))
+        finally:
+            send, self.send = self.send, None
+        if send is not None:
+            names = [m.group(2) for m in _FIELD.finditer(peek) if m.group(1) == b"video_name"]
+            with state.lock:
+                send.done = True
+                send.video_name = names[0].decode("utf-8", "replace") if names else None
+        close = headers.get(b"connection", b"").lower() == b"close" or version == b"HTTP/1.0"
         try:
             if not path.startswith("/_sink/") and not (
                 headers.get(b"x-api-key") or headers.get(b"authorization")
@@ -332,6 +415,9 @@ class Connection:
         if path == "/_sink/stats" and method == "GET":
             with state.lock:
                 return state.stats()
+        if path == "/_sink/timeline" and method == "GET":
+            with state.lock:
+                return state.timeline_report()
         if path == "/_sink/reset" and method == "POST":
             with state.lock:
                 state.reset()
@@ -464,10 +550,11 @@ def _shape(path: str) -> str:
     return re.sub(_ID, "{id}", path)
 
 
-def serve(host: str, port: int, ready: Any = None) -> None:
-    """Listen on host:port (0: a free one), print the URL line, serve until killed."""
+def serve(host: str, port: int, ready: Any = None, timeline: bool = False) -> None:
+    """Listen on host:port (0: a free one), print the URL line, serve until killed;
+    `timeline`: record every upload body's arrival (GET /_sink/timeline)."""
     server = socket.create_server((host, port), backlog=1024)
-    state = State()
+    state = State(timeline)
     date = _Date()
     bound = server.getsockname()
     line = f"reka-sync benchmark sink on http://{bound[0]}:{bound[1]}"
@@ -479,17 +566,26 @@ def serve(host: str, port: int, ready: Any = None) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with state.lock:
             state.connections += 1
+            number = state.connections
         threading.Thread(
-            target=Connection(conn, state, date).serve, daemon=True, name="sink-conn"
+            target=Connection(conn, state, date, number).serve, daemon=True, name="sink-conn"
         ).start()
 
 
 class SinkProcess:
-    """The sink as a subprocess on a free port (so its CPU is not the client's)."""
+    """The sink as a subprocess on a free port (so its CPU is not the client's);
+    `timeline`: it records every upload body's arrival (`timeline()`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeline: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.benchmarks.sink", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "tests.benchmarks.sink",
+                "--port",
+                "0",
+                *(["--timeline"] if timeline else []),
+            ],
             stdout=subprocess.PIPE,
             text=True,
             cwd=Path(__file__).resolve().parents[2],
@@ -507,6 +603,12 @@ class SinkProcess:
 
     def reset(self) -> None:
         self._http.post("/_sink/reset").raise_for_status()
+
+    def timeline(self) -> dict[str, Any]:
+        """Return GET /_sink/timeline: each upload body's bytes as they arrived (--timeline)."""
+        response = self._http.get("/_sink/timeline")
+        response.raise_for_status()
+        return dict(response.json())
 
     def cpu_seconds(self) -> float:
         """User+system CPU seconds the sink has used so far (from /proc)."""
@@ -533,9 +635,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="record each upload body's bytes as they arrive (GET /_sink/timeline)",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        serve(args.host, args.port)
+        serve(args.host, args.port, timeline=args.timeline)
 
 
 if __name__ == "__main__":
