@@ -64,9 +64,9 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 @pytest.fixture
 def slow_store() -> Iterator[Any]:
-    """An emulator that takes 5 s to store each video: the uploads are all done (the
+    """An emulator that takes 3 s to store each video: the uploads are all done (the
     counters final) while backfill still waits for the polls, so a scrape can be checked."""
-    running = emulator.start(settings=emulator.Settings(processing_delay=5.0))
+    running = emulator.start(settings=emulator.Settings(processing_delay=3.0))
     yield running
     running.stop()
 
@@ -209,11 +209,21 @@ def test_the_service_binds_its_metrics_port_once_it_is_free(
         wait_for(
             lambda: service.logged(
                 "cannot serve metrics and the status page; uploads go on without them, and"
-                " reka-sync tries again every 10 s. Free the port or change metrics.listen"
+                " reka-sync tries again every 5 s. Free the port or change metrics.listen"
             ),
             message="the taken port to be said",
         )
     finally:
         squatter.close()
-    wait_for(lambda: "reka_sync_files" in _page(f"http://127.0.0.1:{port}/metrics"), timeout=30)
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: "reka_sync_files" in _page(metrics), timeout=30, message="the listener")
+    wait_for(
+        lambda: value(scrape(metrics)[1], "reka_sync_rescans_total") >= 1,
+        message="the startup rescan counted",
+    )
+    _, samples = scrape(metrics)
+    assert value(samples, "reka_sync_inotify_watches") >= 1, "the root's watch is not seen"
+    assert value(samples, "reka_sync_inotify_watches_limit") > 0
+    assert value(samples, "reka_sync_rescan_duration_seconds_count") >= 1
+    assert value(samples, "reka_sync_roots_unavailable") == 0
     assert service.stop() == 0

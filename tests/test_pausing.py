@@ -61,14 +61,14 @@ def test_a_pause_from_another_shell_holds_run_survives_a_restart_and_resume_lift
     wait_for(lambda: service.logged("uploads wait"), message="the service to see the pause")
     expected = make_tree(media, 4)
     wait_for(lambda: counts(config).get("queued") == 4, message="4 files queued")
-    holds(lambda: posts(emu.url) == 0, 3.0, "an upload started during the pause")
+    holds(lambda: posts(emu.url) == 0, 1.5, "an upload started during the pause")
     assert service.stop() == 0
     service = ServiceProcess(config)
     wait_for(lambda: service.logged("uploads wait"), message="the pause to hold after a restart")
     report = report_json("status", config)
     assert report is not None and report["controls"]["paused"]["until"] is None
     assert report["controls"]["paused"]["by"], report["controls"]
-    holds(lambda: posts(emu.url) == 0, 2.0, "an upload started after the restart")
+    holds(lambda: posts(emu.url) == 0, 1.5, "an upload started after the restart")
     assert "resumed" in reka_ok(config, "resume")
     wait_for(lambda: len(emulator_records(emu.url)) == 4, timeout=60, message="4 uploads")
     assert_uploaded_exactly_once(emu.url, expected)
@@ -107,7 +107,7 @@ def test_backfill_waits_for_a_pause_says_why_and_finishes_after_resume(
     reka_ok(config, "pause", "--for", "1h")
     backfill = start_backfill(config, capture=True)
     wait_for(lambda: counts(config).get("queued") == 3, message="3 files queued")
-    holds(lambda: posts(emu.url) == 0, 2.0, "backfill uploaded during a pause")
+    holds(lambda: posts(emu.url) == 0, 1.5, "backfill uploaded during a pause")
     reka_ok(config, "resume")
     _, err = backfill.communicate(timeout=120)
     assert backfill.returncode == 0, err
@@ -125,7 +125,7 @@ def test_a_closed_window_holds_backfill_unless_it_ignores_the_schedule(
     expected = make_tree(media, 3)
     backfill = start_backfill(config, capture=True)
     wait_for(lambda: counts(config).get("queued") == 3, message="3 files queued")
-    holds(lambda: posts(emu.url) == 0, 2.0, "backfill uploaded inside a closed window")
+    holds(lambda: posts(emu.url) == 0, 1.5, "backfill uploaded inside a closed window")
     backfill.send_signal(signal.SIGTERM)
     _, err = backfill.communicate(timeout=60)
     assert "waiting: schedule window mon-sun 00:00-24:00 allows no uploads" in err, err

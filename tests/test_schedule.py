@@ -154,6 +154,16 @@ def test_a_pause_holds_everything_and_a_window_sets_workers_and_rate() -> None:
     assert over.workers == 2 and over.pause is None, "an expired pause must not hold"
 
 
+def test_only_a_window_that_says_so_stops_uploads_in_flight() -> None:
+    noon = at("2026-12-02 12:00")
+    closed = Window(days="mon-sun", hours="11:00-13:00", workers=0)
+    aborting = Window(days="mon-sun", hours="11:00-13:00", workers=0, abort_in_flight=True)
+    assert not decide(4, 0, (closed,), None, noon, BERLIN).abort
+    limits = decide(4, 0, (aborting,), None, noon, BERLIN)
+    assert limits.abort and limits.workers == 0
+    assert not decide(4, 0, (aborting,), None, at("2026-12-02 13:00"), BERLIN).abort
+
+
 @pytest.fixture
 def dst_engine(tmp_path: Path, media: Path, emu: Any) -> Any:
     config_path = engine_config(tmp_path, media, emu.url)

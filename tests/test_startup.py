@@ -19,6 +19,8 @@ NOT_FOR_READING = (
     "reka_sync.api",
     "reka_sync.emulator",
     "reka_sync.scheduler",
+    "prometheus_client",
+    "reka_sync.metrics",
     "reka_sync.runner",
     "reka_sync.backfill",
     "reka_sync.watcher",

@@ -301,20 +301,20 @@ def _finished(
 
 def _environment_stops(engine: Engine, max_wait: float, now: float) -> tuple[int, str] | None:
     """Given the engine's view of the environment, return why a one-shot run must stop."""
-    if engine.key_refused:
+    if engine.vitals.key_refused:
         return EXIT_CONFIG, (
-            f"{engine.key_refused}: fix api_key_file, $REKA_API_KEY or the credential "
+            f"{engine.vitals.key_refused}: fix api_key_file, $REKA_API_KEY or the credential "
             "reka-api-key, then run backfill again"
         )
-    since = engine.reach.since
+    since = engine.vitals.reach.since
     if since is not None and max_wait > 0 and now - since >= max_wait:
         return EXIT_TEMPFAIL, (
-            f"the API is unreachable since {_iso(since)} ({engine.reach.reason}); "
+            f"the API is unreachable since {_iso(since)} ({engine.vitals.reach.reason}); "
             "nothing was lost: run backfill again later"
         )
-    trouble = engine.journal_trouble
+    trouble = engine.vitals.journal_trouble
     if trouble is not None and now - trouble[0] >= JOURNAL_PATIENCE:
-        return _journal_stops(engine.journal.path, engine.journal_error)
+        return _journal_stops(engine.journal.path, engine.vitals.journal_error)
     return None
 
 

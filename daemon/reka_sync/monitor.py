@@ -66,7 +66,7 @@ def serve(
         say = log.debug if quiet else log.error
         say(
             "cannot serve metrics and the status page; uploads go on without them, and"
-            " reka-sync tries again every 10 s. Free the port or change metrics.listen",
+            " reka-sync tries again every 5 s. Free the port or change metrics.listen",
             listen=f"{address[0]}:{address[1]}",
             error=exc.strerror or str(exc),
         )

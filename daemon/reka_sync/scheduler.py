@@ -14,6 +14,9 @@ How this works
   for the next tick.
 * ``stop()`` stops claiming, cancels in-flight uploads (their jobs go back to
   the queue without spending an attempt) and waits for the steps to record it.
+* Every dispatch asks the ``Governor`` how many uploads may run and how fast (the
+  operator's pause, the schedule's window, the cap); every answer of the API passes
+  through ``Vitals``, which pauses what it must (a 429, a refused key, an outage).
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from tzlocal import get_localzone
 
-from reka_sync import pauses
 from reka_sync.api import ApiClient, ResponseInfo, Transport
 from reka_sync.archiving import Archiver
 from reka_sync.config import MAX_WORKERS, Config, UploadConfig
@@ -43,14 +45,13 @@ from reka_sync.errors import JournalError, RekaSyncError, TransportError
 from reka_sync.filing import POLL_BATCH, Confirmer
 from reka_sync.governor import Governor
 from reka_sync.groups import GroupResolver
-from reka_sync.health import Reachability, Said
 from reka_sync.indexer import Indexer
 from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import State
 from reka_sync.metrics import Meter
 from reka_sync.mounts import probe
 from reka_sync.patterns import IgnoreRules
-from reka_sync.pauses import ALL, PauseBoard, kind_of
+from reka_sync.pauses import PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
 from reka_sync.recording import record_walk
 from reka_sync.removals import Remover, mark_deleted
@@ -58,6 +59,7 @@ from reka_sync.scanner import ScanProblem, Tally, links_of, walk_stats
 from reka_sync.service import owner_alive, owner_id
 from reka_sync.settling import Settler
 from reka_sync.stability import Writer
+from reka_sync.vitals import Vitals
 from reka_sync.watcher import Watcher
 from reka_sync.workers import Context, Steps, quiet_limit
 
@@ -68,10 +70,8 @@ log = structlog.get_logger("reka_sync.scheduler")
 HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
 STALLED = 30.0  # seconds without a heartbeat or dispatch tick before we call it stuck
 LIVELY_TICKS = ("heartbeat", "dispatch")
-JOURNAL_REMIND = 600.0  # seconds between lines while the journal cannot be written
 INTEGRITY_EVERY = 86400.0  # seconds between the service's quick checks of the journal
-JOURNAL_RECOVERED = 3.0  # seconds of writes without a failure before the trouble is over
-LISTEN_RETRY = 10.0  # seconds between tries to bind a metrics port that was taken
+LISTEN_RETRY = 5.0  # seconds between tries to bind a metrics port that was taken
 ADOPT_RETRY_CAP = 60.0  # seconds between tries of a startup adoption that failed, at most
 
 
@@ -125,14 +125,9 @@ class Engine:
         self._owner = owner_id()
         self._rand = rand
         self._retired: list[ApiClient] = []
-        self.reach = Reachability(grace=config.api.outage_grace)
-        self.key_refused: str | None = None  # why, once the API refused the key
-        # (since, last said, last failure) while the journal cannot be written
-        self.journal_trouble: tuple[float, float, float] | None = None
-        self.journal_error = ""
-        self._health_lock = threading.Lock()
         self._transport = transport
         self.meter = Meter()
+        self.vitals = Vitals(journal, self.pauses, self.meter, clock, config.api.outage_grace)
         self.governor = Governor(journal, zone or get_localzone())
         self.monitor: Monitor | None = None
         self._listening: tuple[str, int] | None = None  # what the listener should be on
@@ -187,7 +182,7 @@ class Engine:
             self.clock,
             self._rand,
             self._touch,
-            lambda: self.reach.outage,
+            lambda: self.vitals.reach.outage,
             progress,
             self.meter,
         )
@@ -199,8 +194,8 @@ class Engine:
         Steps in flight finish with what they started with; nothing is cancelled.
         """
         api, ctx = self._context(config, key, self.ctx.progress)
-        self.key_refused = None  # a new key gets a new chance
-        self.reach.grace = config.api.outage_grace
+        self.vitals.key_refused = None  # a new key gets a new chance
+        self.vitals.reach.grace = config.api.outage_grace
         with self._lock:
             self._retired.append(self.api)
             self.config, self.api, self.ctx = config, api, ctx
@@ -427,7 +422,7 @@ class Engine:
             held = list(self._cancels)  # jobs a worker of ours still runs
         # Idle, nothing is written; while the journal is in trouble this write is the probe
         # that sees it recover (_run_tick).
-        if held or self._progress_shown or self.journal_trouble is not None:
+        if held or self._progress_shown or self.vitals.journal_trouble is not None:
             self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight(), held)
             self._progress_shown = bool(held)
         self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
@@ -453,61 +448,11 @@ class Engine:
 
     def _no_answer(self, error: TransportError) -> None:
         self._touch()
-        self._unreachable(self.clock(), str(error))
-
-    def _unreachable(self, now: float, reason: str) -> None:
-        with self._health_lock:
-            said = self.reach.failed(now, reason)
-            if not self.reach.outage:
-                return
-            since = _iso(self.reach.since or now)
-            text = self.reach.describe(since)
-            pause = self.pauses.pause(ALL, self.reach.next_probe, text)
-        self.journal.set_pause(pause.kind, pause.until, pause.reason)
-        if said is Said.STARTED:
-            log.warning("API unreachable; everything waits for it", since=since, reason=reason)
-        elif said is Said.LASTS:
-            log.warning("API still unreachable", since=since, reason=reason)
-
-    def _reachable(self, now: float) -> None:
-        with self._health_lock:
-            said = self.reach.answered(now)
-            if said is Said.ENDED:
-                self.pauses.lift(ALL)
-        if said is Said.ENDED:
-            self.journal.clear_pause(ALL)
-            log.warning("API reachable again; carrying on")
+        self.vitals.no_answer(error)
 
     def _observe(self, info: ResponseInfo) -> None:
         self._touch()
-        now = self.clock()
-        if info.status >= 500:
-            self._unreachable(now, f"HTTP {info.status} from {info.method} {info.path}")
-        else:
-            self._reachable(now)
-        if info.status in (401, 403):
-            self.key_refused = f"the API refused the key (HTTP {info.status})"
-        elif info.status < 400:
-            self.key_refused = None
-        self.meter.rate_limits(info.limit, info.remaining, info.reset_after)
-        order = pauses.pause_for(info, now)
-        if order is not None:
-            if info.status == 429:
-                self.meter.pauses.inc()
-                self.meter.pause_seconds.inc(max(0.0, order.until - now))
-            pause = self.pauses.pause(order.kind, order.until, order.reason)
-            self.journal.set_pause(pause.kind, pause.until, pause.reason)
-            if order.kind == ALL:
-                log.error("API key refused; pausing all requests", status=info.status)
-            else:
-                log.warning(
-                    "rate limited; pausing",
-                    kind=order.kind,
-                    seconds=round(order.until - now, 1),
-                    request_id=info.request_id,
-                )
-        elif info.status < 400 and self.pauses.take_over(ALL, now):
-            self.journal.clear_pause(ALL)
+        self.vitals.observe(info)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -629,31 +574,11 @@ class Engine:
             self._last_run[name] = self.clock()
 
     def _journal_failed(self, reason: str) -> None:
-        """The journal cannot be written: say so once (then every ten minutes), not per tick."""
-        now = self.clock()
-        with self._health_lock:
-            first = self.journal_trouble is None
-            since, said, _ = self.journal_trouble or (now, 0.0, now)
-            speak = first or now - said >= JOURNAL_REMIND
-            self.journal_trouble = (since, now if speak else said, now)
-            self.journal_error = reason
-        if speak:
-            log.error(
-                "the journal cannot be written; nothing new is recorded until it can",
-                error=reason,
-                journal=str(self.journal.path),
-            )
+        self.vitals.journal_failed(reason)
 
     def _journal_worked(self) -> None:
-        """A write went through: once none has failed for a while, the trouble is over."""
-        with self._health_lock:
-            trouble = self.journal_trouble
-            if trouble is None or self.clock() - trouble[2] < JOURNAL_RECOVERED:
-                return
-            self.journal_trouble = None
-        log.warning("the journal is writable again; carrying on")
-        if self._scheduler is not None and self.watcher is not None:  # what arrived meanwhile
-            self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
+        if self.vitals.journal_worked() and self._scheduler is not None and self.watcher:
+            self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))  # meanwhile
 
     def _journal_guarded(self, step: Callable[[], None]) -> Callable[[], None]:
         """Given a worker step, return it with a journal that cannot be written reported
@@ -714,13 +639,7 @@ class Engine:
 
     def health_line(self) -> str | None:
         """Return what is wrong with the environment, in a few words, or None."""
-        if self.key_refused:
-            return f"PAUSED: {self.key_refused}"
-        if self.reach.outage and self.reach.since is not None:
-            return f"PAUSED: API unreachable since {_iso(self.reach.since)}"
-        if self.journal_trouble is not None:
-            return f"JOURNAL NOT WRITABLE since {_iso(self.journal_trouble[0])}"
-        return None
+        return self.vitals.health_line()
 
     def wait_idle(self, timeout: float) -> bool:
         """Given a timeout, wait until no upload, poll or group move runs; return True if so."""
@@ -739,7 +658,3 @@ def pool_size(config: Config) -> int:
 
 def _cannot_record(path: str, why: str) -> None:
     log.warning("cannot record this file; the next rescan tries again", path=path, error=why)
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

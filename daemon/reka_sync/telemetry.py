@@ -61,7 +61,7 @@ class Gauges:
             paused_seconds=max(0.0, now - paused.since) if paused is not None else None,
             max_rate=limits.max_rate,
             workers_allowed=limits.workers,
-            api_reachable=not engine.reach.outage,
+            api_reachable=not engine.vitals.reach.outage,
         )
 
     def _slow_reads(self, now: float) -> tuple[dict[str, dict[str, int]], float | None]:
