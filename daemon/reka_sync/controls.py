@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING
 
-from reka_sync.progress import human_size
 from reka_sync.windows import Span, Window, in_force, next_start
 
 if TYPE_CHECKING:
@@ -95,11 +94,6 @@ def limits_now(upload: UploadConfig, pause: OperatorPause | None, now: float) ->
     from tzlocal import get_localzone
 
     return decide(upload.workers, upload.max_rate, upload.schedule, pause, now, get_localzone())
-
-
-def describe_rate(rate: int) -> str:
-    """Given bytes per second, return them for a person ("no cap" for 0)."""
-    return f"{human_size(rate)}/s" if rate > 0 else "no cap"
 
 
 def _local(epoch: float) -> str:

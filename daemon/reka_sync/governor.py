@@ -16,8 +16,9 @@ from datetime import tzinfo
 import structlog
 
 from reka_sync.config import UploadConfig
-from reka_sync.controls import Limits, OperatorPause, decide, describe_rate
+from reka_sync.controls import Limits, OperatorPause, decide
 from reka_sync.journal import Journal
+from reka_sync.progress import human_size
 from reka_sync.throttle import Throttle
 
 log = structlog.get_logger("reka_sync.governor")
@@ -103,5 +104,5 @@ def _say_changes(before: Limits | None, now: Limits) -> None:
             "upload limits changed",
             window=window,
             workers=now.workers,
-            max_rate=describe_rate(now.max_rate),
+            max_rate=f"{human_size(now.max_rate)}/s" if now.max_rate else "no cap",
         )
