@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--for",
         dest="duration",
+        type=_duration,
         metavar="DURATION",
         help="lift the pause by itself after this long (90m, 2h, 1d)",
     )

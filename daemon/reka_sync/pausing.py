@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from reka_sync.commands import load
-from reka_sync.config import parse_duration
 from reka_sync.controls import OperatorPause
 from reka_sync.errors import EXIT_OK, NoJournalYet, UsageError, WrongUser
 
@@ -26,7 +25,9 @@ def cmd_pause(args: argparse.Namespace) -> int:
     from reka_sync.journal import Journal
 
     config = load(args)
-    seconds = _duration(args.duration) if args.duration else None
+    seconds: float | None = args.duration  # parsed by cli._duration
+    if seconds is not None and seconds <= 0:
+        raise UsageError("--for: give a duration longer than 0, such as 90m, 2h or 1d")
     refuse_other_user(config.journal.path, "pause")
     now = time.time()
     pause = OperatorPause(_who(), now, now + seconds if seconds else None, args.now)
@@ -81,13 +82,6 @@ def refuse_other_user(journal: Path, command: str) -> None:
         f"`sudo -u {name} reka-sync {command}`: written as another user it could leave "
         "files the service cannot open"
     )
-
-
-def _duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds is None or seconds <= 0:
-        raise UsageError(f'--for {text!r}: give a duration such as "90m", "2h" or "1d"')
-    return seconds
 
 
 def _who() -> str:

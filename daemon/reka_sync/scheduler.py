@@ -204,10 +204,8 @@ class Engine:
             if self.remover is not None:
                 self.remover.use(ctx)
             self.watcher = watcher
-            self.uploads.resize(pool_size(config))
             self._set_quiet_limit(config)
-        self.governor.forget()
-        self.governor.decide(config.upload, self.clock())  # a new cap applies at once
+        self.limit(config.upload)  # a new cap applies at once
         if self._scheduler is not None:
             self._schedule_rescan(self._scheduler, config.watch.rescan_interval, soon=True)
             if self.monitor is None or config.metrics.address != self._listening:
@@ -215,7 +213,7 @@ class Engine:
 
     def limit(self, upload: UploadConfig) -> None:
         """Given new upload settings, apply their limits (the cap, the windows, the workers)
-        at once; `reconfigure` brings the rest of the new config a moment later."""
+        at once; a reload calls it before `reconfigure`, which brings the rest."""
         with self._lock:
             self.config = dataclasses.replace(self.config, upload=upload)
             self.uploads.resize(pool_size(self.config))

@@ -21,6 +21,7 @@ from reka_sync.monitor import serve as serve_on
 from reka_sync.status import controls_report, status_report
 
 if TYPE_CHECKING:
+    from reka_sync.controls import Limits
     from reka_sync.scheduler import Engine
 
 SLOW_READS = 10.0  # seconds the row-walking reads are kept
@@ -47,7 +48,7 @@ class Gauges:
         engine, now = self.engine, time.time()
         journal = engine.journal
         features, oldest = self._slow_reads(now)
-        limits = engine.governor.limits or engine.governor.decide(engine.config.upload, now)
+        limits = _limits(engine, now)
         paused = limits.pause
         return Reading(
             files={state.value: n for state, n in journal.counts().items()},
@@ -81,13 +82,18 @@ def page(engine: Engine) -> str:
         report: dict[str, Any] = status_report(engine.journal, now, quick=True)
     except RekaSyncError as exc:  # the page says so rather than failing the request
         return render_error(f"the journal cannot be read: {exc}")
-    limits = engine.governor.limits or engine.governor.decide(engine.config.upload, now)
+    limits = _limits(engine, now)
     report["controls"] = controls_report(limits)
     report["in_flight"] = _live_progress(report["in_flight"], engine)
     trouble = engine.health_line()
     if trouble:
         report["trouble"] = trouble
     return render_page(report, now)
+
+
+def _limits(engine: Engine, now: float) -> Limits:
+    """The limits the engine's last dispatch decided (decided now if none has run yet)."""
+    return engine.governor.limits or engine.governor.decide(engine.config.upload, now)
 
 
 def _live_progress(in_flight: list[dict[str, Any]], engine: Engine) -> list[dict[str, Any]]:
