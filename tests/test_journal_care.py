@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from reka_sync.journal import Journal
+from reka_sync.journal.connection import NEWEST_MIGRATION, JournalDamaged
 from reka_sync.journal.maintenance import backup, backup_dated
 from reka_sync.lifecycle import State
 from tests.conftest import (
@@ -279,7 +280,10 @@ def test_check_on_a_damaged_journal_exits_1_with_the_way_back(
     assert [p.name for p in folder.iterdir()] == ["journal-20200101.db"]
 
 
-@pytest.mark.parametrize("damage", ["bytes overwritten in the middle", "a file of garbage"])
+@pytest.mark.parametrize(
+    "damage",
+    ["bytes overwritten in the middle", "the same, nothing new to do", "a file of garbage"],
+)
 def test_run_and_backfill_refuse_a_damaged_journal_the_same_way_and_leave_it_as_it_was(
     tmp_path: Path, media: Path, emu: Any, damage: str
 ) -> None:
@@ -293,7 +297,8 @@ def test_run_and_backfill_refuse_a_damaged_journal_the_same_way_and_leave_it_as_
         assert run_backfill(config, "--no-wait-index").returncode == 0
         files_alone(journal)
         spoil_the_middle(journal)
-        (media / "new.mp4").write_bytes(os.urandom(9000))  # work that must not start
+        if damage != "the same, nothing new to do":  # backfill's verdict then ends its walk
+            (media / "new.mp4").write_bytes(os.urandom(9000))  # work that must not start
     damaged = journal.read_bytes()
     uploads = len(emulator_records(emu.url))
     said = {}
@@ -307,3 +312,41 @@ def test_run_and_backfill_refuse_a_damaged_journal_the_same_way_and_leave_it_as_
         assert journal.read_bytes() == damaged, f"{command} changed the damaged journal"
     assert said["run"] == said["backfill"]
     assert len(emulator_records(emu.url)) == uploads  # nothing was sent
+
+
+def test_a_journal_checked_beside_its_first_reads_writes_nothing_until_it_passes(
+    tmp_path: Path, uploaded: Path
+) -> None:
+    """backfill checks the journal while it walks: every write waits for the verdict."""
+    path = tmp_path / "journal.db"
+    intact = Journal.open(path, check_beside=True)
+    try:
+        intact.checked()
+        assert intact.record_check("ok", time.time()) is None  # a write goes through
+    finally:
+        intact.close()
+    files_alone(path)
+    spoil_the_middle(path)
+    damaged = path.read_bytes()
+    journal = Journal.open(path, check_beside=True)
+    try:
+        with pytest.raises(JournalDamaged):
+            journal.record_check("ok", time.time())
+        with pytest.raises(JournalDamaged, match="is damaged"):
+            journal.checked()  # asked again, the same answer
+    finally:
+        journal.close()
+    assert path.read_bytes() == damaged
+
+
+def test_a_journal_with_every_migration_opens_without_sqlite_utils(uploaded: Path) -> None:
+    """The newest migration is known without sqlite_utils, whose import costs more than
+    the rest of opening the journal."""
+    assert newest_migration() == NEWEST_MIGRATION
+    journal = uploaded.parent / "journal.db"
+    probe = (
+        "import sys; from pathlib import Path; from reka_sync.journal import Journal; "
+        f"Journal.open(Path({str(journal)!r})).close(); print('sqlite_utils' in sys.modules)"
+    )
+    done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr

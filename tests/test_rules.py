@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reka_sync.errors import GlobError
@@ -113,11 +113,17 @@ _NAME_PARTS = st.sampled_from(
 GLOBS = ["raw/**", "**/*.tmp.mp4", "a/{x}/b.mkv"]
 
 
+WALKED_GLOBS = [*GLOBS, "**/.*", "**/{n}.part", "**/@eaDir/**", "**/c?.mkv", "x/**/q.mp4"]
+FOLDERS = ["", "x/", "a/b/", "raw/", "raw/a/", "a/q/", "x/y/", "@eaDir/", "a/.h/"]
+
+
 @given(
     st.lists(_NAME_PARTS, max_size=6).map("".join),
     st.sampled_from(["", "x/", "a/b/", "raw/", "raw/a/", "a/q/"]),
     st.booleans(),
 )
+@example("a.mp4", "raw/", True)  # a folder glob: the file is ignored with its folder
+@example("b.mkv", "a/q/", True)
 def test_the_one_regex_file_test_says_what_the_words_say(
     name: str, folder: str, with_globs: bool
 ) -> None:
@@ -127,7 +133,30 @@ def test_the_one_regex_file_test_says_what_the_words_say(
     path = folder + name
     by_glob = any(compile_glob(g).match(path) is not None for g in globs)
     expected = _ignored_name(name, extensions) or by_glob
-    assert rules.ignores_file(path, folders_checked=True) is expected, path
+    assert rules.ignores_file(path) is expected, path
+
+
+@given(
+    st.lists(_NAME_PARTS, max_size=6).map("".join),
+    st.sampled_from(FOLDERS),
+    st.lists(st.sampled_from(WALKED_GLOBS), max_size=4),
+)
+@example("a.mp4", "raw/", ["raw/**"])
+@example(".a.mp4", "x/", ["**/.*"])
+@example("c1.mkv", "a/b/", ["**/c?.mkv"])
+def test_a_walked_file_is_tested_on_its_name_as_its_whole_path_would_be(
+    name: str, folder: str, globs: list[str]
+) -> None:
+    """A walk tests a file on its name (and only the globs that need its folders on its
+    path) once its folders passed `ignores_dir`: the same answer as the whole path's."""
+    rules = IgnoreRules(globs, ["mp4", "mkv", "db"])
+    folders = folder.rstrip("/").split("/") if folder else []
+    walked = not any(rules.ignores_dir("/".join(folders[: i + 1])) for i in range(len(folders)))
+    path = folder + name
+    if walked:
+        assert rules.ignores_walked(name, path) is rules.ignores_file(path), path
+    else:  # never walked into: the whole path is ignored as well
+        assert rules.ignores_file(path), path
 
 
 def test_ignored_folders_are_pruned() -> None:

@@ -36,7 +36,7 @@ from reka_sync.names import shown
 from reka_sync.patterns import IgnoreRules
 from reka_sync.progress import Progress, human_size
 from reka_sync.recording import BATCH, record, record_walk
-from reka_sync.scanner import ScanProblem, links_of, walk, walk_stats
+from reka_sync.scanner import ScanProblem, links_of, walk, walk_folders
 from reka_sync.service import on_stop_signals
 from reka_sync.urls import URL_ROOT, UrlItem
 
@@ -128,9 +128,10 @@ def run(
         config = replace(config, upload=replace(config.upload, schedule=()))
     config = replace(config, metrics=MetricsConfig(listen=metrics_listen))
     try:
-        journal = Journal.open(config.journal.path)
+        journal = Journal.open(config.journal.path, check_beside=True)  # checked as it walks
     except JournalDamaged as damage:
         return refuse_to_start(damage, "backfill", err)
+    started = False  # the checked journal's work began: damage met then is not a refusal
     try:
         found = (
             targets(config, paths, journal.root_mounts())
@@ -141,6 +142,7 @@ def run(
             print(f"reka-sync: warning: {root} is unavailable (not mounted?); skipped", file=err)
         problems: list[ScanProblem] = []
         if dry_run:
+            journal.checked()
             code = _dry_run(config, journal, files_of(config, found, problems, []), as_json, out)
             _warn(problems, err)
             return code
@@ -148,20 +150,19 @@ def run(
         for mounted, point in found.mounted.items():
             journal.set_root_available(mounted, True, time.time(), point)
         _record(config, journal, found, problems, err)
-        if urls:
-            journal.record_urls(urls, time.time())
-        if config.rules().any_features:  # done videos the rules now want more features of
-            from reka_sync.indexer import reindex
-
-            reindex(journal, config.rules(), time.time())
-        elif journal.index_held():
-            journal.wake_held(time.time())  # the cap may have changed
+        _queue_more(config, journal, urls)
         interrupted, stopped = False, None
+        journal.checked()  # nothing is sent or reported from a damaged journal
+        started = True
         if _work_left(journal, found.scope, wait_index):  # else no engine, nor its imports
             interrupted, stopped = _drive(
                 config, journal, key, found.scope, err, max_wait, wait_index
             )
         summary = summarise(journal, found.scope, interrupted or stopped is not None)
+    except JournalDamaged as damage:
+        if started:
+            raise
+        return refuse_to_start(_verdict(journal, damage), "backfill", err)
     finally:
         journal.close()
     _print_summary(summary, as_json, out)
@@ -170,6 +171,28 @@ def run(
         print(f"reka-sync: {message}", file=err)
         return code
     return EXIT_FAILED if summary["failed"] or interrupted else EXIT_OK
+
+
+def _queue_more(config: Config, journal: Journal, urls: list[UrlItem] | None) -> None:
+    """Record the URLs given, and queue what the rules want of videos already done."""
+    if urls:
+        journal.record_urls(urls, time.time())
+    if config.rules().any_features:  # done videos the rules now want more features of
+        from reka_sync.indexer import reindex
+
+        reindex(journal, config.rules(), time.time())
+    elif journal.index_held():
+        journal.wake_held(time.time())  # the cap may have changed
+
+
+def _verdict(journal: Journal, damage: JournalDamaged) -> JournalDamaged:
+    """Given the damage a read or write met, return the integrity check's own verdict if it
+    found some (what `run` says of the same file), else the damage met."""
+    try:
+        journal.checked()
+    except JournalDamaged as found:
+        return found
+    return damage
 
 
 def _record(
@@ -187,8 +210,8 @@ def _record(
 
     for root, start in found.walks:
         if start is None:  # a whole root: compared with the journal's keys, like a rescan
-            walked = walk_stats(root, ignore, str(root), problems, links, skipped)
-            record_walk(journal, root, walked, skipped, now, 1, refused)
+            walker = partial(walk_folders, root, ignore, str(root), problems, links, skipped)
+            record_walk(journal, root, walker, skipped, now, 1, refused)
         else:
             batch: list[SeenFile] = []
             for seen in walk(root, ignore, start, problems, links, skipped):

@@ -101,11 +101,7 @@ class IgnoreRules:
 
     def __init__(self, globs: Iterable[str], extensions: Iterable[str]) -> None:
         compiled = [compile_glob(g) for g in globs]
-        # One alternation instead of one match per glob: this runs for every file of a scan.
-        patterns = [re.sub(r"\(\?P<\w+>", "(?:", g.regex.pattern) for g in compiled]
-        self._any = (
-            re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL) if patterns else None
-        )
+        self._any = _alternation(compiled)
         self._extensions = frozenset(e.lower().lstrip(".") for e in extensions)
         # The name test of every file of a scan in one match: a video's extension, not
         # hidden, not a built-in ignored name or suffix (`_builtin_ignored`, as a regex).
@@ -113,9 +109,18 @@ class IgnoreRules:
         suffixes = "|".join(re.escape(s) for s in BUILTIN_IGNORED_SUFFIXES)
         videos = "|".join(re.escape(e) for e in sorted(self._extensions)) or "(?!)"
         wanted_name = rf"(?i:(?!\.)(?!(?:{names})\Z)(?!.*(?:{suffixes})\Z)[^/]*\.(?:{videos}))"
-        # ... and with the globs (case-sensitive, as a lookahead): a walked file in one match.
+        # ... and with the globs (case-sensitive, as a lookahead): a path in one match.
         globs = f"(?!(?:{self._any.pattern})\\Z)" if self._any is not None else ""
         self._wanted = re.compile(rf"{globs}(?:.*/)?{wanted_name}", re.DOTALL)
+        # A walk's file, whose folders passed `ignores_dir`, is tested on its name alone
+        # (the name test, and the globs `**/NAME`), and on its whole path only for the
+        # globs that neither name a file alone nor end in `/**` (their folders were tested).
+        by_name = [g for g in compiled if _names_a_file(g.pattern)]
+        by_path = [g for g in compiled if g not in by_name and not g.pattern.endswith("/**")]
+        named = _alternation([compile_glob(g.pattern[3:]) for g in by_name])
+        unnamed = f"(?!(?:{named.pattern})\\Z)" if named is not None else ""
+        self._wanted_name = re.compile(unnamed + wanted_name, re.DOTALL)
+        self._by_path = _alternation(by_path)
 
     def ignores_dir(self, rel_dir: str) -> bool:
         """Given a root-relative folder, return True if nothing inside it is wanted."""
@@ -137,9 +142,32 @@ class IgnoreRules:
 
         `folders_checked` says its folders already passed `ignores_dir` (a walk).
         """
+        if folders_checked:
+            return self.ignores_walked(rel_path[rel_path.rfind("/") + 1 :], rel_path)
         if self._wanted.fullmatch(rel_path) is None:
             return True
-        return not folders_checked and any(_builtin_ignored(s) for s in rel_path.split("/"))
+        return any(_builtin_ignored(s) for s in rel_path.split("/"))
+
+    def ignores_walked(self, name: str, rel_path: str) -> bool:
+        """Given the name and root-relative path of a file whose folders passed
+        `ignores_dir` (a walk's), return True if it is not a wanted video."""
+        if self._wanted_name.fullmatch(name) is None:
+            return True
+        return self._by_path is not None and self._by_path.fullmatch(rel_path) is not None
+
+
+def _names_a_file(pattern: str) -> bool:
+    """Given a glob, return True if it is `**/NAME`: it matches a path by its last segment."""
+    return pattern.startswith("**/") and "/" not in pattern[3:] and "**" not in pattern[3:]
+
+
+def _alternation(globs: list[Glob]) -> re.Pattern[str] | None:
+    """Given compiled globs, return one regex matching what any of them matches (None if
+    there are none): one match instead of one per glob, for every file of a scan."""
+    if not globs:
+        return None
+    patterns = [re.sub(r"\(\?P<\w+>", "(?:", g.regex.pattern) for g in globs]
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL)
 
 
 def _builtin_ignored(name: str) -> bool:

@@ -120,12 +120,27 @@ def walk(
         if seen is not None:
             yield seen
         return
-    for path, rel, st in walk_stats(root, ignore, str(base), problems, links, skipped):
-        fs = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-        yield SeenFile(path, str(root), rel, fs, st.st_mtime_ns / 1e9)
+    for found in walk_folders(root, ignore, str(base), problems, links, skipped):
+        for path, rel, st in found:
+            fs = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+            yield SeenFile(path, str(root), rel, fs, st.st_mtime_ns / 1e9)
 
 
-def walk_stats(
+Found = tuple[str, str, os.stat_result]  # (path, root-relative path, stat) of a file
+
+
+@dataclass
+class Known:
+    """What a walk compares with as it goes: the journal's stat keys of the root (`keys`,
+    see `stat_key`); files whose key is among them are counted in `walked` but not
+    yielded. `seen`, if given, collects the key of every file walked."""
+
+    keys: set[int]
+    seen: set[int] | None = None
+    walked: int = 0
+
+
+def walk_folders(
     root: Path,
     ignore: IgnoreRules,
     folder: str,
@@ -133,40 +148,72 @@ def walk_stats(
     links: Links = NO_LINKS,
     skipped: list[Skipped] | None = None,
     tally: Tally | None = None,
-) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Given a root and a folder in it, yield (path, relative path, stat) per wanted file.
+    known: Known | None = None,
+) -> Iterator[list[Found]]:
+    """Given a root and a folder in it, yield, folder by folder, the list of its wanted
+    files as (path, relative path, stat); given `known`, only those not in it.
 
-    The raw form of `walk`, for the rescan: it compares stats before building records.
+    The raw form of `walk`, for the rescan: it compares stats before building records,
+    and a folder of files the journal has as they are costs no more than their stats.
     Links to folders are never walked; a link to a file gives its target's stat only
     when `links` allows it.
     """
     skip = len(os.path.join(str(root), ""))  # entry.path is root + "/" + the relative path
+    keys = known.keys if known is not None else None
+    seen = known.seen if known is not None else None
     stack = [folder]
     while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError as exc:
-            if problems is not None:
-                problems.append(ScanProblem(exc.filename, exc.strerror or str(exc)))
-            continue
+        entries = _listing(stack.pop(), problems)
+        found: list[Found] = []
+        walked = 0
         for entry in entries:
-            rel = entry.path[skip:] if os.sep == "/" else _relative(root, entry.path)
+            path = entry.path
+            rel = path[skip:] if os.sep == "/" else _relative(root, path)
             if entry.is_dir(follow_symlinks=False):
                 if not ignore.ignores_dir(rel):
-                    stack.append(entry.path)
-            elif not ignore.ignores_file(rel, folders_checked=True):
-                st = _entry_stat(entry, problems)
-                if st is None:
-                    continue
-                found: os.stat_result | None = st
-                if st.st_mode & 0o170000 != REGULAR:  # rare: the common case stays cheap
-                    found = _link_target_stat(entry, links)
-                if found is not None:
-                    yield entry.path, rel, found
-                elif skipped is not None and (why := why_skipped(entry.path, links)):
-                    skipped.append(Skipped(entry.path, str(root), rel, why))
-            elif tally is not None and ignore.wrong_extension(rel):
-                tally.other_extensions += 1
+                    stack.append(path)
+                continue
+            if ignore.ignores_walked(entry.name, rel):
+                if tally is not None and ignore.wrong_extension(rel):
+                    tally.other_extensions += 1
+                continue
+            st = _file_stat(entry, links, problems)
+            if st is None:
+                if skipped is not None and (why := why_skipped(path, links)):
+                    skipped.append(Skipped(path, str(root), rel, why))
+                continue
+            walked += 1
+            if keys is not None:
+                key = hash((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
+                if seen is not None:
+                    seen.add(key)
+                if key in keys:
+                    continue  # (the journal's stat_key, inlined: this runs for every file)
+            found.append((path, rel, st))
+        if known is not None:
+            known.walked += walked
+        yield found
+
+
+def _listing(folder: str, problems: list[ScanProblem] | None) -> list[os.DirEntry[str]]:
+    """Given a folder, return its entries; one that cannot be read goes to `problems`."""
+    try:
+        return list(os.scandir(folder))
+    except OSError as exc:
+        if problems is not None:
+            problems.append(ScanProblem(exc.filename, exc.strerror or str(exc)))
+        return []
+
+
+def _file_stat(
+    entry: os.DirEntry[str], links: Links, problems: list[ScanProblem] | None
+) -> os.stat_result | None:
+    """Given a folder entry, return the stat of the regular file it is (or of the file a
+    link that may be followed points at), else None."""
+    st = _entry_stat(entry, problems)
+    if st is None or st.st_mode & 0o170000 == REGULAR:  # the common case stays cheap
+        return st
+    return _link_target_stat(entry, links)
 
 
 def _entry_stat(

@@ -55,7 +55,7 @@ from reka_sync.pauses import PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
 from reka_sync.recording import record_walk
 from reka_sync.removals import Remover, mark_deleted
-from reka_sync.scanner import ScanProblem, Tally, links_of, walk_stats
+from reka_sync.scanner import ScanProblem, Tally, links_of, walk_folders
 from reka_sync.service import owner_alive, owner_id
 from reka_sync.settling import Settler
 from reka_sync.stability import Writer
@@ -388,11 +388,12 @@ class Engine:
         links = links_of(self.config.watch)
         problems: list[ScanProblem] = []
         seen: set[int] = set()
-        walked = walk_stats(root, ignore, str(root), problems, links, skipped, tally)
-        found = record_walk(self.journal, root, walked, skipped, now, 1, _cannot_record, seen)
+        walker = partial(walk_folders, root, ignore, str(root), problems, links, skipped, tally)
+        found = record_walk(self.journal, root, walker, skipped, now, 1, _cannot_record, seen)
         self.journal.set_root_tally(str(root), tally.other_extensions)
         if not problems:  # a walk that could not read a folder proves nothing gone
-            mark_deleted(self.journal, self.config.watch, root, seen, now)
+            if found.unseen:  # else every file the journal has was seen as it is
+                mark_deleted(self.journal, self.config.watch, root, seen, now)
         else:
             log.info(
                 "parts of a root could not be read; no file under it is taken for deleted",

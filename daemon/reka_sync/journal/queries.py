@@ -275,17 +275,18 @@ class JournalQueries(JournalConnection):
 
         Files recorded as missing or deleted are left out: seeing one again is news.
         """
-        sql = (
-            "SELECT path, size, mtime_ns, inode, device FROM files"
-            " WHERE root = ? AND state NOT IN (?, ?) AND typeof(path) = ?"
-        )
+        where = "SELECT path, size, mtime_ns, inode, device FROM files WHERE root = ?"
         gone = (State.MISSING.value, State.DELETED.value)
         with self._read_lock, mapped(self.path):
-            # Text names hash as they come (in C: a row is the very tuple stat_key hashes);
-            # names stored as bytes are decoded first.
-            keys = set(map(hash, self._reader.execute(sql, (root, *gone, "text"))))
-            raw = self._reader.execute(sql, (root, *gone, "blob"))
+            # From the index `files_seen` alone; a row is the very tuple `stat_key` hashes,
+            # so text names hash in C. Names stored as bytes hash decoded, not as they are,
+            # and the keys of files missing or deleted are taken out again.
+            keys = set(map(hash, self._reader.execute(where, (root,))))
+            raw = self._reader.execute(f"{where} AND typeof(path) = 'blob'", (root,)).fetchall()
+            keys.difference_update(map(hash, raw))
             keys.update(stat_key(from_db(path), *stats) for path, *stats in raw)
+            absent = self._reader.execute(f"{where} AND state IN (?, ?)", (root, *gone))
+            keys.difference_update(stat_key(from_db(path), *stats) for path, *stats in absent)
             return keys
 
     def other_extensions(self) -> int:
