@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +423,58 @@ def test_a_file_swapped_after_it_settled_is_never_sent(
     with pytest.raises(FileChanged, match="symbolic link"):
         upload(client, path, expected=settled)
     assert emulator_records(emu.url) == []
+
+
+# -- TLS: the CA bundle of api.ca_bundle is the one trusted ---------------------------------
+
+
+@pytest.fixture
+def tls_emulator(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The emulator behind TLS, with a certificate of its own for localhost; yield its URL
+    and the certificate (the CA bundle that trusts it)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make a certificate with")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=localhost"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server, cleanup = emulator.build()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    running = emulator.RunningEmulator(server, thread, cleanup)
+    try:
+        yield f"https://localhost:{server.server_address[1]}", cert
+    finally:
+        running.stop()
+
+
+def test_an_upload_over_tls_verifies_the_server_and_sends_the_exact_bytes(
+    tls_emulator: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, cert = tls_emulator
+    client = ApiClient(ApiConfig(base_url=url, ca_bundle=cert, stall_timeout=10), Secret(API_KEY))
+    paths = [video_file(tmp_path, size=2 * 1024 * 1024 + 3), video_file(tmp_path, "b.mp4")]
+    for path in paths:
+        accepted = upload(client, path, description="reka-sync:key=k {digest}")
+        assert accepted.digest == digest_of(path) and accepted.bytes_sent == path.stat().st_size
+        assert client.get_video(accepted.video_id).video_id == accepted.video_id
+    client.close()
+    trusting = ssl.create_default_context(cafile=str(cert))
+    stored = httpx.get(f"{url}/_emulator/videos", verify=trusting).json()["results"]
+    assert sorted((r["digest"], r["size"]) for r in stored) == sorted(
+        (digest_of(p), p.stat().st_size) for p in paths
+    )
+    untrusting = make_client(url)  # the usual CA store: the test certificate is not in it
+    with pytest.raises(NotSent, match="cannot connect") as caught:
+        upload(untrusting, video_file(tmp_path, "c.mp4"))
+    assert caught.value.unreachable and "CERTIFICATE_VERIFY_FAILED" in str(caught.value)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from reka_sync.throttle import (
     Throttle,
     parse_rate,
 )
+from reka_sync.upload_body import READ_SIZE, UploadBody
 from tests.benchmarks.bench_rate import Timeline, first_logged
 from tests.benchmarks.common import MIB
 from tests.benchmarks.sink import SinkProcess
@@ -175,6 +177,51 @@ def test_a_new_rate_applies_from_the_next_booking() -> None:
     assert throttle.slice_size() == SLICE_MIN
     throttle.set_rate(20 * MIB)
     assert throttle.slice_size() == SLICE_MAX
+
+
+class Booking(Throttle):
+    """A bucket that notes every slice a body books, and never makes it wait."""
+
+    def __init__(self, rate: int) -> None:
+        super().__init__(rate, clock=Clock())
+        self.booked: list[int] = []
+
+    def take(self, count: int, cancel: threading.Event) -> None:
+        self.booked.append(count)
+
+
+def _sent(path: Path, throttle: Throttle) -> tuple[list[bytes], UploadBody]:
+    """Given a file and a bucket, return the pieces of its upload body, and the body."""
+    body = UploadBody(
+        path,
+        path.stat().st_size,
+        {"video_name": "clip.mp4"},
+        trailing={"description": "reka-sync:digest={digest}"},
+        filename="clip.mp4",
+        content_type="video/mp4",
+        throttle=throttle,
+    )
+    with body:
+        pieces = list(body.chunks())
+    boundary = body.content_type.split("boundary=")[1].encode()
+    return [piece.replace(boundary, b"BOUNDARY") for piece in pieces], body
+
+
+def test_a_capped_body_reads_and_books_slices_and_sends_the_same_bytes(tmp_path: Path) -> None:
+    path, size = tmp_path / "clip.mp4", 3 * MIB + 12_345
+    path.write_bytes(os.urandom(size))
+    uncapped, capped = Booking(0), Booking(RATE)
+    whole, free = _sent(path, uncapped)
+    sliced, paced = _sent(path, capped)
+    assert b"".join(whole) == b"".join(sliced)  # the same bytes on the wire
+    assert free.digest == paced.digest and free.sample_hash == paced.sample_hash
+    assert free.digest is not None and paced.bytes_sent == size
+    # without a cap: nothing booked, the file in READ_SIZE pieces (the last one shorter)
+    assert uncapped.booked == [] and [len(p) for p in whole[1:-2]] == [READ_SIZE] * 3
+    # with one: read a slice at a time (never a piece cut up after it was read), each booked
+    slice_size = capped.slice_size()
+    assert slice_size < READ_SIZE and capped.booked == [len(p) for p in sliced[1:-1]]
+    assert all(n == slice_size for n in capped.booked[:-1]) and sum(capped.booked) == size
 
 
 def test_a_cancel_stops_a_wait_for_the_bucket() -> None:

@@ -1,13 +1,22 @@
 """A multipart upload body streamed from disk: flat memory, exact length, cancellable.
 
-The file is read 1 MiB at a time (unbuffered, no copy) and each piece is
-handed to the transport as it is (in slices when a bandwidth cap is set, each
-slice waiting for the shared token bucket); a cancel from another thread is seen
-between pieces and while a slice waits. The digest and sample hash of the file
-(reka_sync.fingerprint) are computed on the way out, so an upload reads each byte
-once. Fields after the file part may carry that digest (`DIGEST_SLOT`): the form's
-part order is free, and a digest has a fixed length, so the body's length is known
-before the first byte.
+The file is read in pieces, each handed to the transport as it is: READ_SIZE bytes
+without a bandwidth cap, a slice of the shared token bucket's size with one (each
+slice waits for its booking). A cancel from another thread is seen between pieces and
+while a slice waits. The digest and sample hash of the file (reka_sync.fingerprint) are
+computed on the way out, so an upload reads each byte once. Fields after the file part
+may carry that digest (`DIGEST_SLOT`): the form's part order is free, and a digest has a
+fixed length, so the body's length is known before the first byte.
+
+The bytes path, per piece: one read() into a fresh bytes object (the kernel's copy out
+of the page cache; the GIL is released), the digest over it (XXH3 releases the GIL too),
+then the transport's send (the copy into the socket). Nothing else copies a piece: it is never sliced (a throttled upload reads slice-sized pieces), and it
+is a fresh bytes object, which any transport may keep (a test's MockTransport joins them
+at the end) and which h11 passes on uncopied (a memoryview or a bytearray it copies), so
+reading into a reused buffer would save a malloc, not a copy. Pieces of 1 MiB keep the
+Python run per MiB small; smaller ones cost more of it than the cache saves, and larger
+ones save little of it but no longer fit a core's L2 while the digest and the send read
+them back.
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ from typing import BinaryIO
 from xxhash import xxh3_128
 
 from reka_sync.errors import Cancelled, FileChanged, FileUnreadable, FileVanished
-from reka_sync.fingerprint import DIGEST_PREFIX, Sampler
+from reka_sync.fingerprint import DIGEST_PREFIX, Sampler, sample_ranges
 from reka_sync.names import text
 from reka_sync.stability import FileStat
 from reka_sync.throttle import Throttle
 
-READ_SIZE = 1024 * 1024
+READ_SIZE = 1024 * 1024  # bytes per piece without a bandwidth cap (see the module's notes)
+UNCAPPED = Throttle()  # stands in when no throttle is given: never capped
 DIGEST_SLOT = "{digest}"  # in a trailing field: replaced by the digest of the bytes sent
 _DIGEST_LENGTH = len(DIGEST_PREFIX) + 32  # XXH3-128 in hex
 
@@ -115,45 +125,49 @@ class UploadBody:
             self._handle.close()
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield the body: fields, the file in slices, the closing boundary.
+        """Yield the body: fields, the file in pieces, the closing boundary.
 
         Raise Cancelled when `cancel` is set, FileChanged if the file ends early.
         """
         if self._handle is None:
             raise RuntimeError("use UploadBody as a context manager")
         yield self._preamble
-        left = self.size
-        while left > 0:
-            data = self._read(self.size - left, min(READ_SIZE, left))
+        # This loop runs once per piece of every upload: what it uses is bound once.
+        read, update, sampler = self._handle.read, self._hash.update, self._sampler
+        cancelled, progress = self.cancel.is_set, self.on_progress
+        throttle = self.throttle or UNCAPPED
+        size, done = self.size, 0
+        sampled = sample_ranges(size)  # the sample's byte ranges, in order
+        at = 0  # the first of them not yet wholly read
+        while done < size:
+            capped = throttle.rate > 0  # read afresh: a new cap applies from the next piece
+            try:
+                data = read(min(throttle.slice_size() if capped else READ_SIZE, size - done))
+            except FileNotFoundError:
+                raise FileVanished(f"{self.path} vanished during its upload") from None
+            except OSError as exc:
+                raise FileUnreadable(
+                    f"{self.path} cannot be read at byte {done}: {exc.strerror or exc}"
+                ) from None
             if not data:
-                raise FileChanged(
-                    f"{self.path} shrank during upload "
-                    f"({self.size - left} of {self.size} bytes read)"
-                )
-            self._hash.update(data)
-            self._sampler.feed(self.size - left, data)
-            left -= len(data)
-            for piece in self._paced(data):
-                if self.cancel.is_set():
-                    raise Cancelled("upload cancelled", body_complete=False)
-                yield piece
-                self.bytes_sent += len(piece)
-                if self.on_progress is not None:
-                    self.on_progress(self.bytes_sent)
+                raise FileChanged(f"{self.path} shrank during upload ({done} of {size} bytes read)")
+            update(data)
+            end = done + len(data)
+            if at < len(sampled) and sampled[at][0] < end:  # the sample wants some of these
+                sampler.feed(done, data)
+                while at < len(sampled) and sampled[at][1] <= end:
+                    at += 1
+            if capped:
+                throttle.take(len(data), self.cancel)
+            if cancelled():
+                raise Cancelled("upload cancelled", body_complete=False)
+            yield data
+            done = end
+            self.bytes_sent = end
+            if progress is not None:
+                progress(end)
         yield self._epilogue(DIGEST_PREFIX + self._hash.hexdigest())
         self.finished = True
-
-    def _paced(self, data: bytes) -> Iterator[bytes]:
-        """Given a piece read, yield it whole, or in slices the bandwidth cap lets go."""
-        throttle = self.throttle
-        if throttle is None or throttle.rate <= 0:
-            yield data
-            return
-        step = throttle.slice_size()
-        for at in range(0, len(data), step):
-            piece = data[at : at + step]
-            throttle.take(len(piece), self.cancel)
-            yield piece
 
     def _epilogue(self, digest: str) -> bytes:
         """Given the file's digest, return what follows its bytes: the trailing fields
@@ -163,17 +177,6 @@ class UploadBody:
             for name, value in self._trailing.items()
         )
         return b"\r\n" + fields + f"--{self._boundary}--\r\n".encode()
-
-    def _read(self, offset: int, count: int) -> bytes:
-        assert self._handle is not None
-        try:
-            return self._handle.read(count)
-        except FileNotFoundError:
-            raise FileVanished(f"{self.path} vanished during its upload") from None
-        except OSError as exc:
-            raise FileUnreadable(
-                f"{self.path} cannot be read at byte {offset}: {exc.strerror or exc}"
-            ) from None
 
 
 def _quote(value: str) -> str:
