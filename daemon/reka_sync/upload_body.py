@@ -10,13 +10,13 @@ fixed length, so the body's length is known before the first byte.
 
 The bytes path, per piece: one read() into a fresh bytes object (the kernel's copy out
 of the page cache; the GIL is released), the digest over it (XXH3 releases the GIL too),
-then the transport's send (the copy into the socket). Nothing else copies a piece: it is never sliced (a throttled upload reads slice-sized pieces), and it
-is a fresh bytes object, which any transport may keep (a test's MockTransport joins them
-at the end) and which h11 passes on uncopied (a memoryview or a bytearray it copies), so
-reading into a reused buffer would save a malloc, not a copy. Pieces of 1 MiB keep the
-Python run per MiB small; smaller ones cost more of it than the cache saves, and larger
-ones save little of it but no longer fit a core's L2 while the digest and the send read
-them back.
+then the transport's send (the copy into the socket). Nothing else copies a piece: it is
+never sliced (a throttled upload reads slice-sized pieces), and it is a fresh bytes
+object, which any transport may keep (a test's MockTransport joins them at the end) and
+which h11 passes on uncopied (a memoryview or a bytearray it copies), so reading into a
+reused buffer would save a malloc, not a copy. Pieces of 1 MiB keep the Python run per
+MiB small; smaller ones cost more of it than the cache saves, and larger ones save
+little of it but no longer fit a core's L2 while the digest and the send read them back.
 """
 
 from __future__ import annotations
