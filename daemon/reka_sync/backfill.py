@@ -44,12 +44,10 @@ if TYPE_CHECKING:
     from reka_sync.scheduler import Engine
 
 WAIT_STEP = 0.1  # seconds between looks at the engine's health
-# Looks at the scope's files (progress, and whether all is done) come every WAIT_STEP, or
-# LOOK_COST times what the last one took if that is longer (1% of a core), at most every
-# LOOK_MOST. Between them, the journal's state counters (one small read) say at once when
-# nothing is left to wait for anywhere: the end of a backfill is seen within WAIT_STEP.
-LOOK_COST = 100
-LOOK_MOST = 2.0  # seconds between looks at most, however big the scope
+# Looks at the journal (progress, and whether all is done) come every WAIT_STEP, or
+# LOOK_COST times what the last one took if that is longer: at most 5% of a core.
+LOOK_COST = 20
+LOOK_MOST = 2.0  # seconds: the end of a backfill is seen within this, however big
 DEFERRED_SHOWN = 10  # files named in the text summary whose indexing waits for the cap
 JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
 
@@ -286,9 +284,7 @@ def _drive(
             stopped = _environment_stops(engine, max_wait, time.time())
             if stopped is not None:
                 break
-            if now - looked < pace and not _maybe_done(
-                journal, wait_index, len(engine.settler.left)
-            ):
+            if now - looked < pace:
                 continue
             tally = journal.scope_tally(scope)
             looked = time.monotonic()  # a big scope's count is slower: look less often
@@ -308,20 +304,6 @@ def _drive(
         engine.stop()
         progress.close()
     return stop.is_set(), stopped
-
-
-def _maybe_done(journal: Journal, wait_index: bool, left: int) -> bool:
-    """Is nothing in the whole journal on its way, and no file settling but the `left` ones
-    (the scope's tally may then say it is done)? Read from the state counters the journal
-    keeps: cheap enough for every WAIT_STEP."""
-    counts = journal.counts()
-    if counts[State.DISCOVERED] > left:
-        return False
-    return not any(
-        counts[s]
-        for s in ACTIVE
-        if s is not State.DISCOVERED and (wait_index or s is not State.INDEXING)
-    )
 
 
 def _finished(

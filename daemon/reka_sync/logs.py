@@ -94,13 +94,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     if not journald:
         shared.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     structlog.configure(
-        # A line below the level is dropped before anything is done for it (the context
-        # merged, the time formatted): a backfill logs "uploaded" at info for every file.
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

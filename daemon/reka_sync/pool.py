@@ -59,11 +59,10 @@ class WorkerPool:
         Given an allowance, the step may then be quiet that long (else `quiet_limit`).
         """
         ident = threading.get_ident()
-        # No lock: only this thread adds and removes its own entry (around its step), so
-        # the entry is there for the whole of this call, and setting it changes no size.
-        if ident in self._quiet_until:
-            quiet = self.quiet_limit if allowance is None else allowance
-            self._quiet_until[ident] = self._clock() + quiet
+        with self._lock:
+            if ident in self._quiet_until:
+                quiet = self.quiet_limit if allowance is None else allowance
+                self._quiet_until[ident] = self._clock() + quiet
 
     def overdue(self) -> int:
         """Return how many running steps are past the deadline for a sign of life."""

@@ -21,13 +21,12 @@ How this works
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import itertools
 import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from functools import partial
@@ -47,7 +46,7 @@ from reka_sync.filing import POLL_BATCH, Confirmer
 from reka_sync.governor import Governor
 from reka_sync.groups import GroupResolver
 from reka_sync.indexer import Indexer
-from reka_sync.journal import Claim, Job, Journal, SeenFile, Skipped
+from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import State
 from reka_sync.metrics import Meter
 from reka_sync.mounts import probe
@@ -144,7 +143,6 @@ class Engine:
         self.control = WorkerPool(1, "reka-control")
         self._set_quiet_limit(config)
         self._cancels: dict[int, threading.Event] = {}
-        self._claims = itertools.count(1)  # tokens of this process's claims
         self._lock = threading.Lock()
         self._roots_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -241,10 +239,19 @@ class Engine:
                 for cancel in self._cancels.values():  # back to the queue, no attempt spent
                     cancel.set()
             room = min(self.uploads.free, limits.workers - len(self._cancels))
-            if room <= 0 or not self._may_claim(now):
+            if (
+                room <= 0
+                or self._stopping.is_set()
+                or not self._adopted.is_set()
+                or self.pauses.blocking("uploads", now)
+            ):
                 return 0
+            # The lease is named for this claim (the process, then a token): a job claimed
+            # again by this very process after its lease ran out has another owner, so the
+            # worker that lost it cannot send it. Its time is read at the claim's commit.
+            claim = f"{self.owner}/{uuid.uuid4().hex[:8]}"
             jobs = self.journal.claim_uploads(
-                self._claim_owner(),
+                claim,
                 lambda: max(now, self.clock()),
                 room,
                 self.lease_seconds,
@@ -254,69 +261,14 @@ class Engine:
                 cancel = threading.Event()
                 self._cancels[job.id] = cancel
                 self.uploads.submit(
-                    self._journal_guarded(partial(self._upload_chain, job, cancel)),
-                    self._finished,
+                    self._journal_guarded(partial(self.steps.upload, job, cancel)),
+                    partial(self._finished, job),
                 )
             return len(jobs)
 
-    def _may_claim(self, now: float) -> bool:
-        """Given the time, may uploads be claimed (not stopping, adopted, not paused)?
-        Call with the lock held."""
-        return not (
-            self._stopping.is_set()
-            or not self._adopted.is_set()
-            or self.pauses.blocking("uploads", now)
-        )
-
-    def _claim_owner(self) -> str:
-        # The lease is named for this claim (the process, then a token): a job claimed
-        # again by this very process after its lease ran out has another owner, so the
-        # worker that lost it cannot send it. Its time is read at the claim's commit.
-        return f"{self.owner}/{next(self._claims):x}"
-
-    def _upload_chain(self, job: Job, cancel: threading.Event) -> None:
-        """Upload `job` on this worker, then each job handed over to it at the commit of
-        the one before (`_hand_over`), until none is; the jobs leave `_cancels` as they end."""
-        current: Job | None = job
-        try:
-            while current is not None:
-                done = current
-                current = self.steps.upload(done, cancel, self._hand_over)
-                with self._lock:
-                    self._cancels.pop(done.id, None)
-                    if current is not None:
-                        cancel = self._cancels[current.id] = threading.Event()
-                        if self._stopping.is_set():
-                            cancel.set()  # claimed as the stop began: given back at once
-                self._touch()  # a new job: a new allowance
-        finally:
-            if current is not None:
-                with self._lock:
-                    self._cancels.pop(current.id, None)
-
-    def _hand_over(self) -> Claim | None:
-        """Return the claim by which a worker that finished a job takes its next one in the
-        same commit (one transaction less per file), or None if it may not: stopping,
-        paused, held back by the schedule, or the pool shrank."""
-        at = self.clock()
-        limits = self.governor.decide(self.config.upload, at)
+    def _finished(self, job: Job) -> None:
         with self._lock:
-            if (
-                limits.abort
-                or len(self._cancels) > limits.workers  # the finished job is still counted
-                or self.uploads.running > self.uploads.size
-                or not self._may_claim(at)
-            ):
-                return None
-            return Claim(
-                self._claim_owner(),
-                lambda: max(at, self.clock()),
-                1,
-                self.lease_seconds,
-                tuple(self._cancels),
-            )
-
-    def _finished(self) -> None:
+            self._cancels.pop(job.id, None)
         if not self._stopping.is_set():
             self.dispatch(self.clock())
 
@@ -471,8 +423,6 @@ class Engine:
         # that sees it recover (_run_tick).
         if held or self._progress_shown or self.vitals.journal_trouble is not None:
             self.journal.renew_leases(self.owner, now, self.lease_seconds, self.in_flight(), held)
-            if held or self._progress_shown:
-                trim_heap()  # while uploads run, and once after
             self._progress_shown = bool(held)
         self.journal.expire_leases(lambda owner: owner_alive(owner) is False)
         for pause in self.pauses.active(now):
@@ -697,22 +647,6 @@ class Engine:
     def in_flight(self) -> dict[int, int]:
         """Return bytes sent so far for each upload in flight, by job id."""
         return dict(self.ctx.progress)
-
-
-def _heap_trimmer() -> Callable[[], object]:
-    """Return a function that hands the C heap's free memory back to the system: glibc's
-    malloc_trim(0), or a no-op where there is none (musl, macOS)."""
-    try:
-        return partial(ctypes.CDLL(None).malloc_trim, 0)
-    except (OSError, AttributeError):
-        return lambda: None
-
-
-# Every thread that allocates gets a glibc arena of its own, and the free chunks of each
-# stay resident: over a long backfill, the pages of what was freed (SQLite's pages, the
-# rows and jobs of each tick) add up to megabytes that grow with the run, not with what is
-# live. The heartbeat trims them while uploads run (a few milliseconds every HEARTBEAT).
-trim_heap = _heap_trimmer()
 
 
 def pool_size(config: Config) -> int:

@@ -23,7 +23,7 @@ import structlog
 
 from reka_sync import markers, outcomes
 from reka_sync.api import ApiClient, Video
-from reka_sync.config import ApiConfig, Config, UploadConfig
+from reka_sync.config import ApiConfig, Config
 from reka_sync.errors import (
     FileChanged,
     FileOutside,
@@ -37,7 +37,7 @@ from reka_sync.errors import (
 )
 from reka_sync.fingerprint import digest_file, sample_file
 from reka_sync.groups import GroupResolver
-from reka_sync.journal import Claim, Job, Journal
+from reka_sync.journal import Job, Journal
 from reka_sync.lifecycle import Event
 from reka_sync.markers import Marker
 from reka_sync.metrics import Meter
@@ -57,7 +57,6 @@ TWIN_WAIT = 2.0  # seconds to wait for a twin being sent before looking again
 # Beyond the longest wait a step's timeouts allow: a busy journal, a disk spinning up.
 QUIET_SLACK = 30.0
 T = TypeVar("T")
-Follow = Callable[[], Claim | None]  # the engine's leave to take one more file: a claim or None
 
 
 def quiet_limit(api: ApiConfig) -> float:
@@ -89,22 +88,15 @@ class Context:
     progress: dict[int, int] = field(default_factory=dict)
     meter: Meter = field(default_factory=Meter)
 
-    _policy: tuple[UploadConfig, Policy] | None = field(default=None, init=False, repr=False)
-
     @property
     def policy(self) -> Policy:
-        """The retry settings of upload settings now in force (made once per settings)."""
         upload = self.config.upload
-        kept = self._policy
-        if kept is None or kept[0] is not upload:
-            policy = Policy(
-                upload.max_attempts,
-                Backoff(upload.backoff_base, upload.backoff_cap),
-                upload.poll_interval,
-                upload.processing_deadline,
-            )
-            kept = self._policy = (upload, policy)
-        return kept[1]
+        return Policy(
+            upload.max_attempts,
+            Backoff(upload.backoff_base, upload.backoff_cap),
+            upload.poll_interval,
+            upload.processing_deadline,
+        )
 
 
 @dataclass(frozen=True)
@@ -127,11 +119,9 @@ class Steps:
     def links(self) -> Links:
         return links_of(self.ctx.config.watch)
 
-    def upload(self, job: Job, cancel: threading.Event, follow: Follow | None = None) -> Job | None:
+    def upload(self, job: Job, cancel: threading.Event) -> None:
         """Given a leased job, try once to upload its file (or adopt, or dedupe it) and
-        commit what happened. Given `follow` (the engine's leave to take another file:
-        a claim, or None), the next job is claimed in the commit of this one's outcome;
-        return it (leased to this worker), or None."""
+        commit what happened."""
         with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
             took = 0.0
             try:
@@ -145,7 +135,7 @@ class Steps:
                     took = time.monotonic() - began
             finally:
                 self.ctx.progress.pop(job.id, None)
-            return self._record(job, sent, happened, took, follow)
+            self._record(job, sent, happened, took)
 
     def _guarded(self, job: Job, sent: bool, step: Callable[[], T]) -> T | Failure:
         try:
@@ -290,27 +280,19 @@ class Steps:
             return FileChanged(f"{job.path} changed during its upload ({exc})")
         return exc
 
-    def _record(
-        self,
-        job: Job,
-        sent: bool,
-        happened: Happened | Send,
-        took: float,
-        follow: Follow | None = None,
-    ) -> Job | None:
+    def _record(self, job: Job, sent: bool, happened: Happened | Send, took: float) -> None:
         ctx = self.ctx
         assert not isinstance(happened, Send)
         now = ctx.clock()
         move = outcomes.after_upload(job, sent, happened, ctx.policy, now, ctx.rand())
         if move is None:
             log.debug("lease lost; another process carries on")
-            return None
-        then = follow() if follow is not None else None
+            return
         try:
-            done, handed = ctx.journal.finish(move, now, _holder(job), then)
+            done = ctx.journal.apply(move, now, owner=_holder(job))
         except LeaseLost as exc:
             log.debug("lost the job to another process; its result is dropped", reason=str(exc))
-            return None
+            return
         self._count(job, sent, happened, move, took)
         if isinstance(happened, Failure):
             _log_failure(happened, move)
@@ -319,7 +301,6 @@ class Steps:
                 "uploaded", video_id=happened.video_id, group=done.group_name, **happened.detail
             )
             self._check_unchanged(done)
-        return handed[0] if handed else None
 
     def _count(self, job: Job, sent: bool, happened: Happened, move: Move, took: float) -> None:
         """Given a committed try, count it for the metrics: a failure only once its send

@@ -39,10 +39,8 @@ How this works
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
@@ -53,7 +51,6 @@ from reka_sync.journal.indexing import CAPPED, refusal, write_run
 from reka_sync.journal.lifespan import DELETES, DELETES_RESUMED
 from reka_sync.journal.queries import STORED_MARKS, STORED_STATES, stat_key
 from reka_sync.journal.records import (
-    JOB_COLUMNS,
     HistoryEntry,
     Job,
     Listed,
@@ -81,24 +78,11 @@ from reka_sync.names import to_db
 from reka_sync.stability import FileStat
 from reka_sync.urls import URL_ROOT, UrlItem, name_of
 
-
-@dataclass(frozen=True)
-class Claim:
-    """A claim of due uploads: the lease owner, the time (or a clock read when the write
-    runs), how many at most, the lease's length, and the owner's own running jobs (never
-    taken over, even if their lease lapsed)."""
-
-    owner: str
-    now: float | Callable[[], float]
-    limit: int
-    lease_seconds: float
-    running: Sequence[int] = ()
-
+UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
 
 __all__ = [
     "CAPPED",
     "DELETES",
-    "Claim",
     "HistoryEntry",
     "Job",
     "Journal",
@@ -417,9 +401,7 @@ class Journal(ControlQueries):
     ) -> Job:
         """Commit a move (`_commit`) and return the job as it now is."""
         stored = self._commit(conn, row, move, now)
-        data = dict(zip(JOB_COLUMNS, row, strict=True))  # every job row is read as JOB_COLUMNS
-        data.update(stored)
-        return job_of(data)
+        return job_of({**dict(zip(row.keys(), tuple(row), strict=True)), **stored})
 
     def _commit(
         self, conn: sqlite3.Connection, row: sqlite3.Row, move: Move, now: float
@@ -434,13 +416,7 @@ class Journal(ControlQueries):
         old = State(row["state"])
         new = old if move.event is None else next_state(old, move.event)
         values = {**move.changes.columns(), "state": new.value, "updated_at": now}
-        # Only what changes is written: an index over a column that is set is rewritten
-        # even when its value stays (a note keeps the state; a send's sample is known).
-        stored = {
-            name: value
-            for name, value in zip(values, sql_values(values.values()), strict=True)
-            if value != row[name] or name == "updated_at"
-        }
+        stored = dict(zip(values, sql_values(values.values()), strict=True))
         assignments = ", ".join(f"{name} = ?" for name in stored)
         conn.execute(f"UPDATE files SET {assignments} WHERE id = ?", [*stored.values(), row["id"]])
         event = move.event if move.event is not None else f"note:{move.note}"
@@ -473,39 +449,19 @@ class Journal(ControlQueries):
         with self._read_lock, mapped(self.path):  # nothing due: no write transaction at all
             if not _due_uploads(self._reader, now() if callable(now) else now, 1, running):
                 return []
-        claim = Claim(owner, now, limit, lease_seconds, tuple(running))
-        return self._run(lambda conn: self._claim(conn, claim))
-
-    def finish(
-        self, move: Move, now: float, owner: str, then: Claim | None = None
-    ) -> tuple[Job, list[Job]]:
-        """Given the move that ends a leased try (as `apply` with `owner`) and, optionally, a
-        claim for the worker that made the try, commit both in one transaction; return the
-        updated job and the jobs claimed (leased from this commit, as `claim_uploads`).
-
-        A worker that finished one file takes its next one at the same commit: one
-        transaction per file less. Raise LeaseLost (nothing written, nothing claimed) if
-        `owner` no longer holds the job's lease, IllegalTransition if the lifecycle forbids
-        the move.
-        """
-
-        def write(conn: sqlite3.Connection) -> tuple[Job, list[Job]]:
-            done = self._commit_job(conn, checked_row(conn, move.job_id, None, owner), move, now)
-            return done, self._claim(conn, then) if then is not None and then.limit > 0 else []
-
-        return self._run(write)
-
-    def _claim(self, conn: sqlite3.Connection, claim: Claim) -> list[Job]:
         from reka_sync import outcomes  # writers only: `status` and `show` skip it
 
-        at = claim.now() if callable(claim.now) else claim.now
-        lease = Lease(claim.owner, at + claim.lease_seconds)
-        claimed = []
-        for row in _due_uploads(conn, at, claim.limit, claim.running):
-            reclaim = row["state"] == State.UPLOADING.value
-            move = outcomes.claimed(to_job(row), lease, reclaim)
-            claimed.append(self._commit_job(conn, row, move, at))
-        return claimed
+        def write(conn: sqlite3.Connection) -> list[Job]:
+            at = now() if callable(now) else now
+            claimed = []
+            lease = Lease(owner, at + lease_seconds)
+            for job_id, state in _due_uploads(conn, at, limit, running):
+                row = row_by_id(conn, job_id)
+                move = outcomes.claimed(to_job(row), lease, state == State.UPLOADING.value)
+                claimed.append(self._commit_job(conn, row, move, at))
+            return claimed
+
+        return self._run(write)
 
     def renew_leases(
         self,
@@ -643,42 +599,25 @@ class Journal(ControlQueries):
 
 def _due_uploads(
     conn: sqlite3.Connection, now: float, limit: int, running: Sequence[int]
-) -> list[sqlite3.Row]:
-    """Return up to `limit` rows (JOB_COLUMNS) of uploads due at `now`, live files first.
+) -> list[tuple[int, str]]:
+    """Return up to `limit` (id, state) of uploads due at `now`, live files first.
 
-    One statement of three parts, one per state, each read in the order of the (state,
-    priority, next_attempt_at) index and cut at `limit`, merged here: one query for all
-    of them would sort every queued row at each claim, once per file. The last part takes
-    rows left `uploading` by a process that died (their lease ran out).
+    One query per state, each read in the order of the (state, priority,
+    next_attempt_at) index and cut at `limit`, merged here: one query for all of them
+    would sort every queued row at each claim, once per file.
     """
-    marks = len(running)
-    cursor = conn.execute(
-        _due_sql(marks),
-        [
-            *(State.QUEUED.value, now, *running, limit),
-            *(State.RETRY_WAIT.value, now, *running, limit),
-            *(State.UPLOADING.value, now, *running, limit),
-        ],
-    )
-    cursor.row_factory = sqlite3.Row
-    found: list[sqlite3.Row] = cursor.fetchall()
-    if len(found) > 1:
-        found.sort(key=lambda r: (r["priority"], r["next_attempt_at"], r["id"]))
-    return found[:limit]
-
-
-@functools.lru_cache(maxsize=16)
-def _due_sql(running: int) -> str:
-    """Return the due-uploads statement for `running` ids left out (few shapes: one
-    prepared statement each, kept by the connection's statement cache)."""
-    mine = f" AND id NOT IN ({', '.join('?' for _ in range(running))})" if running else ""
-    parts = [
-        f"SELECT * FROM (SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE {where}{mine}"
-        " ORDER BY priority, next_attempt_at LIMIT ?)"
-        for where in (
-            "state = ? AND next_attempt_at <= ?",
-            "state = ? AND next_attempt_at <= ?",
-            "state = ? AND lease_expires < ?",
-        )
-    ]
-    return " UNION ALL ".join(parts)
+    mine = f" AND id NOT IN ({', '.join('?' for _ in running)})" if running else ""
+    found: list[tuple[int, float, int, str]] = []
+    for state in UPLOAD_CLAIMABLE:
+        found += conn.execute(
+            "SELECT priority, next_attempt_at, id, state FROM files"
+            f" WHERE state = ? AND next_attempt_at <= ?{mine}"
+            " ORDER BY priority, next_attempt_at LIMIT ?",
+            (state, now, *running, limit),
+        ).fetchall()
+    found += conn.execute(  # left `uploading` by a process that died: its lease ran out
+        "SELECT priority, next_attempt_at, id, state FROM files"
+        f" WHERE state = ? AND lease_expires < ?{mine} ORDER BY priority, next_attempt_at LIMIT ?",
+        (State.UPLOADING.value, now, *running, limit),
+    ).fetchall()
+    return [(job_id, state) for _, _, job_id, state in sorted(found)[:limit]]

@@ -13,8 +13,6 @@ from reka_sync.lifecycle import Event, State
 from reka_sync.names import from_db, storable, to_db
 from reka_sync.stability import FileStat
 
-_BY_ID = f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id = ?"
-
 
 def in_chunks(values: Iterable[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
     """Given values for an `IN (...)` clause, yield them in chunks with their `?, ?` marks,
@@ -49,7 +47,7 @@ def checked_row(
 
 
 def row_by_id(conn: sqlite3.Connection, job_id: int) -> sqlite3.Row:
-    cursor = conn.execute(_BY_ID, (job_id,))
+    cursor = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id = ?", (job_id,))
     cursor.row_factory = sqlite3.Row
     row: sqlite3.Row | None = cursor.fetchone()
     if row is None:
@@ -75,13 +73,9 @@ def log_event(
             str(event),
             old.value if old else None,
             new.value,
-            _detail_json(detail) if detail else None,
+            json.dumps(detail, sort_keys=True) if detail else None,
         ),
     )
-
-
-# One encoder for every history entry (json.dumps with options makes one per call).
-_detail_json = json.JSONEncoder(sort_keys=True).encode
 
 
 def stat_of(row: sqlite3.Row) -> FileStat:
@@ -100,10 +94,7 @@ def to_job(row: sqlite3.Row) -> Job:
 
 def job_of(data: dict[str, Any]) -> Job:
     """Given a row's columns by name (as stored), return the job."""
-    data["state"] = _STATES.get(data["state"]) or State(data["state"])
+    data["state"] = State(data["state"])
     data["path"], data["rel_path"] = from_db(data["path"]), from_db(data["rel_path"])
     data["outcome_unknown"] = bool(data["outcome_unknown"])
     return Job(**data)
-
-
-_STATES = {state.value: state for state in State}
