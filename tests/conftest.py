@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -312,6 +314,29 @@ def report_json(command: str, config: Path, *args: str) -> dict[str, Any] | None
         check=False,
     )
     return dict(json.loads(done.stdout)) if done.returncode == 0 else None
+
+
+def _lock_path() -> Path:
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"solo-{os.getpid()}")
+    return Path(tempfile.gettempdir()) / f"reka-sync-tests-{run}.lock"
+
+
+@pytest.fixture(autouse=True)
+def alone_or_together(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests run on two xdist workers at once, but a test marked `alone` (a ratio against a
+    baseline, a page read by OCR) runs with no other test beside it. Every test holds a
+    shared lock on one file; an `alone` test holds it exclusively. The gate stops new
+    shared holders while an exclusive one waits, so it cannot starve."""
+    alone = request.node.get_closest_marker("alone") is not None
+    path = _lock_path()
+    with open(path.with_suffix(".gate"), "a") as gate, open(path, "a") as held:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(held, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

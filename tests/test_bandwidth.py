@@ -273,6 +273,7 @@ def sink() -> Iterator[SinkProcess]:
         yield running
 
 
+@pytest.mark.alone  # a rate measured at the sink
 def test_a_backfill_sends_at_the_cap(tmp_path: Path, media: Path, sink: SinkProcess) -> None:
     count, size, cap = 6, 8 * MIB, 8 * MIB
     make_tree(media, count, size)
@@ -300,6 +301,7 @@ def test_a_backfill_sends_at_the_cap(tmp_path: Path, media: Path, sink: SinkProc
     assert all(0.8 <= s * WORKERS <= 1.2 for s in shares.values()), figures
 
 
+@pytest.mark.alone  # a rate measured at the sink
 def test_a_reload_changes_the_cap_of_a_running_service(
     tmp_path: Path, media: Path, sink: SinkProcess
 ) -> None:

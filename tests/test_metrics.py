@@ -151,6 +151,7 @@ def _promtool_accepts(text: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.alone  # read by OCR from a live backfill
 def test_the_status_page_of_a_backfill_with_failures_shows_counts_and_reasons(
     tmp_path: Path, media: Path, emu: Any
 ) -> None:

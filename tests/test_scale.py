@@ -46,6 +46,7 @@ SPEED_FILES, SPEED_SIZE, SPEED_PAIRS = 600, 256 * KIB, 5
 # every median seen and well above curl's own pace, so that a neighbour slowing one run does
 # not fail it but a change that costs a fifth of the speed does.
 SPEED_RATIO = 1.3
+pytestmark = pytest.mark.alone  # ratios against curl and RSS: no other test beside them
 
 
 @pytest.fixture(scope="module")
