@@ -117,9 +117,11 @@ class IgnoreRules:
         # globs that neither name a file alone nor end in `/**` (their folders were tested).
         by_name = [g for g in compiled if _names_a_file(g.pattern)]
         by_path = [g for g in compiled if g not in by_name and not g.pattern.endswith("/**")]
-        named = _alternation([compile_glob(g.pattern[3:]) for g in by_name])
-        unnamed = f"(?!(?:{named.pattern})\\Z)" if named is not None else ""
-        self._wanted_name = re.compile(unnamed + wanted_name, re.DOTALL)
+        # The name test is done by hand (`ignores_walked`): no regex at all for the globs the
+        # built-in ignores cover (the default `**/.*` and `**/*.part`).
+        self._named = _alternation(
+            [compile_glob(g.pattern[3:]) for g in by_name if not _builtin_covers(g.pattern[3:])]
+        )
         self._by_path = _alternation(by_path)
 
     def ignores_dir(self, rel_dir: str) -> bool:
@@ -151,7 +153,16 @@ class IgnoreRules:
     def ignores_walked(self, name: str, rel_path: str) -> bool:
         """Given the name and root-relative path of a file whose folders passed
         `ignores_dir` (a walk's), return True if it is not a wanted video."""
-        if self._wanted_name.fullmatch(name) is None:
+        dot = name.rfind(".")
+        if dot <= 0 or name[dot + 1 :].lower() not in self._extensions:
+            return True  # not a video's extension (or a hidden name that is one: ".mp4")
+        lowered = name.lower()
+        if (
+            name[0] == "."
+            or lowered in BUILTIN_IGNORED_NAMES
+            or lowered.endswith(BUILTIN_IGNORED_SUFFIXES)
+            or (self._named is not None and self._named.fullmatch(name) is not None)
+        ):
             return True
         return self._by_path is not None and self._by_path.fullmatch(rel_path) is not None
 
@@ -159,6 +170,20 @@ class IgnoreRules:
 def _names_a_file(pattern: str) -> bool:
     """Given a glob, return True if it is `**/NAME`: it matches a path by its last segment."""
     return pattern.startswith("**/") and "/" not in pattern[3:] and "**" not in pattern[3:]
+
+
+def _builtin_covers(name_glob: str) -> bool:
+    """Given the name part of a glob `**/NAME`, return True if every name it matches is
+    ignored by the built-in rules anyway: hidden (`.*`), an ignored suffix (`*.part`) or
+    an ignored name."""
+    if name_glob.startswith("."):
+        return True  # a literal leading dot: hidden
+    literal = name_glob[1:] if name_glob.startswith("*") else name_glob
+    if any(char in literal for char in "*?{}"):
+        return False
+    if name_glob.startswith("*"):
+        return literal.lower().endswith(BUILTIN_IGNORED_SUFFIXES)
+    return literal.lower() in BUILTIN_IGNORED_NAMES
 
 
 def _alternation(globs: list[Glob]) -> re.Pattern[str] | None:

@@ -1,7 +1,8 @@
 """From a walk to the journal: the one path by which a rescan or a backfill records a tree.
 
 The walk compares each file's stat with the journal's stat keys for the root (a set
-of ints, read once) as it goes, and yields a folder's new or changed files; only
+of ints, read once: from the journal's cache of them if no row of the root changed since
+the last walk) as it goes, and yields a folder's new or changed files; only
 those become records, written a batch at a time. An unchanged tree costs the walk,
 one read and no write; nothing holds the tree's rows or names.
 """
@@ -66,6 +67,7 @@ def record_walk(
         if len(batch) + len(skipped) >= BATCH:  # what the walk skipped counts too
             done.recorded += record(journal, batch, skipped, now, priority, refused)
     done.recorded += record(journal, batch, skipped, now, priority, refused)
+    journal.keep_stat_keys()  # if read from the rows: the next walk reads them at once
     done.seen = known.walked
     if seen is not None:
         done.unseen = len(known.keys - seen)

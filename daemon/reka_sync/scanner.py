@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from xxhash import xxh3_64_intdigest
 
 from reka_sync.config import WatchConfig
 from reka_sync.journal import SeenFile, Skipped
@@ -45,6 +48,8 @@ class Links:
 
 NO_LINKS = Links()
 REGULAR = stat.S_IFREG
+# A folder's entries are listed from the folder held open, where the platform allows it.
+BY_HANDLE = os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY")
 
 
 def links_of(watch: WatchConfig) -> Links:
@@ -158,81 +163,102 @@ def walk_folders(
     Links to folders are never walked; a link to a file gives its target's stat only
     when `links` allows it.
     """
-    skip = len(os.path.join(str(root), ""))  # entry.path is root + "/" + the relative path
+    skip = len(os.path.join(str(root), ""))  # a path is root + "/" + the relative path
     keys = known.keys if known is not None else None
     seen = known.seen if known is not None else None
+    ignores_walked = ignore.ignores_walked
+    posix = os.sep == "/"
     stack = [folder]
     while stack:
-        entries = _listing(stack.pop(), problems)
         found: list[Found] = []
         walked = 0
-        for entry in entries:
-            path = entry.path
-            rel = path[skip:] if os.sep == "/" else _relative(root, path)
-            if entry.is_dir(follow_symlinks=False):
-                if not ignore.ignores_dir(rel):
-                    stack.append(path)
-                continue
-            if ignore.ignores_walked(entry.name, rel):
-                if tally is not None and ignore.wrong_extension(rel):
-                    tally.other_extensions += 1
-                continue
-            st = _file_stat(entry, links, problems)
-            if st is None:
-                if skipped is not None and (why := why_skipped(path, links)):
-                    skipped.append(Skipped(path, str(root), rel, why))
-                continue
-            walked += 1
-            if keys is not None:
-                key = hash((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
-                if seen is not None:
-                    seen.add(key)
-                if key in keys:
-                    continue  # (the journal's stat_key, inlined: this runs for every file)
-            found.append((path, rel, st))
+        with _listing(stack.pop(), problems) as (prefix, entries):  # stat by name in it
+            for entry in entries:  # (this runs for every file: its steps are inlined)
+                base = entry.name
+                path = prefix + base
+                rel = path[skip:] if posix else _relative(root, path)
+                if entry.is_dir(follow_symlinks=False):
+                    if not ignore.ignores_dir(rel):
+                        stack.append(path)
+                    continue
+                if ignores_walked(base, rel):
+                    _passed_over(tally, ignore, rel)
+                    continue
+                try:
+                    st: os.stat_result | None = entry.stat(follow_symlinks=False)
+                except OSError as exc:  # a stale handle, an I/O error: not a file gone
+                    _unreadable(problems, path, exc)
+                    st = None
+                if st is not None and st.st_mode & 0o170000 != REGULAR:
+                    st = _link_target_stat(entry, path, links)
+                if st is None:
+                    _not_a_file(skipped, root, path, rel, links)
+                    continue
+                walked += 1
+                if keys is not None:
+                    named = xxh3_64_intdigest(path.encode("utf-8", "surrogateescape"))
+                    key = hash((named, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
+                    if seen is not None:
+                        seen.add(key)
+                    if key in keys:
+                        continue  # (the journal's stat_key, inlined: this runs for every file)
+                found.append((path, rel, st))
         if known is not None:
             known.walked += walked
         yield found
 
 
-def _listing(folder: str, problems: list[ScanProblem] | None) -> list[os.DirEntry[str]]:
-    """Given a folder, return its entries; one that cannot be read goes to `problems`."""
+def _passed_over(tally: Tally | None, ignore: IgnoreRules, rel: str) -> None:
+    """Given a file the walk ignores, count it in `tally` if its extension is not a video's."""
+    if tally is not None and ignore.wrong_extension(rel):
+        tally.other_extensions += 1
+
+
+def _unreadable(problems: list[ScanProblem] | None, path: str, exc: OSError) -> None:
+    """Given a file whose stat failed, and why, note it in `problems`."""
+    if problems is not None:
+        problems.append(ScanProblem(path, exc.strerror or str(exc)))
+
+
+def _not_a_file(
+    skipped: list[Skipped] | None, root: Path, path: str, rel: str, links: Links
+) -> None:
+    """Given an entry that is not a regular file to upload, say why in `skipped` (unless
+    it is gone)."""
+    if skipped is not None and (why := why_skipped(path, links)):
+        skipped.append(Skipped(path, str(root), rel, why))
+
+
+@contextmanager
+def _listing(
+    folder: str, problems: list[ScanProblem] | None
+) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+    """Given a folder, yield the prefix of its entries' paths and its entries, whose `stat`
+    runs on the folder held open (by name: the kernel does not walk the path again for
+    each file); a folder that cannot be read goes to `problems`, with no entries."""
+    prefix = os.path.join(folder, "")
+    handle = None
     try:
-        return list(os.scandir(folder))
+        if BY_HANDLE:
+            handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            entries = list(os.scandir(handle))
+        else:
+            entries = list(os.scandir(folder))
     except OSError as exc:
         if problems is not None:
-            problems.append(ScanProblem(exc.filename, exc.strerror or str(exc)))
-        return []
-
-
-def _file_stat(
-    entry: os.DirEntry[str], links: Links, problems: list[ScanProblem] | None
-) -> os.stat_result | None:
-    """Given a folder entry, return the stat of the regular file it is (or of the file a
-    link that may be followed points at), else None."""
-    st = _entry_stat(entry, problems)
-    if st is None or st.st_mode & 0o170000 == REGULAR:  # the common case stays cheap
-        return st
-    return _link_target_stat(entry, links)
-
-
-def _entry_stat(
-    entry: os.DirEntry[str], problems: list[ScanProblem] | None
-) -> os.stat_result | None:
-    """Given a folder entry, return its own stat; a failure (a stale handle, an I/O error:
-    not a file gone) goes to `problems`."""
+            problems.append(ScanProblem(folder, exc.strerror or str(exc)))
+        entries = []
     try:
-        return entry.stat(follow_symlinks=False)
-    except OSError as exc:
-        if problems is not None:
-            problems.append(ScanProblem(entry.path, exc.strerror or str(exc)))
-        return None
+        yield prefix, entries
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
-def _link_target_stat(entry: os.DirEntry[str], links: Links) -> os.stat_result | None:
-    """Given an entry that is not a regular file, return its target's stat if it is a link
-    that may be followed to a regular file."""
-    if not entry.is_symlink() or (target := links.target(entry.path)) is None:
+def _link_target_stat(entry: os.DirEntry[str], path: str, links: Links) -> os.stat_result | None:
+    """Given an entry that is not a regular file and its path, return its target's stat
+    if it is a link that may be followed to a regular file."""
+    if not entry.is_symlink() or (target := links.target(path)) is None:
         return None
     try:
         st = os.lstat(target)

@@ -539,9 +539,31 @@ class Journal(ControlQueries):
             (now, verdict),
         )
 
+    def keep_stat_keys(self) -> None:
+        """Cache the stat keys `stat_keys_under` last read from the rows, for the next walk
+        to read at once; a root whose rows changed since (its generation moved on) is left
+        to be read from its rows again."""
+        pending, self._stale_keys = self._stale_keys, {}
+        if not pending or self._writer is None:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            for root, (generation, packed) in pending.items():
+                conn.execute(
+                    "INSERT INTO walk_keys (root, generation, keys) VALUES (?, ?, ?)"
+                    " ON CONFLICT (root) DO UPDATE SET keys = excluded.keys"
+                    " WHERE walk_keys.generation = excluded.generation",
+                    (root, generation, packed),
+                )
+
+        self._run(write)
+
     def set_root_tally(self, root: str, other_extensions: int) -> None:
         """Given a root and how many files its last rescan passed over for their extension,
-        record it (for `status`)."""
+        record it (for `status`); a count as it was writes nothing (each rescan asks)."""
+        rows = self._read("SELECT other_extensions FROM roots WHERE path = ?", (root,))
+        if not rows or rows[0][0] == other_extensions:
+            return
         self._execute(
             "UPDATE roots SET other_extensions = ? WHERE path = ?", (other_extensions, root)
         )

@@ -30,7 +30,7 @@ BATCH_MOST = 256  # writes per group commit, at most
 CACHE_KIB = 1024
 # The newest migration of journal/schema.py (a test keeps them equal): a journal that has
 # it is opened without importing sqlite_utils, which costs more than the rest of the open.
-NEWEST_MIGRATION = "0014_files_seen"
+NEWEST_MIGRATION = "0016_walk_keys"
 T = TypeVar("T")
 
 
@@ -78,6 +78,9 @@ class JournalConnection:
         self._read_lock = self._lock
         self._writer: GroupWriter | None = None
         self._check: IntegrityCheck | None = None
+        # Stat keys read from the rows, by root: (the cache's generation then, the keys
+        # packed), for `keep_stat_keys` to cache once the walk that asked is done.
+        self._stale_keys: dict[str, tuple[int, bytes]] = {}
         self.path = path
 
     @classmethod

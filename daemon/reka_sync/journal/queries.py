@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from array import array
 from collections.abc import Iterable
 from typing import Any
+
+from xxhash import xxh3_64_intdigest
 
 from reka_sync.journal.connection import JournalConnection, mapped
 from reka_sync.journal.records import (
@@ -36,11 +40,18 @@ STORED_MARKS = ", ".join("?" for _ in STORED_STATES)
 
 def stat_key(path: str, size: int, mtime_ns: int, inode: int, device: int) -> int:
     """Given a file's path and stat, return the key a walk compares with the journal's
-    (`stat_keys_under`): equal stats give equal keys. It is Python's 64-bit hash, salted
-    anew in each process: a changed file taken for unchanged because its key collides with
-    one of a 100,000-file root's has odds of about one in 10^14 per rescan, and a restart
-    draws new keys."""
-    return hash((path, size, mtime_ns, inode, device))
+    (`stat_keys_under`): equal stats give equal keys, in every process (the journal keeps
+    them). The name's bytes are hashed with xxh3, and that with the stat as a tuple of
+    ints (Python's hash of ints is not salted): a changed file taken for unchanged because
+    its key collides with one of a 100,000-file root's has odds of about one in 10^14."""
+    return hash(
+        (xxh3_64_intdigest(path.encode("utf-8", "surrogateescape")), size, mtime_ns, inode, device)
+    )
+
+
+# The key of a fixed name and stat, kept first with a root's cached keys: keys cached by a
+# process that computed them otherwise (another Python's hash of a tuple) are not used.
+_SCHEME = stat_key("reka-sync stat keys", 1, 2, 3, 4)
 
 
 class JournalQueries(JournalConnection):
@@ -138,10 +149,25 @@ class JournalQueries(JournalConnection):
     def known_remote(self) -> tuple[set[str], set[str]]:
         """Return every video id the journal holds, and the upload keys of sends whose
         video it does not know yet (in flight, or of unknown outcome): reconcile's view."""
-        rows = self._read("SELECT video_id, upload_key FROM files")
-        rows += self._read("SELECT video_id, upload_key FROM superseded")
-        videos = {r[0] for r in rows if r[0]}
-        return videos, {r[1] for r in rows if r[1] and not r[0]}
+        # Only the rows that carry either: reading every row of a fresh 100,000-file journal
+        # into one list was the peak of a backfill's memory (13 MB).
+        known = "video_id IS NOT NULL AND video_id != ''"
+        sent = "upload_key IS NOT NULL AND upload_key != '' AND NOT (" + known + ")"
+        videos = {
+            r[0]
+            for r in self._read(
+                f"SELECT video_id FROM files WHERE {known}"
+                f" UNION SELECT video_id FROM superseded WHERE {known}"
+            )
+        }
+        keys = {
+            r[0]
+            for r in self._read(
+                f"SELECT upload_key FROM files WHERE {sent}"
+                f" UNION SELECT upload_key FROM superseded WHERE {sent}"
+            )
+        }
+        return videos, keys
 
     def stored_files(self) -> list[tuple[int, str, str]]:
         """Return the files the journal says are stored (done, being indexed, or marked
@@ -189,12 +215,16 @@ class JournalQueries(JournalConnection):
     def scope_groups(self, scope: Scope) -> dict[str, int]:
         """Given a scope, return how many of its done files are in each group."""
         where, params = scope_sql(scope)
-        rows = self._read(
-            f"SELECT coalesce(group_name, '(no group)'), count(*) FROM files WHERE {where}"
-            " AND state = ? GROUP BY 1 ORDER BY 1",
+        rows = self._read(  # grouped by the column itself: read from `files_groups` alone
+            f"SELECT group_name, count(*) FROM files WHERE {where} AND state = ?"
+            " GROUP BY group_name",
             [*params, State.DONE.value],
         )
-        return {r[0]: r[1] for r in rows}
+        counts: dict[str, int] = {}
+        for name, count in rows:
+            shown = "(no group)" if name is None else name
+            counts[shown] = counts.get(shown, 0) + count
+        return dict(sorted(counts.items()))  # by name, as SQLite's BINARY order (UTF-8)
 
     def scope_listed(self, scope: Scope, state: State, *, with_video: bool = False) -> list[Listed]:
         """Given a scope and a state, return its files in that state, with their last error
@@ -273,21 +303,37 @@ class JournalQueries(JournalConnection):
         """Given a root, return `stat_key` of each of its present files, to compare a walk
         with (a set of ints: a 100,000-file root costs a few MiB, not a copy of its rows).
 
-        Files recorded as missing or deleted are left out: seeing one again is news.
+        Files recorded as missing or deleted are left out: seeing one again is news. The
+        keys come from the journal's cache of them (`walk_keys`) while no row of the root
+        changed since; else from the rows, kept for `keep_stat_keys` to cache.
         """
+        with self._read_lock, mapped(self.path):
+            reader = self._reader
+            reader.execute("BEGIN")  # the cache's generation and the rows: one snapshot
+            try:
+                cached = reader.execute(
+                    "SELECT generation, keys FROM walk_keys WHERE root = ?", (root,)
+                ).fetchone()
+                if cached is not None and cached[1] is not None:
+                    keys = _unpacked(cached[1])
+                    if keys is not None:
+                        return keys
+                keys = self._keys_from_rows(root)
+            finally:
+                reader.execute("COMMIT")
+        self._stale_keys[root] = (0 if cached is None else cached[0], _packed(keys))
+        return keys
+
+    def _keys_from_rows(self, root: str) -> set[int]:
         where = "SELECT path, size, mtime_ns, inode, device FROM files WHERE root = ?"
         gone = (State.MISSING.value, State.DELETED.value)
-        with self._read_lock, mapped(self.path):
-            # From the index `files_seen` alone; a row is the very tuple `stat_key` hashes,
-            # so text names hash in C. Names stored as bytes hash decoded, not as they are,
-            # and the keys of files missing or deleted are taken out again.
-            keys = set(map(hash, self._reader.execute(where, (root,))))
-            raw = self._reader.execute(f"{where} AND typeof(path) = 'blob'", (root,)).fetchall()
-            keys.difference_update(map(hash, raw))
-            keys.update(stat_key(from_db(path), *stats) for path, *stats in raw)
-            absent = self._reader.execute(f"{where} AND state IN (?, ?)", (root, *gone))
-            keys.difference_update(stat_key(from_db(path), *stats) for path, *stats in absent)
-            return keys
+        # From the index `files_seen` alone; the keys of files missing or deleted are taken
+        # out again (a few rows, through `files_scope`).
+        rows = self._reader.execute(where, (root,))
+        keys = {stat_key(from_db(path), *stats) for path, *stats in rows}
+        absent = self._reader.execute(f"{where} AND state IN (?, ?)", (root, *gone))
+        keys.difference_update(stat_key(from_db(path), *stats) for path, *stats in absent)
+        return keys
 
     def other_extensions(self) -> int:
         """Return how many files the last rescans passed over for their extension."""
@@ -356,3 +402,26 @@ def scope_sql(scope: Scope) -> tuple[str, list[Any]]:
             ]
         )
     return f"({' OR '.join(parts)})" if parts else "0", params
+
+
+def _packed(keys: set[int]) -> bytes:
+    """Given stat keys, return them as the journal keeps them: 64-bit ints, little-endian,
+    after the key of a fixed name and stat (`_SCHEME`)."""
+    packed = array("q", [_SCHEME, *keys])
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpacked(blob: bytes) -> set[int] | None:
+    """Given stat keys as the journal keeps them, return them; None if they were computed
+    otherwise than `stat_key` computes them here (another Python, say): read them again."""
+    keys = array("q")
+    keys.frombytes(blob[: len(blob) - len(blob) % keys.itemsize])
+    if sys.byteorder != "little":
+        keys.byteswap()
+    if not keys or keys[0] != _SCHEME:
+        return None
+    found = set(keys)
+    found.discard(_SCHEME)
+    return found

@@ -211,3 +211,52 @@ def _files_seen(db: sqlite_utils.Database) -> None:
     # What a rescan compares its walk with (`stat_keys_under`), read from the index alone:
     # through `files_scope`, each of a 100,000-file root's rows was a lookup in the table.
     db.execute("CREATE INDEX files_seen ON files(root, path, size, mtime_ns, inode, device)")
+
+
+@migrations(name="0015_files_groups")
+def _files_groups(db: sqlite_utils.Database) -> None:
+    # A backfill's summary counts its done files by group (`scope_groups`) from the index
+    # alone: through `files_scope`, each of a 100,000-file root's rows was read in the table.
+    db.execute("CREATE INDEX files_groups ON files(root, state, group_name)")
+
+
+# A change to what `stat_keys_under` reads (a row added or removed, a name or stat changed,
+# a file taken for gone or back) bumps its root's generation and drops its cached keys.
+_KEYS_STALE = (
+    "INSERT INTO walk_keys (root, generation) VALUES ({root}, 1)"
+    " ON CONFLICT (root) DO UPDATE SET generation = generation + 1, keys = NULL;"
+)
+
+
+@migrations(name="0016_walk_keys")
+def _walk_keys(db: sqlite_utils.Database) -> None:
+    # The stat keys of a root's present files, as `stat_keys_under` last read them (an
+    # array of 64-bit ints), so that a rescan of an unchanged tree reads one value, not
+    # every row; `generation` tells a cache written late from one gone stale meanwhile.
+    db.execute(
+        "CREATE TABLE walk_keys (root TEXT PRIMARY KEY,"
+        " generation INTEGER NOT NULL DEFAULT 0, keys BLOB)"
+    )
+    db.execute(
+        "CREATE TRIGGER walk_keys_insert AFTER INSERT ON files BEGIN "
+        + _KEYS_STALE.format(root="new.root")
+        + " END"
+    )
+    db.execute(
+        "CREATE TRIGGER walk_keys_delete AFTER DELETE ON files BEGIN "
+        + _KEYS_STALE.format(root="old.root")
+        + " END"
+    )
+    db.execute(
+        "CREATE TRIGGER walk_keys_update"
+        " AFTER UPDATE OF root, path, size, mtime_ns, inode, device, state ON files"
+        " WHEN old.root IS NOT new.root OR old.path IS NOT new.path"
+        " OR old.size IS NOT new.size OR old.mtime_ns IS NOT new.mtime_ns"
+        " OR old.inode IS NOT new.inode OR old.device IS NOT new.device"
+        " OR (old.state IN ('missing', 'deleted')) IS NOT (new.state IN ('missing', 'deleted'))"
+        " BEGIN "
+        + _KEYS_STALE.format(root="old.root")
+        + " "
+        + _KEYS_STALE.format(root="new.root")
+        + " END"
+    )
