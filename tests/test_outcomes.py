@@ -178,7 +178,7 @@ def test_stored_and_duplicate_release_the_lease_and_record_the_video() -> None:
     assert stored is not None and stored.event is Event.ACCEPTED
     cols = stored.changes.columns()
     assert cols["video_id"] == "v1" and cols["attempts"] == 1 and cols["outcome_unknown"] is False
-    assert cols["next_attempt_at"] == NOW + 0.5  # the first poll comes soon (FIRST_POLL)
+    assert cols["next_attempt_at"] == NOW + outcomes.FIRST_POLL  # the first poll comes soon
     adopted = outcomes.after_upload(
         row(attempts=2), False, Stored("v1", "d", "s", "uploaded", adopted=True), POLICY, NOW, 0
     )
@@ -241,12 +241,21 @@ def test_each_poll_answer_moves_the_job(
 
 
 @pytest.mark.parametrize(
-    ("waited", "wait"), [(0.0, 0.5), (0.3, 0.5), (0.8, 0.8), (1.5, 1.5), (3.0, 3.0), (60.0, 5.0)]
+    ("waited", "wait"),
+    [
+        (0.0, outcomes.FIRST_POLL),
+        (outcomes.FIRST_POLL / 2, outcomes.FIRST_POLL),
+        (0.3, 0.3),
+        (0.8, 0.8),
+        (1.5, 1.5),
+        (3.0, 3.0),
+        (60.0, 5.0),
+    ],
 )
 def test_a_video_still_being_stored_is_polled_again_as_long_as_it_waited(
     waited: float, wait: float
 ) -> None:
-    """A video stored at once is seen within a second; a slow one costs few polls."""
+    """A video stored at once is seen soon (FIRST_POLL); a slow one costs few polls."""
     job = row(state=State.UPLOADED, video_id="v1", accepted_at=NOW - waited)
     move = outcomes.after_poll(job, Video("uploading"), POLICY, NOW, 0.5)
     assert move.event is None

@@ -154,11 +154,14 @@ def run(
         interrupted, stopped = False, None
         journal.checked()  # nothing is sent or reported from a damaged journal
         started = True
-        if _work_left(journal, found.scope, wait_index):  # else no engine, nor its imports
+        tally = journal.scope_tally(found.scope)
+        counted: Mapping[State, tuple[int, int]] | None = tally  # what the summary says
+        if _work_left(journal, found.scope, tally, wait_index):  # else no engine, nor its imports
             interrupted, stopped = _drive(
                 config, journal, key, found.scope, err, max_wait, wait_index
             )
-        summary = summarise(journal, found.scope, interrupted or stopped is not None)
+            counted = None  # the engine changed it: counted again
+        summary = summarise(journal, found.scope, interrupted or stopped is not None, counted)
     except JournalDamaged as damage:
         if started:
             raise
@@ -228,9 +231,11 @@ def _warn(problems: list[ScanProblem], err: TextIO) -> None:
     problems.clear()
 
 
-def _work_left(journal: Journal, scope: Scope, wait_index: bool) -> bool:
-    """Is any file of the scope unfinished, or a video of an earlier content to retire?"""
-    tally = journal.scope_tally(scope)
+def _work_left(
+    journal: Journal, scope: Scope, tally: Mapping[State, tuple[int, int]], wait_index: bool
+) -> bool:
+    """Given the scope's tally, is any file of it unfinished, or a video of an earlier
+    content to retire?"""
     return (
         bool(tally[State.DISCOVERED][0])
         or _waited_for(journal, scope, tally, wait_index) > 0
@@ -279,13 +284,16 @@ def _drive(
     stopped: tuple[int, str] | None = None
     looked, pace = 0.0, WAIT_STEP
     try:
-        while not stop.wait(WAIT_STEP):
+        while not stop.is_set():
+            engine.wait_change(WAIT_STEP)  # a step ended (its outcome committed), or a while
             now = time.monotonic()
             stopped = _environment_stops(engine, max_wait, time.time())
             if stopped is not None:
                 break
-            if now - looked < pace:
-                continue
+            if now - looked < pace:  # a big scope's count is slow: look no more often
+                if stop.wait(pace - (now - looked)):
+                    break
+                now = time.monotonic()
             tally = journal.scope_tally(scope)
             looked = time.monotonic()  # a big scope's count is slower: look less often
             pace = min(LOOK_MOST, LOOK_COST * (looked - now))
@@ -357,10 +365,17 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def summarise(journal: Journal, scope: Scope, interrupted: bool = False) -> dict[str, Any]:
-    """Given the journal and a backfill's scope, return counts by outcome and by group,
-    and the files that failed, were left or skipped (a few aggregate queries)."""
-    tally = journal.scope_tally(scope)
+def summarise(
+    journal: Journal,
+    scope: Scope,
+    interrupted: bool = False,
+    tally: Mapping[State, tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """Given the journal and a backfill's scope (and its tally, if just counted), return
+    counts by outcome and by group, and the files that failed, were left or skipped (a
+    few aggregate queries)."""
+    if tally is None:
+        tally = journal.scope_tally(scope)
     return {
         "files": sum(count for count, _ in tally.values()),
         "outcomes": {state.value: count for state, (count, _) in sorted(tally.items()) if count},

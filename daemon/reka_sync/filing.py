@@ -66,12 +66,17 @@ class Confirmer:
         self._apply(moves, now)
 
     def _apply(self, moves: list[Move], now: float) -> None:
+        """Given moves, commit them in one transaction and tell the engine when the first
+        job they leave waiting (for a poll, a group move...) comes due."""
         for move, why in self.ctx.journal.apply_many(moves, now):
             log.debug(
                 "a polled job moved on meanwhile; its poll result is dropped",
                 job=move.job_id,
                 reason=why,
             )
+        due = [d for d in map(outcomes.control_due, moves) if d is not None]
+        if due:
+            self.ctx.wake(min(due))
 
     def _poll_failed(self, jobs: list[Job], exc: RekaSyncError) -> None:
         with self._lock:

@@ -65,7 +65,12 @@ from reka_sync.pauses import AUTH_PAUSE
 from reka_sync.retry import Backoff, server_wait
 from reka_sync.stability import FileStat
 
-FIRST_POLL = 0.5  # seconds from acceptance to the first status poll, at most
+FIRST_POLL = 0.2  # seconds from acceptance to the first status poll, at most
+# The events (None: a note, such as "polled") that leave a job waiting for a step of the
+# control pool (a poll, a group move, indexing, archiving) at its next_attempt_at.
+CONTROL_EVENTS = frozenset(
+    {Event.ACCEPTED, Event.ADOPTED, Event.STORED, Event.INDEX, Event.ARCHIVE, None}
+)
 UNREACHABLE_WAIT = 5.0  # seconds a file waits after the API could not be reached
 
 
@@ -151,6 +156,15 @@ class Policy:
     backoff: Backoff
     poll_interval: float
     processing_deadline: float = 3600.0
+
+
+def control_due(move: Move) -> float | None:
+    """Given a move, return when the job it leaves waiting for the control pool (a poll,
+    a group move, indexing, archiving) comes due, or None if it leaves none waiting."""
+    due = move.changes.next_attempt_at
+    if move.event not in CONTROL_EVENTS or not isinstance(due, (int, float)):
+        return None
+    return float(due)
 
 
 # -- classifying errors --------------------------------------------------------------------
@@ -529,8 +543,8 @@ def after_poll(
                 f"{policy.processing_deadline:.0f}s",
             ),
         )
-    # Wait as long again as it has waited so far: a video stored at once is seen within a
-    # second, a slow one costs few polls (batched); never longer than poll_interval.
+    # Wait as long again as it has waited so far: a video stored at once is seen at the
+    # first poll, a slow one costs few polls (batched); never longer than poll_interval.
     wait = min(policy.poll_interval, max(FIRST_POLL, waited))
     return Move(
         job.id, None, Changes(remote_status=video.status, next_attempt_at=now + wait), note="polled"

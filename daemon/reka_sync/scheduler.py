@@ -11,7 +11,8 @@ How this works
 * Uploads run on a bounded upload pool, never as APScheduler jobs; polls, group
   moves and indexing looks run on a small control pool, so a long upload never delays them.
   When an upload finishes, ``dispatch`` runs at once: a free worker never waits
-  for the next tick.
+  for the next tick. A step that leaves a job due for the control pool (a first poll
+  after a 202) says when (``wake``): the poll tick runs then, not at its next interval.
 * ``stop()`` stops claiming, cancels in-flight uploads (their jobs go back to
   the queue without spending an attempt) and waits for the steps to record it.
 * Every dispatch asks the ``Governor`` how many uploads may run and how fast (the
@@ -22,13 +23,14 @@ How this works
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,6 +75,12 @@ LIVELY_TICKS = ("heartbeat", "dispatch")
 INTEGRITY_EVERY = 86400.0  # seconds between the service's quick checks of the journal
 LISTEN_RETRY = 5.0  # seconds between tries to bind a metrics port that was taken
 ADOPT_RETRY_CAP = 60.0  # seconds between tries of a startup adoption that failed, at most
+POLL_EVERY = 0.5  # seconds between the poll tick's looks on its interval
+# A job due for the control pool (a poll after its acceptance, say) wakes the poll tick at
+# its due time, not at the next interval. Such a look polls the videos due within
+# POLL_AHEAD too, so those accepted close together share a request (and looks come that
+# far apart at least).
+POLL_AHEAD = 0.1
 
 
 class OverlapOnce(logging.Filter):
@@ -149,6 +157,11 @@ class Engine:
         self._adopted = threading.Event()  # uploads wait for the startup adoption, if any
         self._adopted.set()
         self._adoption: Callable[[], object] | None = None
+        self._poll_lock = threading.Lock()  # one look of the poll tick at a time
+        self._wake_lock = threading.Lock()
+        self._wakes: list[float] = []  # a heap: when jobs come due for the control pool
+        self._armed: float | None = None  # when the look for the earliest wake runs
+        self._changed = threading.Event()  # a worker step ended (`wait_change`)
         self._adopt_next = 0.0
         self._adopt_failures = 0
         self._scheduler: BackgroundScheduler | None = None
@@ -185,6 +198,7 @@ class Engine:
             lambda: self.vitals.reach.outage,
             progress,
             self.meter,
+            self.wake,
         )
         return api, ctx
 
@@ -269,40 +283,54 @@ class Engine:
     def _finished(self, job: Job) -> None:
         with self._lock:
             self._cancels.pop(job.id, None)
+        self._changed.set()
         if not self._stopping.is_set():
             self.dispatch(self.clock())
 
-    def poll(self, now: float) -> int:
+    def poll(self, now: float, ahead: float = 0.0) -> int:
         """Given the time, hand due polls, group moves and indexing looks to the control pool;
-        return jobs sent."""
-        if (
-            self._stopping.is_set()
-            or self.control.free == 0
-            or self.pauses.blocking("requests", now)
-        ):
-            return 0
+        return jobs sent. Given `ahead`, poll the videos due that much later too."""
+        with self._poll_lock:  # the interval tick and a wake may come at once
+            return self._poll(now, ahead)
+
+    def _poll(self, now: float, ahead: float) -> int:
+        if self._stopping.is_set() or self.control.free == 0:
+            return 0  # the step running arms the next wake as it ends
+        self._woken(now + ahead)
+        if self.pauses.blocking("requests", now):
+            return 0  # the interval tick looks again once the pause ends
         self._adopt_pending(now)
         if self.control.free == 0:
             return 0
-        polls = self.journal.jobs([State.UPLOADED], due_before=now, limit=POLL_BATCH * 4)
-        filing = self.journal.jobs([State.FILING], due_before=now, limit=POLL_BATCH * 4)
-        indexing = self.journal.jobs([State.INDEXING], due_before=now, limit=POLL_BATCH * 4)
+        most = POLL_BATCH * 4
+        polls = self.journal.jobs([State.UPLOADED], due_before=now + ahead, limit=most)
+        filing = self.journal.jobs([State.FILING], due_before=now, limit=most)
+        indexing = self.journal.jobs([State.INDEXING], due_before=now, limit=most)
         archiving = self.journal.jobs([State.ARCHIVING], due_before=now, limit=POLL_BATCH)
         replaced = self.journal.superseded_due()
         remover = self.remover
         removals = remover is not None and remover.due(now)
         if not (polls or filing or indexing or archiving or replaced or removals):
             return 0
+        if len(polls) == most:  # more are due than one look takes: the next look soon
+            self.wake(now + ahead)
+
+        def fresh(state: State, first: list[Job], limit: int) -> list[Job]:
+            """The jobs of `state` due now: after this step's polls, those they moved on
+            too (a video stored goes to its group in the same step, not a tick later)."""
+            if not polls:
+                return first
+            return self.journal.jobs([state], due_before=max(now, self.clock()), limit=limit)
 
         def step() -> None:  # each part on its own: one failing never skips the others
-            parts = [
+            parts: list[Callable[[], None]] = [
                 *(
                     partial(self.confirm.poll, polls[i : i + POLL_BATCH])
                     for i in range(0, len(polls), POLL_BATCH)
                 ),
-                partial(self.confirm.file, filing),
-                partial(self.indexer.step, indexing),
-                partial(self.archiver.step, archiving),
+                lambda: self.confirm.file(fresh(State.FILING, filing, most)),
+                lambda: self.indexer.step(fresh(State.INDEXING, indexing, most)),
+                lambda: self.archiver.step(fresh(State.ARCHIVING, archiving, POLL_BATCH)),
                 partial(self.confirm.retire, replaced),
                 *([partial(remover.step, now)] if remover is not None and removals else []),
             ]
@@ -314,8 +342,65 @@ class Engine:
                 except RekaSyncError as exc:
                     log.warning("a confirming step failed; it runs again", error=str(exc))
 
-        self.control.submit(self._journal_guarded(step), lambda: None)
+        self.control.submit(self._journal_guarded(step), self._control_done)
         return len(polls) + len(filing) + len(indexing) + len(archiving)
+
+    def wake(self, due: float) -> None:
+        """Given when a job comes due for the control pool (a poll, a group move...), run
+        the poll tick then, not at its next interval."""
+        with self._wake_lock:
+            heapq.heappush(self._wakes, due)
+        self._arm()
+
+    def _woken(self, until: float) -> None:
+        """Given how far a look of the poll tick takes due jobs, forget the wakes it answers."""
+        with self._wake_lock:
+            while self._wakes and self._wakes[0] <= until:
+                heapq.heappop(self._wakes)
+
+    def _arm(self) -> None:
+        """Schedule a look of the poll tick for the earliest wake, unless one comes sooner.
+
+        Not while the control pool is busy: its step arms the wake as it ends.
+        """
+        scheduler = self._scheduler
+        if scheduler is None or self._stopping.is_set() or self.control.free == 0:
+            return
+        with self._wake_lock:
+            if not self._wakes:
+                return
+            at = self._wakes[0]
+            armed = self._armed  # a look armed long ago and not run (skipped?) is forgotten
+            if armed is not None and self.clock() - POLL_EVERY < armed <= at:
+                return
+            self._armed = at
+            delay = timedelta(seconds=max(0.0, at - self.clock()))
+            scheduler.add_job(
+                self._due_poll,
+                "date",
+                run_date=datetime.now(UTC) + delay,
+                id="poll-due",
+                replace_existing=True,
+                max_instances=4,  # a wake armed while the last one runs is not skipped
+            )
+
+    def _control_done(self) -> None:
+        """A step of the control pool ended: say so, and arm the wake it held back."""
+        self._changed.set()
+        self._arm()
+
+    def wait_change(self, timeout: float) -> bool:
+        """Given a timeout, wait until a worker step ends (its outcome committed), at most
+        that long; return True if one did. A one-shot run looks at the journal then."""
+        changed = self._changed.wait(timeout)
+        self._changed.clear()
+        return changed
+
+    def _due_poll(self) -> None:
+        with self._wake_lock:
+            self._armed = None
+        self._run_tick("poll", partial(self.poll, ahead=POLL_AHEAD))
+        self._arm()
 
     def settle(self, now: float) -> int:
         """Given the time, promote discovered files that are complete; return how many."""
@@ -492,7 +577,7 @@ class Engine:
             self._adopted.set()
             self.dispatch(self.clock())
 
-        self.control.submit(self._journal_guarded(step), lambda: None)
+        self.control.submit(self._journal_guarded(step), self._control_done)
 
     def start(self) -> None:
         """Start the scheduler's ticks on background threads; each runs once right away."""
@@ -505,7 +590,7 @@ class Engine:
             # retries come due and work queued by another process.
             ("settle", self.settle, 1.0),
             ("dispatch", self.dispatch, 1.0),
-            ("poll", self.poll, 0.5),
+            ("poll", self.poll, POLL_EVERY),
             ("intake", self.intake, 0.5),
         ]
         first = datetime.now(UTC)
@@ -528,6 +613,7 @@ class Engine:
             )
         scheduler.start()
         self._scheduler = scheduler
+        self._arm()  # jobs that came due before the start
         self._serve_metrics(self.config)
 
     def _serve_metrics(self, config: Config) -> None:

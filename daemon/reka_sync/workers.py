@@ -87,6 +87,9 @@ class Context:
     in_outage: Callable[[], bool]  # the API has been unreachable for a while
     progress: dict[int, int] = field(default_factory=dict)
     meter: Meter = field(default_factory=Meter)
+    # Told when a committed move leaves a job due for the control pool (`outcomes.
+    # control_due`): the engine runs its poll tick then, not on its next interval.
+    wake: Callable[[float], None] = field(default=lambda due: None)
 
     @property
     def policy(self) -> Policy:
@@ -294,6 +297,9 @@ class Steps:
             log.debug("lost the job to another process; its result is dropped", reason=str(exc))
             return
         self._count(job, sent, happened, move, took)
+        due = outcomes.control_due(move)
+        if due is not None:
+            ctx.wake(due)
         if isinstance(happened, Failure):
             _log_failure(happened, move)
         elif isinstance(happened, Stored) and not happened.adopted:
