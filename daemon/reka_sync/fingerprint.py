@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from xxhash import xxh3_128
 
@@ -57,7 +56,7 @@ class Sampler:
         return _sample_hash(self._size, b"".join(v for _, v in sorted(self._pieces.items())))
 
 
-def sample_file(path: Path, size: int) -> str:
+def sample_file(path: str | os.PathLike[str], size: int) -> str:
     """Given a file and its size, return its sample hash. Raise FileVanished if unreadable."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -70,14 +69,14 @@ def sample_file(path: Path, size: int) -> str:
     return _sample_hash(size, data)
 
 
-def digest_file(path: Path, on_read: Callable[[], None] | None = None) -> str:
+def digest_file(path: str | os.PathLike[str], on_read: Callable[[], None] | None = None) -> str:
     """Given a file, return the digest of all its bytes. Raise FileVanished if unreadable.
 
     `on_read` (if given) is called after each piece read: a sign of life on a long file.
     """
     digest = xxh3_128()
     try:
-        with path.open("rb", buffering=0) as handle:
+        with open(path, "rb", buffering=0) as handle:
             while data := handle.read(READ_SIZE):
                 digest.update(data)
                 if on_read is not None:

@@ -27,7 +27,6 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
@@ -50,7 +49,7 @@ class UploadBody:
 
     def __init__(
         self,
-        path: Path,
+        path: str | os.PathLike[str],
         size: int,
         fields: dict[str, str],
         *,

@@ -11,12 +11,12 @@ says (typed values, the error for a status) is parsed in ``replies``.
 from __future__ import annotations
 
 import mimetypes
+import os
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -146,7 +146,7 @@ class ApiClient:
 
     def upload_file(
         self,
-        path: Path,
+        path: str | os.PathLike[str],
         *,
         video_name: str,
         size: int,
@@ -164,13 +164,14 @@ class ApiClient:
         if it may have, or an ApiStatusError.
         """
         fields = {"video_name": video_name, "group_id": group_id}
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        filename = os.path.basename(path)
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         body = UploadBody(
             path,
             size,
             {k: v for k, v in fields.items() if v is not None},
             trailing={"description": description} if description is not None else None,
-            filename=path.name,
+            filename=filename,
             content_type=content_type,
             cancel=cancel,
             on_progress=on_progress,
