@@ -95,14 +95,14 @@ class Archiver:
         if _stat(job.path) != here:  # written to while its digest was read
             return _later(job, now, CHANGED)
         os.unlink(job.path)
-        _fsync_dir(Path(job.path).parent)
+        _fsync_dir(os.path.dirname(job.path))
         log.info("deleted after upload", path=job.path, video_id=job.video_id)
         return _archived(job, {"deleted": True})
 
     def _unchanged(self, job: Job, here: FileStat) -> bool:
         """Is the file the one sent: size, mtime, inode, device, and its digest?"""
         same = here.same_content_as(job.stat)
-        return same and digest_file(Path(job.path), self._alive) == job.digest
+        return same and digest_file(job.path, self._alive) == job.digest
 
     def _stored(self, job: Job) -> bool:
         """Is the video stored, with the metadata sent (its marker; the API exposes no size
@@ -138,7 +138,7 @@ class Archiver:
                     raise
             self._copy(job, there)
         os.unlink(job.path)  # the target holds the very bytes that were sent
-        _fsync_dir(Path(job.path).parent)
+        _fsync_dir(os.path.dirname(job.path))
         return _archived(job, {"moved_to": str(there)})
 
     def _moved_to(self, job: Job, target: Path) -> Path | None:
@@ -211,7 +211,7 @@ def _stat(path: str | Path) -> FileStat | None:
     return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str | Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
