@@ -20,6 +20,7 @@ from tests.conftest import (
     engine_config,
     make_tree,
     run_backfill,
+    set_faults,
     with_settings,
     write_config,
 )
@@ -50,6 +51,9 @@ def test_moves_and_deletes_killed_at_random_points_keep_every_file_once(
     digests = {path: digest_of(Path(path)) for path in expected}
     archive = tmp_path / "archive"
     config = archive_config(tmp_path, media, emu.url, archive)
+    # A video is stored 1 s after its upload, so the first backfill outlasts the first
+    # kill however fast the machine is, and later ones are cut while they file and move.
+    set_faults(emu.url, [], processing_delay=1.0)
     killed = kill_backfills(config, 10, random.Random(17), 0.3, 1.5)
     final = run_backfill(config, "--json")
     assert final.returncode == 0, final.stdout + final.stderr

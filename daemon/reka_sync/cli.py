@@ -342,8 +342,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(c.level == "fail" for c in checks) else EXIT_OK
 
 
+def _without_http_command_line() -> None:
+    """Keep httpx from importing its own command line (click and pygments' lexers, ~20 ms),
+    which it does whenever they are installed, as sqlite-utils' dependencies are."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the service until SIGTERM or SIGINT."""
+    _without_http_command_line()
     from reka_sync import runner
 
     config = load(args)
@@ -354,6 +361,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Upload everything under the roots (or the given paths) once, then exit."""
+    _without_http_command_line()
     from reka_sync import backfill
 
     urls = _url_list(args.urls) if args.urls is not None else None

@@ -4,23 +4,23 @@ Every metric has the `reka_sync_` prefix; counters end in `_total`, durations ar
 seconds and sizes in bytes; no label ever names a file, so the number of series stays
 bounded whatever the library holds. The full list is `METRIC_NAMES` (the alert rules,
 the dashboard and the tests check their expressions against it).
+
+prometheus_client is imported by the first Meter that keeps its counts: a run that
+serves no metrics (a backfill without --metrics-listen) never pays for it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any, cast
 
 from reka_sync import __version__
 from reka_sync.outcomes import Kind
 
-prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created`: noise
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.registry import Collector
 
 # name -> (type, help). Histograms list their base name.
 METRICS: dict[str, tuple[str, str]] = {
@@ -98,12 +98,42 @@ class Reading:
 
 
 class Meter:
-    """The counters and histograms the engine keeps as things happen; thread-safe."""
+    """The counters and histograms the engine keeps as things happen; thread-safe.
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self._gauges: _Gauges | None = None
-        r = self.registry
+    Not `kept`: every update is dropped (nothing will read them).
+    """
+
+    started: Counter
+    succeeded: Counter
+    failed: Counter
+    retries: Counter
+    duration: Histogram
+    size: Histogram
+    last_success: Gauge
+    pauses: Counter
+    pause_seconds: Counter
+    limit: Gauge
+    remaining: Gauge
+    reset: Gauge
+    polls: Counter
+    rescans: Counter
+    rescan_seconds: Histogram
+    # (`bytes` too, typed where `_keep` sets it: here its name would hide the builtin)
+
+    def __init__(self, kept: bool = True) -> None:
+        self.registry: CollectorRegistry | None = None
+        self._gauges: Collector | None = None
+        if kept:
+            self._keep()
+        else:
+            self._drop()
+
+    def _keep(self) -> None:
+        import prometheus_client
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created`
+        self.registry = r = CollectorRegistry(auto_describe=True)
 
         def counter(name: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name.removesuffix("_total"), METRICS[name][1], labels, registry=r)
@@ -136,6 +166,13 @@ class Meter:
         info = Gauge("reka_sync_info", METRICS["reka_sync_info"][1], ("version",), registry=r)
         info.labels(version=__version__).set(1)
 
+    def _drop(self) -> None:
+        idle = cast(Any, _Idle())
+        self.started = self.succeeded = self.failed = self.retries = self.bytes = idle
+        self.duration = self.size = self.rescan_seconds = idle
+        self.last_success = self.limit = self.remaining = self.reset = idle
+        self.pauses = self.pause_seconds = self.polls = self.rescans = idle
+
     def uploaded(self, size: int, seconds: float, now: float) -> None:
         """Given an accepted upload's size, how long it took and the time, count it."""
         self.succeeded.inc()
@@ -150,55 +187,37 @@ class Meter:
             if value is not None:
                 gauge.set(value)
 
-    def watch_once(self, read: Callable[[], Reading]) -> None:
-        """Given what reads the gauges, have every scrape call it, in place of any earlier."""
+    def watch_once(self, gauges: Collector) -> None:
+        """Given the collector of the gauges, have every scrape call it, in place of any
+        earlier one."""
+        assert self.registry is not None, "a Meter that keeps nothing serves nothing"
         if self._gauges is not None:
             self.registry.unregister(self._gauges)
-        self._gauges = _Gauges(read)
-        self.registry.register(self._gauges)
+        self._gauges = gauges
+        self.registry.register(gauges)
 
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus' text format."""
+        from prometheus_client import generate_latest
+
+        assert self.registry is not None, "a Meter that keeps nothing serves nothing"
         return generate_latest(self.registry)
 
 
-class _Gauges(Collector):
-    def __init__(self, read: Callable[[], Reading]) -> None:
-        self._read = read
+class _Idle:
+    """Stands in for every metric of a Meter that keeps nothing."""
 
-    def describe(self) -> list[Metric]:
-        return []  # the families are known at scrape time only; none clash with the counters
+    def inc(self, amount: float = 1) -> None:
+        pass
 
-    def collect(self) -> Iterator[Metric]:
-        reading = self._read()
-        files = GaugeMetricFamily(
-            "reka_sync_files", METRICS["reka_sync_files"][1], labels=["state"]
-        )
-        for state, n in sorted(reading.files.items()):
-            files.add_metric([state], n)
-        yield files
-        features = GaugeMetricFamily(
-            "reka_sync_features", METRICS["reka_sync_features"][1], labels=["feature", "status"]
-        )
-        for name, statuses in sorted(reading.features.items()):
-            for status, n in sorted(statuses.items()):
-                features.add_metric([name, status], n)
-        yield features
-        paused = reading.paused_seconds
-        for name, value in (
-            ("reka_sync_oldest_queued_age_seconds", reading.oldest_queued_age),
-            ("reka_sync_uploads_in_flight", reading.in_flight),
-            ("reka_sync_roots_unavailable", reading.roots_unavailable),
-            ("reka_sync_journal_size_bytes", reading.journal_bytes),
-            ("reka_sync_inotify_watches", reading.watches),
-            ("reka_sync_inotify_watches_limit", reading.watches_limit),
-            ("reka_sync_paused", 0 if paused is None else 1),
-            ("reka_sync_paused_seconds", paused or 0),
-            ("reka_sync_upload_max_rate_bytes_per_second", reading.max_rate),
-            ("reka_sync_upload_workers_allowed", reading.workers_allowed),
-            ("reka_sync_api_reachable", int(reading.api_reachable)),
-        ):
-            yield GaugeMetricFamily(name, METRICS[name][1], value=value)
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def labels(self, **labels: str) -> _Idle:
+        return self
 
 
 def inotify_watches() -> int:

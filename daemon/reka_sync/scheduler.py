@@ -13,6 +13,8 @@ How this works
   When an upload finishes, ``dispatch`` runs at once: a free worker never waits
   for the next tick. A step that leaves a job due for the control pool (a first poll
   after a 202) says when (``wake``): the poll tick runs then, not at its next interval.
+  A one-shot run (backfill) whose last upload was answered polls its videos at once
+  (``_all_sent``): an API that stores at once lets it end without waiting FIRST_POLL.
 * ``stop()`` stops claiming, cancels in-flight uploads (their jobs go back to
   the queue without spending an attempt) and waits for the steps to record it.
 * Every dispatch asks the ``Governor`` how many uploads may run and how fast (the
@@ -52,6 +54,7 @@ from reka_sync.journal import Job, Journal, SeenFile, Skipped
 from reka_sync.lifecycle import State
 from reka_sync.metrics import Meter
 from reka_sync.mounts import probe
+from reka_sync.outcomes import FIRST_POLL
 from reka_sync.patterns import IgnoreRules
 from reka_sync.pauses import PauseBoard, kind_of
 from reka_sync.pool import WorkerPool
@@ -62,11 +65,11 @@ from reka_sync.service import owner_alive, owner_id
 from reka_sync.settling import Settler
 from reka_sync.stability import Writer
 from reka_sync.vitals import Vitals
-from reka_sync.watcher import Watcher
 from reka_sync.workers import Context, Steps, quiet_limit
 
 if TYPE_CHECKING:
     from reka_sync.monitor import Monitor
+    from reka_sync.watcher import Watcher  # watchdog: only `run` watches
 
 log = structlog.get_logger("reka_sync.scheduler")
 HEARTBEAT = 2.0  # seconds between lease renewals and progress reports, at most
@@ -134,7 +137,7 @@ class Engine:
         self._rand = rand
         self._retired: list[ApiClient] = []
         self._transport = transport
-        self.meter = Meter()
+        self.meter = Meter(kept=not one_shot or config.metrics.address is not None)
         self.vitals = Vitals(journal, self.pauses, self.meter, clock, config.api.outage_grace)
         self.governor = Governor(journal, zone or get_localzone())
         self.monitor: Monitor | None = None
@@ -161,6 +164,8 @@ class Engine:
         self._wake_lock = threading.Lock()
         self._wakes: list[float] = []  # a heap: when jobs come due for the control pool
         self._armed: float | None = None  # when the look for the earliest wake runs
+        self._early = 0.0  # the next look also polls the videos due before this (`_all_sent`)
+        self._one_shot = one_shot
         self._changed = threading.Event()  # a worker step ended (`wait_change`)
         self._adopt_next = 0.0
         self._adopt_failures = 0
@@ -284,8 +289,23 @@ class Engine:
         with self._lock:
             self._cancels.pop(job.id, None)
         self._changed.set()
-        if not self._stopping.is_set():
-            self.dispatch(self.clock())
+        if self._stopping.is_set():
+            return
+        self.dispatch(self.clock())
+        if self._one_shot:
+            self._all_sent()
+
+    def _all_sent(self) -> None:
+        """Once a one-shot run has no upload in flight, poll the videos it sent now, not
+        FIRST_POLL after their acceptance: the run ends as soon as the API has stored them,
+        at the cost of one request (a video not stored yet is asked about again as usual)."""
+        with self._lock:
+            if self._cancels:
+                return
+        now = self.clock()
+        with self._wake_lock:
+            self._early = max(self._early, now + FIRST_POLL)
+        self.wake(now)
 
     def poll(self, now: float, ahead: float = 0.0) -> int:
         """Given the time, hand due polls, group moves and indexing looks to the control pool;
@@ -296,14 +316,16 @@ class Engine:
     def _poll(self, now: float, ahead: float) -> int:
         if self._stopping.is_set() or self.control.free == 0:
             return 0  # the step running arms the next wake as it ends
-        self._woken(now + ahead)
+        with self._wake_lock:
+            until, self._early = max(now + ahead, self._early), 0.0
+        self._woken(until)
         if self.pauses.blocking("requests", now):
             return 0  # the interval tick looks again once the pause ends
         self._adopt_pending(now)
         if self.control.free == 0:
             return 0
         most = POLL_BATCH * 4
-        polls = self.journal.jobs([State.UPLOADED], due_before=now + ahead, limit=most)
+        polls = self.journal.jobs([State.UPLOADED], due_before=until, limit=most)
         filing = self.journal.jobs([State.FILING], due_before=now, limit=most)
         indexing = self.journal.jobs([State.INDEXING], due_before=now, limit=most)
         archiving = self.journal.jobs([State.ARCHIVING], due_before=now, limit=POLL_BATCH)
@@ -627,10 +649,10 @@ class Engine:
     def _try_serving(self, now: float) -> None:
         """Given the time, bind the metrics listener; if the port is taken (a backfill run
         with the same --metrics-listen, say), try again every LISTEN_RETRY seconds."""
-        from reka_sync import telemetry  # the status page and the gauges: only when served
-
         if self._listening is None or self.monitor is not None or now < self._listen_next:
             return
+        from reka_sync import telemetry  # the status page and the gauges: only when served
+
         self.monitor = telemetry.serve(self, self._listening, quiet=self._listen_failures > 0)
         if self.monitor is None:
             self._listen_failures += 1

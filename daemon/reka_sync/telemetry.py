@@ -12,10 +12,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from reka_sync.errors import RekaSyncError
-from reka_sync.metrics import Reading, inotify_limit, inotify_watches
+from reka_sync.metrics import METRICS, Reading, inotify_limit, inotify_watches
 from reka_sync.monitor import Monitor
 from reka_sync.monitor import serve as serve_on
 from reka_sync.status import controls_report, status_report
@@ -31,8 +35,49 @@ def serve(engine: Engine, address: tuple[str, int], quiet: bool = False) -> Moni
     """Given the engine and the address, serve its metrics and status page; None if the
     address cannot be bound (logged, at debug level when `quiet`)."""
     gauges = Gauges(engine)
-    engine.meter.watch_once(gauges.read)
+    engine.meter.watch_once(Scrape(gauges.read))
     return serve_on(address, engine.meter.exposition, lambda: page(engine), quiet)
+
+
+class Scrape(Collector):
+    """The gauges as metric families, read at each scrape."""
+
+    def __init__(self, read: Callable[[], Reading]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return []  # the families are known at scrape time only; none clash with the counters
+
+    def collect(self) -> Iterator[Metric]:
+        reading = self._read()
+        files = GaugeMetricFamily(
+            "reka_sync_files", METRICS["reka_sync_files"][1], labels=["state"]
+        )
+        for state, n in sorted(reading.files.items()):
+            files.add_metric([state], n)
+        yield files
+        features = GaugeMetricFamily(
+            "reka_sync_features", METRICS["reka_sync_features"][1], labels=["feature", "status"]
+        )
+        for name, statuses in sorted(reading.features.items()):
+            for status, n in sorted(statuses.items()):
+                features.add_metric([name, status], n)
+        yield features
+        paused = reading.paused_seconds
+        for name, value in (
+            ("reka_sync_oldest_queued_age_seconds", reading.oldest_queued_age),
+            ("reka_sync_uploads_in_flight", reading.in_flight),
+            ("reka_sync_roots_unavailable", reading.roots_unavailable),
+            ("reka_sync_journal_size_bytes", reading.journal_bytes),
+            ("reka_sync_inotify_watches", reading.watches),
+            ("reka_sync_inotify_watches_limit", reading.watches_limit),
+            ("reka_sync_paused", 0 if paused is None else 1),
+            ("reka_sync_paused_seconds", paused or 0),
+            ("reka_sync_upload_max_rate_bytes_per_second", reading.max_rate),
+            ("reka_sync_upload_workers_allowed", reading.workers_allowed),
+            ("reka_sync_api_reachable", int(reading.api_reachable)),
+        ):
+            yield GaugeMetricFamily(name, METRICS[name][1], value=value)
 
 
 class Gauges:
