@@ -159,6 +159,12 @@ class JournalConnection:
         if self._migrated():
             return
         self.checked()  # a damaged journal is never migrated
+        from reka_sync.journal import snapshot
+
+        if self._empty():
+            with mapped(self.path):
+                if snapshot.create(self._conn):
+                    return
         import sqlite_utils  # only writers migrate; `status` never pays for the import
 
         from reka_sync.journal.schema import migrations
@@ -171,6 +177,9 @@ class JournalConnection:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def _empty(self) -> bool:
+        return not self._conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
 
     def _migrated(self) -> bool:
         """Return True if the journal has every migration (read-only; False if unsure)."""
