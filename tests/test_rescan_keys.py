@@ -117,3 +117,59 @@ def test_keys_cached_by_another_way_of_computing_them_are_read_again(tmp_path: P
     assert journal.stat_keys_under(str(media)) == keys
     assert _rescan(journal, media) == Recorded(seen=4, recorded=0)
     journal.close()
+
+
+NAMES = (
+    "a.mp4",
+    "b.MP4",
+    "c.Mp4",
+    ".hidden.mp4",
+    ".mp4",
+    "mp4",
+    "d.mp4.part",
+    "e.part",
+    "f.mkv",
+    "g.tmp",
+    "h.mp4~",
+    "Thumbs.db",
+    "desktop.ini",
+    "i.db",
+    "j.crdownload",
+    "k.download",
+    "l.x.mp4",
+    "m.",
+    "n.txt",
+)
+
+
+def test_a_walk_wants_the_files_the_name_test_wants(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    for folder in ("top", "top/sub"):
+        (media / folder).mkdir(parents=True)
+        for name in NAMES:
+            (media / folder / name).write_bytes(b"x")
+    rule_sets = [
+        IgnoreRules((), ("mp4",)),
+        IgnoreRules(("**/.*", "**/*.part"), ("mp4", "MKV", "db", "tmp", "download", "mp4~")),
+        IgnoreRules(("**/a.mp4",), ("mp4",)),  # a glob naming a file: the name test proper
+        IgnoreRules(("top/sub/*.mp4",), ("mp4", "ini")),  # a glob on the path
+    ]
+    for ignore in rule_sets:
+        found = {rel for batch in walk_folders(media, ignore, str(media)) for _, rel, _ in batch}
+        wanted = {
+            f"{folder}/{name}"
+            for folder in ("top", "top/sub")
+            for name in NAMES
+            if not ignore.ignores_file(f"{folder}/{name}")
+        }
+        assert found == wanted
+
+
+def test_names_alone_decide_only_when_no_glob_tests_names_or_paths() -> None:
+    assert IgnoreRules(("**/.*", "**/@eaDir/**"), ("mp4", "MOV")).plain_extensions == {
+        "mp4",
+        "mov",
+    }
+    assert IgnoreRules((), ("mp4", "db", "tmp", "mkv~", "part")).plain_extensions == {"mp4"}
+    assert IgnoreRules(("**/x*.mp4",), ("mp4",)).plain_extensions == frozenset()
+    assert IgnoreRules(("a/*.mp4",), ("mp4",)).plain_extensions == frozenset()

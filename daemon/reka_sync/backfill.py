@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import threading
 import time
@@ -29,7 +28,6 @@ from reka_sync.features import needing_more
 from reka_sync.fingerprint import digest_file, sample_file
 from reka_sync.journal import Job, Journal, Listed, Scope, SeenFile, Skipped
 from reka_sync.journal.connection import JournalDamaged
-from reka_sync.journal.maintenance import refuse_to_start
 from reka_sync.lifecycle import ACTIVE, State
 from reka_sync.mounts import probe
 from reka_sync.names import shown
@@ -37,7 +35,6 @@ from reka_sync.patterns import IgnoreRules
 from reka_sync.progress import Progress, human_size
 from reka_sync.recording import BATCH, record, record_walk
 from reka_sync.scanner import ScanProblem, links_of, walk, walk_folders
-from reka_sync.service import on_stop_signals
 from reka_sync.urls import URL_ROOT, UrlItem
 
 if TYPE_CHECKING:
@@ -50,6 +47,8 @@ LOOK_COST = 20
 LOOK_MOST = 2.0  # seconds: the end of a backfill is seen within this, however big
 DEFERRED_SHOWN = 10  # files named in the text summary whose indexing waits for the cap
 JOURNAL_PATIENCE = 5.0  # seconds the journal may fail to write before a backfill gives up
+# A scope's files by state, and its done files by group (`Journal.scope_census`).
+Census = tuple[Mapping[State, int], Mapping[str, int]]
 
 
 @dataclass
@@ -130,6 +129,8 @@ def run(
     try:
         journal = Journal.open(config.journal.path, check_beside=True)  # checked as it walks
     except JournalDamaged as damage:
+        from reka_sync.journal.maintenance import refuse_to_start  # (not imported otherwise)
+
         return refuse_to_start(damage, "backfill", err)
     started = False  # the checked journal's work began: damage met then is not a refusal
     try:
@@ -154,9 +155,9 @@ def run(
         interrupted, stopped = False, None
         journal.checked()  # nothing is sent or reported from a damaged journal
         started = True
-        tally = journal.scope_tally(found.scope)
-        counted: Mapping[State, tuple[int, int]] | None = tally  # what the summary says
-        if _work_left(journal, found.scope, tally, wait_index):  # else no engine, nor its imports
+        census = journal.scope_census(found.scope)
+        counted: Census | None = census  # what the summary says
+        if _work_left(journal, found.scope, census[0], wait_index):  # else no engine at all
             interrupted, stopped = _drive(
                 config, journal, key, found.scope, err, max_wait, wait_index
             )
@@ -165,6 +166,8 @@ def run(
     except JournalDamaged as damage:
         if started:
             raise
+        from reka_sync.journal.maintenance import refuse_to_start
+
         return refuse_to_start(_verdict(journal, damage), "backfill", err)
     finally:
         journal.close()
@@ -232,24 +235,24 @@ def _warn(problems: list[ScanProblem], err: TextIO) -> None:
 
 
 def _work_left(
-    journal: Journal, scope: Scope, tally: Mapping[State, tuple[int, int]], wait_index: bool
+    journal: Journal, scope: Scope, counts: Mapping[State, int], wait_index: bool
 ) -> bool:
-    """Given the scope's tally, is any file of it unfinished, or a video of an earlier
-    content to retire?"""
+    """Given how many files of the scope are in each state, is any of them unfinished, or
+    a video of an earlier content to retire?"""
     return (
-        bool(tally[State.DISCOVERED][0])
-        or _waited_for(journal, scope, tally, wait_index) > 0
+        bool(counts[State.DISCOVERED])
+        or _waited_for(journal, scope, counts, wait_index) > 0
         or bool(journal.superseded_due(1))
     )
 
 
 def _waited_for(
-    journal: Journal, scope: Scope, tally: Mapping[State, tuple[int, int]], wait_index: bool
+    journal: Journal, scope: Scope, counts: Mapping[State, int], wait_index: bool
 ) -> int:
     """How many files of the scope a backfill waits for, settling ones aside: those on their
     way, and those being indexed (`wait_index`) but for those the daily cap holds back."""
-    busy = sum(tally[s][0] for s in ACTIVE if s not in (State.DISCOVERED, State.INDEXING))
-    indexing = tally[State.INDEXING][0] if wait_index else 0
+    busy = sum(counts[s] for s in ACTIVE if s not in (State.DISCOVERED, State.INDEXING))
+    indexing = counts[State.INDEXING] if wait_index else 0
     if indexing:
         indexing -= len(journal.scope_held(scope))
     return busy + indexing
@@ -268,6 +271,7 @@ def _drive(
     interrupted it, and the exit code and reason if the environment stopped it."""
     from reka_sync.reconcile import adopt_on_start
     from reka_sync.scheduler import Engine  # only a backfill with work to do needs it
+    from reka_sync.service import on_stop_signals
 
     engine = Engine(config, journal, key, one_shot=True)
     # A lost or restored journal: adopt what the API has before anything is sent.
@@ -303,7 +307,8 @@ def _drive(
                 journal.pauses(time.time()),
                 engine.governor.limits.held if engine.governor.limits else None,
             )
-            if _finished(journal, scope, tally, engine.settler.left, wait_index):
+            counts = {state: count for state, (count, _) in tally.items()}
+            if _finished(journal, scope, counts, engine.settler.left, wait_index):
                 engine.confirm.retire(journal.superseded_due())  # videos of old contents
                 break
     except JournalError as exc:
@@ -317,14 +322,14 @@ def _drive(
 def _finished(
     journal: Journal,
     scope: Scope,
-    tally: Mapping[State, tuple[int, int]],
+    counts: Mapping[State, int],
     left: Mapping[int, str],
     wait_index: bool,
 ) -> bool:
     """Is every file of the scope finished, but those left for the service?"""
-    if _waited_for(journal, scope, tally, wait_index):
+    if _waited_for(journal, scope, counts, wait_index):
         return False
-    waiting = tally[State.DISCOVERED][0]
+    waiting = counts[State.DISCOVERED]
     if waiting == 0:
         return True
     return waiting <= len(left) and journal.scope_ids(scope, State.DISCOVERED) <= left.keys()
@@ -350,6 +355,8 @@ def _environment_stops(engine: Engine, max_wait: float, now: float) -> tuple[int
 
 
 def _journal_stops(path: Path, error: str) -> tuple[int, str]:
+    import shutil
+
     try:
         free = shutil.disk_usage(path.parent).free
         room = f"{human_size(free)} free on its disk"
@@ -366,27 +373,23 @@ def _iso(epoch: float) -> str:
 
 
 def summarise(
-    journal: Journal,
-    scope: Scope,
-    interrupted: bool = False,
-    tally: Mapping[State, tuple[int, int]] | None = None,
+    journal: Journal, scope: Scope, interrupted: bool = False, census: Census | None = None
 ) -> dict[str, Any]:
-    """Given the journal and a backfill's scope (and its tally, if just counted), return
+    """Given the journal and a backfill's scope (and its census, if just counted), return
     counts by outcome and by group, and the files that failed, were left or skipped (a
     few aggregate queries)."""
-    if tally is None:
-        tally = journal.scope_tally(scope)
+    counts, groups = census or journal.scope_census(scope)
     return {
-        "files": sum(count for count, _ in tally.values()),
-        "outcomes": {state.value: count for state, (count, _) in sorted(tally.items()) if count},
-        "groups": journal.scope_groups(scope),
+        "files": sum(counts.values()),
+        "outcomes": {state.value: count for state, count in sorted(counts.items()) if count},
+        "groups": groups,
         "duplicates": len(journal.scope_listed(scope, State.SKIPPED, with_video=True)),
-        "failed": tally[State.FAILED][0],
+        "failed": counts[State.FAILED],
         "failures": _listed(journal.scope_listed(scope, State.FAILED), "error"),
         # still being written, or empty: the service takes them
         "left": [] if interrupted else _listed(journal.scope_listed(scope, State.DISCOVERED)),
         "skipped": _listed(journal.scope_listed(scope, State.SKIPPED)),
-        "index_deferred": _listed(journal.scope_held(scope)) if tally[State.INDEXING][0] else [],
+        "index_deferred": _listed(journal.scope_held(scope)) if counts[State.INDEXING] else [],
         "interrupted": interrupted,
     }
 

@@ -123,6 +123,23 @@ class IgnoreRules:
             [compile_glob(g.pattern[3:]) for g in by_name if not _builtin_covers(g.pattern[3:])]
         )
         self._by_path = _alternation(by_path)
+        self.plain_extensions = self._plain_extensions()
+
+    def _plain_extensions(self) -> frozenset[str]:
+        """Return the extensions (lowercase) whose files a walk wants on their name alone,
+        if it is not hidden: no built-in ignored name or suffix ends so. Empty if some glob
+        tests a file's name or path: then every file gets the name test (`ignores_walked`)."""
+        if self._named is not None or self._by_path is not None:
+            return frozenset()
+        return frozenset(
+            ext
+            for ext in self._extensions
+            if not any(name.endswith("." + ext) for name in BUILTIN_IGNORED_NAMES)
+            and not any(
+                ("." + ext).endswith(suffix) or suffix.endswith("." + ext)
+                for suffix in BUILTIN_IGNORED_SUFFIXES
+            )
+        )
 
     def ignores_dir(self, rel_dir: str) -> bool:
         """Given a root-relative folder, return True if nothing inside it is wanted."""

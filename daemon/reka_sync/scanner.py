@@ -163,49 +163,82 @@ def walk_folders(
     Links to folders are never walked; a link to a file gives its target's stat only
     when `links` allows it.
     """
-    skip = len(os.path.join(str(root), ""))  # a path is root + "/" + the relative path
-    keys = known.keys if known is not None else None
-    seen = known.seen if known is not None else None
-    ignores_walked = ignore.ignores_walked
-    posix = os.sep == "/"
+    walk = _Walk(root, ignore, problems, links, skipped, tally, known)
     stack = [folder]
     while stack:
+        yield walk.folder(stack.pop(), stack)
+
+
+class _Walk:
+    """What `walk_folders` walks with, and what it reports to."""
+
+    def __init__(
+        self,
+        root: Path,
+        ignore: IgnoreRules,
+        problems: list[ScanProblem] | None,
+        links: Links,
+        skipped: list[Skipped] | None,
+        tally: Tally | None,
+        known: Known | None,
+    ) -> None:
+        self.root, self.ignore, self.links = root, ignore, links
+        self.problems, self.skipped, self.tally, self.known = problems, skipped, tally, known
+        self.skip = len(os.path.join(str(root), ""))  # a path: root + "/" + relative path
+        self.plain = ignore.plain_extensions
+
+    def rel(self, path: str) -> str:
+        """Given a path the walk made, return it relative to the root, `/` separated."""
+        return path[self.skip :] if os.sep == "/" else _relative(self.root, path)
+
+    def folder(self, folder: str, stack: list[str]) -> list[Found]:
+        """Given a folder, return its wanted files (those `known` has not, if given), and
+        put its folders to walk on `stack`."""
         found: list[Found] = []
+        known, plain, ignores_walked = self.known, self.plain, self.ignore.ignores_walked
+        keys = known.keys if known is not None else None
+        see = known.seen.add if known is not None and known.seen is not None else None
         walked = 0
-        with _listing(stack.pop(), problems) as (prefix, entries):  # stat by name in it
+        with _listing(folder, self.problems) as (prefix, entries):  # stat by name in it
             for entry in entries:  # (this runs for every file: its steps are inlined)
                 base = entry.name
                 path = prefix + base
-                rel = path[skip:] if posix else _relative(root, path)
                 if entry.is_dir(follow_symlinks=False):
-                    if not ignore.ignores_dir(rel):
+                    if not self.ignore.ignores_dir(self.rel(path)):
                         stack.append(path)
                     continue
-                if ignores_walked(base, rel):
-                    _passed_over(tally, ignore, rel)
+                dot = base.rfind(".")
+                ext = base[dot + 1 :]  # not hidden, with a plain extension: wanted; else asked
+                if (
+                    dot <= 0 or base[0] == "." or (ext not in plain and ext.lower() not in plain)
+                ) and ignores_walked(base, self.rel(path)):
+                    _passed_over(self.tally, self.ignore, self.rel(path))
                     continue
                 try:
                     st: os.stat_result | None = entry.stat(follow_symlinks=False)
                 except OSError as exc:  # a stale handle, an I/O error: not a file gone
-                    _unreadable(problems, path, exc)
+                    _unreadable(self.problems, path, exc)
                     st = None
                 if st is not None and st.st_mode & 0o170000 != REGULAR:
-                    st = _link_target_stat(entry, path, links)
+                    st = _link_target_stat(entry, path, self.links)
                 if st is None:
-                    _not_a_file(skipped, root, path, rel, links)
+                    _not_a_file(self.skipped, self.root, path, self.rel(path), self.links)
                     continue
                 walked += 1
                 if keys is not None:
-                    named = xxh3_64_intdigest(path.encode("utf-8", "surrogateescape"))
+                    try:  # (the journal's stat_key, inlined)
+                        named = xxh3_64_intdigest(path.encode())
+                    except UnicodeEncodeError:  # a name that is not UTF-8: as os.fsencode
+                        named = xxh3_64_intdigest(path.encode("utf-8", "surrogateescape"))
                     key = hash((named, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
-                    if seen is not None:
-                        seen.add(key)
+                    if see is not None:
+                        see(key)
                     if key in keys:
-                        continue  # (the journal's stat_key, inlined: this runs for every file)
-                found.append((path, rel, st))
+                        continue
+                found.append((path, self.rel(path), st))
         if known is not None:
             known.walked += walked
-        yield found
+        return found
 
 
 def _passed_over(tally: Tally | None, ignore: IgnoreRules, rel: str) -> None:

@@ -50,8 +50,9 @@ def stat_key(path: str, size: int, mtime_ns: int, inode: int, device: int) -> in
 
 
 # The key of a fixed name and stat, kept first with a root's cached keys: keys cached by a
-# process that computed them otherwise (another Python's hash of a tuple) are not used.
-_SCHEME = stat_key("reka-sync stat keys", 1, 2, 3, 4)
+# process that computed them otherwise (another Python's hash of a tuple), or laid out
+# otherwise (not by path), are not used.
+_SCHEME = stat_key("reka-sync stat keys, by path", 1, 2, 3, 4)
 
 
 class JournalQueries(JournalConnection):
@@ -212,19 +213,21 @@ class JournalQueries(JournalConnection):
         )
         return {r[0] for r in rows}
 
-    def scope_groups(self, scope: Scope) -> dict[str, int]:
-        """Given a scope, return how many of its done files are in each group."""
+    def scope_census(self, scope: Scope) -> tuple[dict[State, int], dict[str, int]]:
+        """Given a backfill's scope, return how many of its files are in each state (every
+        state present) and how many of its done files are in each group, sorted by name:
+        `scope_tally` without the bytes, and the groups, in one pass over `files_groups`."""
         where, params = scope_sql(scope)
-        rows = self._read(  # grouped by the column itself: read from `files_groups` alone
-            f"SELECT group_name, count(*) FROM files WHERE {where} AND state = ?"
-            " GROUP BY group_name",
-            [*params, State.DONE.value],
+        rows = self._read(
+            f"SELECT state, group_name, count(*) FROM files WHERE {where}"
+            " GROUP BY state, group_name",
+            params,
         )
-        counts: dict[str, int] = {}
-        for name, count in rows:
-            shown = "(no group)" if name is None else name
-            counts[shown] = counts.get(shown, 0) + count
-        return dict(sorted(counts.items()))  # by name, as SQLite's BINARY order (UTF-8)
+        found: dict[str, int] = {}
+        for state, _, count in rows:
+            found[state] = found.get(state, 0) + count
+        done = [(name, count) for state, name, count in rows if state == State.DONE.value]
+        return {state: found.get(state.value, 0) for state in State}, _by_group(done)
 
     def scope_listed(self, scope: Scope, state: State, *, with_video: bool = False) -> list[Listed]:
         """Given a scope and a state, return its files in that state, with their last error
@@ -318,22 +321,22 @@ class JournalQueries(JournalConnection):
                     keys = _unpacked(cached[1])
                     if keys is not None:
                         return keys
-                keys = self._keys_from_rows(root)
+                ordered = self._keys_from_rows(root)
             finally:
                 reader.execute("COMMIT")
-        self._stale_keys[root] = (0 if cached is None else cached[0], _packed(keys))
-        return keys
+        self._stale_keys[root] = (0 if cached is None else cached[0], _packed(ordered))
+        return set(ordered)
 
-    def _keys_from_rows(self, root: str) -> set[int]:
+    def _keys_from_rows(self, root: str) -> list[int]:
         where = "SELECT path, size, mtime_ns, inode, device FROM files WHERE root = ?"
         gone = (State.MISSING.value, State.DELETED.value)
-        # From the index `files_seen` alone; the keys of files missing or deleted are taken
-        # out again (a few rows, through `files_scope`).
+        # From the index `files_seen` alone, by path; the keys of files missing or deleted
+        # are taken out again (a few rows, through `files_scope`).
         rows = self._reader.execute(where, (root,))
-        keys = {stat_key(from_db(path), *stats) for path, *stats in rows}
-        absent = self._reader.execute(f"{where} AND state IN (?, ?)", (root, *gone))
-        keys.difference_update(stat_key(from_db(path), *stats) for path, *stats in absent)
-        return keys
+        keys = [stat_key(from_db(path), *stats) for path, *stats in rows]
+        rows = self._reader.execute(f"{where} AND state IN (?, ?)", (root, *gone))
+        absent = {stat_key(from_db(path), *stats) for path, *stats in rows}
+        return [key for key in keys if key not in absent] if absent else keys
 
     def other_extensions(self) -> int:
         """Return how many files the last rescans passed over for their extension."""
@@ -404,9 +407,21 @@ def scope_sql(scope: Scope) -> tuple[str, list[Any]]:
     return f"({' OR '.join(parts)})" if parts else "0", params
 
 
-def _packed(keys: set[int]) -> bytes:
-    """Given stat keys, return them as the journal keeps them: 64-bit ints, little-endian,
-    after the key of a fixed name and stat (`_SCHEME`)."""
+def _by_group(rows: Iterable[Any]) -> dict[str, int]:
+    """Given (group name, count) rows, return the counts by name ("(no group)" for none),
+    sorted by name."""
+    counts: dict[str, int] = {}
+    for name, count in rows:
+        shown = "(no group)" if name is None else name
+        counts[shown] = counts.get(shown, 0) + count
+    return dict(sorted(counts.items()))  # by name, as SQLite's BINARY order (UTF-8)
+
+
+def _packed(keys: list[int]) -> bytes:
+    """Given stat keys by path, return them as the journal keeps them: 64-bit ints,
+    little-endian, after the key of a fixed name and stat (`_SCHEME`). Kept by path, a
+    folder's keys are read into ints that lie together in memory, which a walk compares
+    folder by folder."""
     packed = array("q", [_SCHEME, *keys])
     if sys.byteorder != "little":
         packed.byteswap()

@@ -215,7 +215,7 @@ def _files_seen(db: sqlite_utils.Database) -> None:
 
 @migrations(name="0015_files_groups")
 def _files_groups(db: sqlite_utils.Database) -> None:
-    # A backfill's summary counts its done files by group (`scope_groups`) from the index
+    # A backfill's summary counts its done files by group (`scope_census`) from the index
     # alone: through `files_scope`, each of a 100,000-file root's rows was read in the table.
     db.execute("CREATE INDEX files_groups ON files(root, state, group_name)")
 
