@@ -329,7 +329,13 @@ class UploadRun:
 
 
 def against_sink(sink: SinkProcess, start: Any) -> UploadRun:
-    """Reset the sink, run `start()` (returns a Proc), return it with the sink's figures."""
+    """Reset the sink, run `start()` (returns a Proc), return it with the sink's figures.
+
+    Dirty pages are written out first (os.sync, outside the measured span): the tree a test
+    has just written, and earlier runs' journals, would otherwise be written back during
+    the span, and on ext4 a journal's fdatasync waits behind that writeback while curl's
+    reads do not. A library that is backed up has long been on disk."""
+    os.sync()
     sink.reset()
     cpu0 = sink.cpu_seconds()
     proc = start()
