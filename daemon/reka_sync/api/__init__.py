@@ -65,6 +65,7 @@ __all__ = [
 USER_AGENT = "reka-sync"
 GATEWAY_STATUSES = (502, 503, 504)  # answered by a proxy, whatever the API did
 MIN_UPLOAD_RATE = 5 * 1024 * 1024  # bytes/s we still wait for the answer to an upload
+URLS_KEPT = 32  # parsed URLs kept for reuse, at most (the first paths asked for)
 
 
 ResponseHook = Callable[[ResponseInfo], None]
@@ -118,18 +119,31 @@ class ApiClient:
             ),
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        timeout = httpx.Timeout(
+            config.read_timeout,
+            connect=config.connect_timeout,
+            write=config.stall_timeout,
+            pool=config.read_timeout,
+        )
+        headers = {"X-Api-Key": key.reveal(), "User-Agent": USER_AGENT}
         self._http = httpx.Client(
             base_url=config.base_url,
-            headers={"X-Api-Key": key.reveal(), "User-Agent": USER_AGENT},
-            timeout=httpx.Timeout(
-                config.read_timeout,
-                connect=config.connect_timeout,
-                write=config.stall_timeout,
-                pool=config.read_timeout,
-            ),
+            headers=headers,
+            timeout=timeout,
             transport=transport,
             follow_redirects=False,
         )
+        # Requests that are read whole go straight to the transport (`_send`): the
+        # client's cookies, auth flow, redirect loop and URL merging cost more CPU than
+        # an upload of a small file, and the API uses none of them.
+        self._transport = transport
+        self._base_url = config.base_url.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: a parse costs more than a send
+        self._header_items = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in self._http.headers.raw
+        }
+        self._headers = httpx.Headers(self._header_items)
+        self._timeout = timeout.as_dict()
 
     def __repr__(self) -> str:
         return f"ApiClient({self._config.base_url!r})"
@@ -382,12 +396,31 @@ class ApiClient:
             raise error from None
 
     def _send(
-        self, method: str, path: str, *, body: UploadBody | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        body: UploadBody | None = None,
+        timeout: httpx.Timeout | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         if self._before_request is not None:
             self._before_request(method, path)
+        request = httpx.Request(
+            method,
+            self._url(path),
+            headers={**self._header_items, **headers} if headers else self._headers,
+            extensions={"timeout": timeout.as_dict() if timeout else self._timeout},
+            **kwargs,
+        )
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._transport.handle_request(request)
+            response.request = request
+            try:
+                response.read()
+            finally:
+                response.close()
         except Cancelled:
             raise
         except httpx.TransportError as exc:
@@ -407,6 +440,14 @@ class ApiClient:
         if response.status_code >= 400:
             raise status_error(response, info)
         return response
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(self._base_url + path)
+            if len(self._urls) < URLS_KEPT:  # the fixed paths; ids in paths vary
+                self._urls[path] = url
+        return url
 
     def _transport_error(
         self, exc: httpx.TransportError, method: str, path: str, body: UploadBody | None

@@ -42,7 +42,12 @@ class ResponseInfo:
     remaining: int | None
     reset_after: float | None
     retry_after: float | None
-    server_date: float | None = None  # the Date header, as epoch seconds
+    date: str | None = None  # the Date header, as sent
+
+    @property
+    def server_date(self) -> float | None:
+        """Return the Date header as epoch seconds (None if absent or not a date)."""
+        return _http_date(self.date)
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,7 @@ def response_info(method: str, path: str, response: httpx.Response) -> ResponseI
         _int(headers.get("x-ratelimit-requests-remaining")),
         _seconds(headers.get("x-ratelimit-requests-reset")),
         _seconds(headers.get("retry-after")),
-        _http_date(headers.get("date")),
+        headers.get("date"),  # parsed when asked: `doctor` alone reads it
     )
 
 
