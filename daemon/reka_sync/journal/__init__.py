@@ -624,22 +624,18 @@ def _due_uploads(
 ) -> list[tuple[int, str]]:
     """Return up to `limit` (id, state) of uploads due at `now`, live files first.
 
-    One query per state, each read in the order of the (state, priority,
-    next_attempt_at) index and cut at `limit`, merged here: one query for all of them
-    would sort every queued row at each claim, once per file.
+    One statement of one subquery per state, each read in the order of the (state,
+    priority, next_attempt_at) index and cut at `limit`, merged by SQLite: one query over
+    all the states at once would sort every queued row at each claim, once per file.
     """
     mine = f" AND id NOT IN ({', '.join('?' for _ in running)})" if running else ""
-    found: list[tuple[int, float, int, str]] = []
-    for state in UPLOAD_CLAIMABLE:
-        found += conn.execute(
-            "SELECT priority, next_attempt_at, id, state FROM files"
-            f" WHERE state = ? AND next_attempt_at <= ?{mine}"
-            " ORDER BY priority, next_attempt_at LIMIT ?",
-            (state, now, *running, limit),
-        ).fetchall()
-    found += conn.execute(  # left `uploading` by a process that died: its lease ran out
-        "SELECT priority, next_attempt_at, id, state FROM files"
-        f" WHERE state = ? AND lease_expires < ?{mine} ORDER BY priority, next_attempt_at LIMIT ?",
-        (State.UPLOADING.value, now, *running, limit),
-    ).fetchall()
-    return [(job_id, state) for _, _, job_id, state in sorted(found)[:limit]]
+    pick = "SELECT * FROM (SELECT priority, next_attempt_at, id, state FROM files WHERE state = ?"
+    order = f"{mine} ORDER BY priority, next_attempt_at LIMIT ?)"
+    due = [f"{pick} AND next_attempt_at <= ?{order}" for _ in UPLOAD_CLAIMABLE]
+    # Left `uploading` by a process that died: its lease ran out.
+    dead = f"{pick} AND lease_expires < ?{order}"
+    sql = " UNION ALL ".join([*due, dead]) + " ORDER BY 1, 2, 3 LIMIT ?"
+    params: list[Any] = []
+    for state in (*UPLOAD_CLAIMABLE, State.UPLOADING.value):
+        params += [state, now, *running, limit]
+    return [(job_id, state) for _, _, job_id, state in conn.execute(sql, [*params, limit])]

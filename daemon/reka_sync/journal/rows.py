@@ -13,6 +13,10 @@ from reka_sync.lifecycle import Event, State
 from reka_sync.names import from_db, storable, to_db
 from reka_sync.stability import FileStat
 
+_DETAIL = json.JSONEncoder(
+    sort_keys=True
+).encode  # one encoder: json.dumps(sort_keys) makes one per call
+
 
 def in_chunks(values: Iterable[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
     """Given values for an `IN (...)` clause, yield them in chunks with their `?, ?` marks,
@@ -73,7 +77,7 @@ def log_event(
             str(event),
             old.value if old else None,
             new.value,
-            json.dumps(detail, sort_keys=True) if detail else None,
+            _DETAIL(detail) if detail else None,
         ),
     )
 
