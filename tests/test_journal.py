@@ -282,7 +282,7 @@ def test_writes_queued_meanwhile_share_one_commit_and_a_refused_one_stays_its_ow
     gate, busy = threading.Event(), threading.Event()
     holder = threading.Thread(target=journal._run, args=(lambda conn: busy.set() or gate.wait(),))
     holder.start()
-    busy.wait(10)  # the writer is inside a commit: what comes now waits for the next one
+    busy.wait(10)  # a leader is inside a commit: what comes now waits for the next one
     outcome: dict[str, Any] = {}
 
     def apply(name: str, move: Move) -> None:
@@ -298,7 +298,7 @@ def test_writes_queued_meanwhile_share_one_commit_and_a_refused_one_stays_its_ow
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 10
-    while journal._writer._queue.qsize() < 2 and time.monotonic() < deadline:  # type: ignore[union-attr]
+    while len(journal._writer._queue) < 2 and time.monotonic() < deadline:  # type: ignore[union-attr]
         time.sleep(0.01)  # polling the queue with a deadline
     gate.set()
     for thread in [holder, *threads]:

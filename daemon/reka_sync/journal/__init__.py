@@ -5,10 +5,11 @@ How this works
 * One row per file in ``files`` (keyed by absolute path) and an append-only
   ``events`` table: every state change writes both in one transaction, so
   ``reka-sync show`` tells exactly what happened and in what order.
-* Writes are group-committed (``connection.GroupWriter``): one thread runs the
-  writes of all workers queued meanwhile in one ``BEGIN IMMEDIATE`` transaction,
-  each under a savepoint, and every caller waits for the commit that holds its
-  write before it acts on it. Two processes (the service and a backfill) queue on
+* Writes are group-committed (``connection.GroupWriter``): a writer queues its
+  write and takes the writer's lock; the thread holding it runs every write
+  queued meanwhile in one ``BEGIN IMMEDIATE`` transaction, each under a
+  savepoint, and every caller waits for the commit that holds its write before
+  it acts on it. A write alone is run by its own thread (no hand-over). Two processes (the service and a backfill) queue on
   SQLite's write lock instead of deadlocking; WAL lets readers (``status``) run
   beside them.
 * Durability: every commit survives a crash of the process (WAL). Only the
@@ -30,8 +31,8 @@ How this works
 * Every write of a job row is a ``Move`` from ``outcomes`` (a lifecycle event or a
   note, and typed column changes), applied with its history entry in one
   transaction: what an outcome does to a job is decided there, never here.
-* Each Journal holds two connections: one for writes, used only by the
-  GroupWriter's thread once the file is open, and a read-only one behind a
+* Each Journal holds two connections: one for writes, used only under the
+  GroupWriter's lock once the file is open, and a read-only one behind a
   lock, shared by threads, so reads never wait for a commit's fsync
   (``connection.py``). Reads live in ``queries.py``; this module holds every
   write.

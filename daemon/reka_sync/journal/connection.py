@@ -1,21 +1,21 @@
 """The journal's SQLite connections: opening, checking and migrating the file, and the
 two ways in (a write, a read), with SQLite's errors turned into JournalError.
 
-Writes are group-committed: every thread hands its write to one writer thread
-(``GroupWriter``), which runs whatever has queued up meanwhile in one transaction,
-each write under its own savepoint, and commits once. A caller returns only after
-the commit that holds its write, so "committed before the effect it unlocks"
-still holds per caller, at one commit (and at most one fsync) per batch.
+Writes are group-committed (``GroupWriter``): a thread that writes queues its write
+and takes the writer's lock; whoever holds it runs every write queued meanwhile in
+one transaction, each under its own savepoint, and commits once. A caller returns
+only after the commit that holds its write, so "committed before the effect it
+unlocks" still holds per caller, at one commit (and at most one fsync) per batch.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
@@ -30,7 +30,7 @@ BATCH_MOST = 256  # writes per group commit, at most
 CACHE_KIB = 1024
 # The newest migration of journal/schema.py (a test keeps them equal): a journal that has
 # it is opened without importing sqlite_utils, which costs more than the rest of the open.
-NEWEST_MIGRATION = "0016_walk_keys"
+NEWEST_MIGRATION = "0017_fewer_state_indexes"
 T = TypeVar("T")
 
 
@@ -244,13 +244,20 @@ class JournalConnection:
 class _Write(Generic[T]):
     work: Callable[[sqlite3.Connection], T]
     durable: bool
-    done: threading.Lock = field(default_factory=threading.Lock)  # held until committed
+    done: bool = False  # committed (or failed): set by the leader that ran it
     result: T | None = None
     error: BaseException | None = None
 
 
 class GroupWriter:
-    """The one thread that writes: each batch of queued writes is one transaction."""
+    """Group commit without a thread of its own: each write is queued, and the caller that
+    holds the writer's lock (the leader) runs every write queued so far in one transaction.
+
+    A caller queues its write, then takes the lock: if a leader before it ran the write
+    meanwhile, it returns that result at once; otherwise it leads, and commits its own
+    write with whatever else is queued. A write alone (the common case) is run by its
+    own thread, with no hand-over to another thread and back.
+    """
 
     def __init__(
         self, conn: sqlite3.Connection, path: Path, gate: Callable[[], None] | None = None
@@ -258,52 +265,48 @@ class GroupWriter:
         self._conn = conn
         self._path = path
         self._gate = gate  # raises while nothing may be written (the journal is damaged)
-        self._queue: queue.SimpleQueue[_Write[Any] | None] = queue.SimpleQueue()
+        self._queue: deque[_Write[Any]] = deque()
         self._synchronous = ""
         self._closed = False
-        self._closing = threading.Lock()  # nothing is queued after the stop
-        self._thread = threading.Thread(target=self._loop, name="reka-journal", daemon=True)
-        self._thread.start()
+        self._lead = threading.Lock()  # held by the leader while it runs a batch
+        self._leader: int | None = None  # its thread, which may write within a write
 
     def run(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         """Given a write, queue it, wait for its commit and return its result."""
-        if threading.current_thread() is self._thread:  # a write within a write: same batch
+        if self._leader == threading.get_ident():  # a write within a write: same batch
             return work(self._conn)
         request = _Write(work, durable)
-        request.done.acquire()
-        with self._closing:
-            if self._closed:
-                raise JournalError(f"journal {self._path} is closed")
-            self._queue.put(request)
-        request.done.acquire()  # the writer releases it once the commit is done
+        self._queue.append(request)
+        with self._lead:
+            self._leader = threading.get_ident()
+            try:
+                while not request.done:
+                    if self._closed:
+                        raise JournalError(f"journal {self._path} is closed")
+                    self._commit(self._next_batch())
+            finally:
+                self._leader = None
         if request.error is not None:
             with mapped(self._path):
                 raise request.error
         return request.result  # type: ignore[return-value]
 
     def stop(self) -> None:
-        """Commit what is queued, then end the thread."""
-        with self._closing:
-            self._closed = True
-            self._queue.put(None)
-        self._thread.join()
+        """Commit what is queued, then refuse every write from now on."""
+        with self._lead:
+            self._leader = threading.get_ident()
+            try:
+                while self._queue:
+                    self._commit(self._next_batch())
+            finally:
+                self._leader = None
+                self._closed = True
 
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < BATCH_MOST:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(more)
-            self._commit(batch)
+    def _next_batch(self) -> list[_Write[Any]]:
+        batch: list[_Write[Any]] = []
+        while self._queue and len(batch) < BATCH_MOST:
+            batch.append(self._queue.popleft())
+        return batch
 
     def _commit(self, batch: list[_Write[Any]]) -> None:
         conn = self._conn
@@ -325,7 +328,7 @@ class GroupWriter:
             self._roll_back()
         finally:
             for write in batch:
-                write.done.release()
+                write.done = True
 
     def _one_of_many(self, write: _Write[Any]) -> None:
         conn = self._conn
