@@ -66,7 +66,7 @@ class Settler:
 
         promoted = looked = 0
         away = self.journal.unavailable_roots()  # their files wait; never ahead of others
-        after = (-1, -1)  # (priority, id) of the last file looked at: live files first
+        after = (-1, -1.0, -1)  # (priority, next_attempt_at, id) of the last file looked at
         while looked < SETTLE_BATCH:
             page = self.journal.discovered(after, COMMIT_EVERY, skip_roots=away)
             for job in page:
@@ -76,7 +76,7 @@ class Settler:
             if len(page) < COMMIT_EVERY:
                 break
             looked += len(page)
-            after = (page[-1].priority, page[-1].id)
+            after = (page[-1].priority, page[-1].next_attempt_at, page[-1].id)
         return promoted
 
     def _guarded(

@@ -115,16 +115,17 @@ class JournalQueries(JournalConnection):
         return [to_job(r) for r in self._read(sql, [*params, limit])]
 
     def discovered(
-        self, after: tuple[int, int], limit: int, skip_roots: Iterable[str] = ()
+        self, after: tuple[int, float, int], limit: int, skip_roots: Iterable[str] = ()
     ) -> list[Job]:
-        """Given a (priority, id) to start after, return the next discovered jobs in that
-        order (live files first), leaving out those under `skip_roots`: a page of the
-        settle tick."""
+        """Given a (priority, next_attempt_at, id) to start after, return the next discovered
+        jobs in that order (live files first; the order of `files_state_due`), leaving out
+        those under `skip_roots`: a page of the settle tick."""
         away = list(skip_roots)
         outside = f" AND root NOT IN ({', '.join('?' for _ in away)})" if away else ""
         rows = self._read(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state = ?"
-            f" AND (priority, id) > (?, ?){outside} ORDER BY priority, id LIMIT ?",
+            f" AND (priority, next_attempt_at, id) > (?, ?, ?){outside}"
+            " ORDER BY priority, next_attempt_at, id LIMIT ?",
             [State.DISCOVERED.value, *after, *away, limit],
         )
         return [to_job(r) for r in rows]
@@ -216,7 +217,7 @@ class JournalQueries(JournalConnection):
     def scope_census(self, scope: Scope) -> tuple[dict[State, int], dict[str, int]]:
         """Given a backfill's scope, return how many of its files are in each state (every
         state present) and how many of its done files are in each group, sorted by name:
-        `scope_tally` without the bytes, and the groups, in one pass over `files_groups`."""
+        `scope_tally` without the bytes, and the groups, in one pass over `files_census`."""
         where, params = scope_sql(scope)
         rows = self._read(
             f"SELECT state, group_name, count(*) FROM files WHERE {where}"
@@ -331,7 +332,7 @@ class JournalQueries(JournalConnection):
         where = "SELECT path, size, mtime_ns, inode, device FROM files WHERE root = ?"
         gone = (State.MISSING.value, State.DELETED.value)
         # From the index `files_seen` alone, by path; the keys of files missing or deleted
-        # are taken out again (a few rows, through `files_scope`).
+        # are taken out again (a few rows, through `files_census`).
         rows = self._reader.execute(where, (root,))
         keys = [stat_key(from_db(path), *stats) for path, *stats in rows]
         rows = self._reader.execute(f"{where} AND state IN (?, ?)", (root, *gone))

@@ -260,3 +260,15 @@ def _walk_keys(db: sqlite_utils.Database) -> None:
         + _KEYS_STALE.format(root="new.root")
         + " END"
     )
+
+
+@migrations(name="0017_fewer_state_indexes")
+def _fewer_state_indexes(db: sqlite_utils.Database) -> None:
+    # Every index that starts with or holds `state` is rewritten at each of a file's five
+    # moves, and each costs its pages in every commit: a backfill of small files spent
+    # more on them than on its uploads. The settle tick pages through `files_state_due`
+    # now, and one index serves a backfill's counts by state, bytes and groups.
+    db.execute("DROP INDEX files_settle")
+    db.execute("DROP INDEX files_scope")
+    db.execute("DROP INDEX files_groups")
+    db.execute("CREATE INDEX files_census ON files(root, state, group_name, size)")

@@ -86,6 +86,7 @@ MIGRATIONS: tuple[str, ...] = (
     "0014_files_seen",
     "0015_files_groups",
     "0016_walk_keys",
+    "0017_fewer_state_indexes",
 )
 STATEMENTS: tuple[str, ...] = (
     """CREATE TABLE "_sqlite_migrations" (
@@ -153,8 +154,6 @@ STATEMENTS: tuple[str, ...] = (
     """CREATE TABLE superseded (id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id), video_id TEXT, upload_key TEXT, since REAL NOT NULL, outcome TEXT, done_at REAL)""",
     """CREATE INDEX superseded_open ON superseded(done_at, file_id)""",
     """CREATE TABLE checks (name TEXT PRIMARY KEY, at REAL NOT NULL, verdict TEXT)""",
-    """CREATE INDEX files_settle ON files(state, priority)""",
-    """CREATE INDEX files_scope ON files(root, state, size)""",
     """CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID""",
     """CREATE TRIGGER files_counted_in AFTER INSERT ON files BEGIN
             INSERT INTO state_counts (state, n) VALUES (NEW.state, 1)
@@ -197,9 +196,9 @@ STATEMENTS: tuple[str, ...] = (
     """CREATE INDEX deletions_at ON deletions(at)""",
     """CREATE TABLE operator_pause (id INTEGER PRIMARY KEY CHECK (id = 1), by TEXT NOT NULL, since REAL NOT NULL, until REAL, abort INTEGER NOT NULL DEFAULT 0)""",
     """CREATE INDEX files_seen ON files(root, path, size, mtime_ns, inode, device)""",
-    """CREATE INDEX files_groups ON files(root, state, group_name)""",
     """CREATE TABLE walk_keys (root TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0, keys BLOB)""",
     """CREATE TRIGGER walk_keys_insert AFTER INSERT ON files BEGIN INSERT INTO walk_keys (root, generation) VALUES (new.root, 1) ON CONFLICT (root) DO UPDATE SET generation = generation + 1, keys = NULL; END""",
     """CREATE TRIGGER walk_keys_delete AFTER DELETE ON files BEGIN INSERT INTO walk_keys (root, generation) VALUES (old.root, 1) ON CONFLICT (root) DO UPDATE SET generation = generation + 1, keys = NULL; END""",
     """CREATE TRIGGER walk_keys_update AFTER UPDATE OF root, path, size, mtime_ns, inode, device, state ON files WHEN old.root IS NOT new.root OR old.path IS NOT new.path OR old.size IS NOT new.size OR old.mtime_ns IS NOT new.mtime_ns OR old.inode IS NOT new.inode OR old.device IS NOT new.device OR (old.state IN ('missing', 'deleted')) IS NOT (new.state IN ('missing', 'deleted')) BEGIN INSERT INTO walk_keys (root, generation) VALUES (old.root, 1) ON CONFLICT (root) DO UPDATE SET generation = generation + 1, keys = NULL; INSERT INTO walk_keys (root, generation) VALUES (new.root, 1) ON CONFLICT (root) DO UPDATE SET generation = generation + 1, keys = NULL; END""",
+    """CREATE INDEX files_census ON files(root, state, group_name, size)""",
 )
