@@ -277,6 +277,7 @@ def test_writes_queued_meanwhile_share_one_commit_and_a_refused_one_stays_its_ow
     journal = Journal.open(tmp_path / "j.db")
     good, bad = fill(journal, 2)
     journal.apply(Move(bad, Event.FAIL, Changes(last_error="x")), 3.0)  # FAIL again: illegal
+    history_before = len(journal.history(good))
     statements: list[str] = []
     journal._conn.set_trace_callback(statements.append)
     gate, busy = threading.Event(), threading.Event()
@@ -305,6 +306,8 @@ def test_writes_queued_meanwhile_share_one_commit_and_a_refused_one_stays_its_ow
         thread.join(10)
     assert isinstance(outcome["bad"], IllegalTransition)
     assert journal.get(good).last_error == "y" and journal.get(bad).state is State.FAILED
+    # The batch ran again without the refused write: the good one is written once.
+    assert len(journal.history(good)) == history_before + 1
     commits = [s for s in statements if s == "COMMIT"]
     assert len(commits) == 2, statements  # the holder's, then the two queued writes' together
     journal.close()

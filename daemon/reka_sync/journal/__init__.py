@@ -7,11 +7,12 @@ How this works
   ``reka-sync show`` tells exactly what happened and in what order.
 * Writes are group-committed (``connection.GroupWriter``): a writer queues its
   write and takes the writer's lock; the thread holding it runs every write
-  queued meanwhile in one ``BEGIN IMMEDIATE`` transaction, each under a
-  savepoint, and every caller waits for the commit that holds its write before
-  it acts on it. A write alone is run by its own thread (no hand-over). Two processes (the service and a backfill) queue on
-  SQLite's write lock instead of deadlocking; WAL lets readers (``status``) run
-  beside them.
+  queued meanwhile in one ``BEGIN IMMEDIATE`` transaction (a write that fails
+  is rolled back alone), and every caller waits for the commit that holds its
+  write before it acts on it. A write alone is run by its own thread (no
+  hand-over). Two processes (the service and a backfill) queue on SQLite's
+  write lock instead of deadlocking; WAL lets readers (``status``) run beside
+  them.
 * Durability: every commit survives a crash of the process (WAL). Only the
   commit of a send (``begin_send``: the upload key, before any byte goes out) is
   also fsynced (``synchronous=FULL``), because it alone guards against a
@@ -80,6 +81,8 @@ from reka_sync.stability import FileStat
 from reka_sync.urls import URL_ROOT, UrlItem, name_of
 
 UPLOAD_CLAIMABLE = (State.QUEUED.value, State.RETRY_WAIT.value)
+# What one bad item of a scan may raise: it is refused, the others are recorded.
+RECORD_ERRORS = (sqlite3.Error, IllegalTransition, ValueError, OverflowError)
 
 __all__ = [
     "CAPPED",
@@ -125,18 +128,45 @@ class Journal(ControlQueries):
         if not todo:
             return summary  # an unchanged tree costs reads only, no write transaction
 
-        def write(conn: sqlite3.Connection) -> None:
-            rows = rows_by_path(conn, [item.path for item in todo])
-            for item in todo:
-                conn.execute("SAVEPOINT item")
-                try:
-                    self._record_one(conn, rows.get(item.path), item, now, priority, summary)
-                except (sqlite3.Error, IllegalTransition, ValueError, OverflowError) as exc:
-                    conn.execute("ROLLBACK TO item")
-                    summary.refused.append((item.path, str(exc) or type(exc).__name__))
-                conn.execute("RELEASE item")
+        unchanged = summary.unchanged
 
-        self._run(write)
+        def write(conn: sqlite3.Connection) -> ScanSummary:
+            rows = rows_by_path(conn, [item.path for item in todo])
+            conn.execute("SAVEPOINT scan")
+            try:
+                counted = self._record_all(conn, rows, todo, now, priority, unchanged, False)
+            except RECORD_ERRORS:  # one item failed: again, each item under its own savepoint
+                conn.execute("ROLLBACK TO scan")
+                counted = self._record_all(conn, rows, todo, now, priority, unchanged, True)
+            conn.execute("RELEASE scan")
+            return counted
+
+        return self._run(write)
+
+    def _record_all(
+        self,
+        conn: sqlite3.Connection,
+        rows: Mapping[str, sqlite3.Row],
+        todo: Sequence[SeenFile],
+        now: float,
+        priority: int,
+        unchanged: int,
+        alone: bool,
+    ) -> ScanSummary:
+        """Record each item of `todo`; return the summary. `alone`: each under a savepoint,
+        an item that fails rolled back and counted as refused (else its error is raised)."""
+        summary = ScanSummary(unchanged=unchanged)
+        for item in todo:
+            if not alone:
+                self._record_one(conn, rows.get(item.path), item, now, priority, summary)
+                continue
+            conn.execute("SAVEPOINT item")
+            try:
+                self._record_one(conn, rows.get(item.path), item, now, priority, summary)
+            except RECORD_ERRORS as exc:
+                conn.execute("ROLLBACK TO item")
+                summary.refused.append((item.path, str(exc) or type(exc).__name__))
+            conn.execute("RELEASE item")
         return summary
 
     def _record_one(
