@@ -32,7 +32,13 @@ from typing import BinaryIO
 
 from xxhash import xxh3_128
 
-from reka_sync.errors import Cancelled, FileChanged, FileUnreadable, FileVanished
+from reka_sync.errors import (
+    Cancelled,
+    FileChanged,
+    FileOutside,
+    FileUnreadable,
+    FileVanished,
+)
 from reka_sync.fingerprint import DIGEST_PREFIX, Sampler, sample_ranges
 from reka_sync.names import text
 from reka_sync.stability import FileStat
@@ -117,10 +123,31 @@ class UploadBody:
         ):
             os.close(fd)
             raise FileChanged(f"{self.path} is not the file that settled (swapped or rewritten)")
+        self._refuse_folder_links(fd)
         self._handle = os.fdopen(fd, "rb", buffering=0)
-        if hasattr(os, "posix_fadvise"):
+        if hasattr(os, "posix_fadvise") and self.size > WHOLE_MOST:  # read in one go otherwise
             os.posix_fadvise(self._handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         return self
+
+    def _refuse_folder_links(self, fd: int) -> None:
+        """Given the opened file, raise FileOutside (closing it) if the path it was opened
+        by leads elsewhere: O_NOFOLLOW guards its last part only, and a folder on the way
+        may have been swapped for a link. The kernel's name for the open file says it in
+        one call, with no window between the check and the read."""
+        meant = os.path.abspath(self.path)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: ask the folders one by one
+            real = os.path.join(os.path.realpath(os.path.dirname(meant)), os.path.basename(meant))
+        if real == meant:
+            return
+        os.close(fd)
+        if real.endswith(" (deleted)"):
+            raise FileVanished(f"{self.path} vanished before its upload")
+        raise FileOutside(
+            f"{self.path}: a folder on its path is a symbolic link (to "
+            f"{os.path.dirname(real)}); not followed, nothing sent"
+        )
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
