@@ -53,6 +53,7 @@ from reka_sync.journal.indexing import CAPPED, refusal, write_run
 from reka_sync.journal.lifespan import DELETES, DELETES_RESUMED
 from reka_sync.journal.queries import STORED_MARKS, STORED_STATES, stat_key
 from reka_sync.journal.records import (
+    JOB_COLUMNS,
     HistoryEntry,
     Job,
     Listed,
@@ -477,22 +478,25 @@ class Journal(ControlQueries):
         """
         if limit <= 0:
             return []
-        with self._read_lock, mapped(self.path):  # nothing due: no write transaction at all
-            if not _due_uploads(self._reader, now() if callable(now) else now, 1, running):
-                return []
+        if not self._found_due:  # nothing due last time: no write transaction unless some is
+            with self._read_lock, mapped(self.path):
+                if not _due_uploads(self._reader, now() if callable(now) else now, 1, running):
+                    return []
         from reka_sync import outcomes  # writers only: `status` and `show` skip it
 
         def write(conn: sqlite3.Connection) -> list[Job]:
             at = now() if callable(now) else now
             claimed = []
             lease = Lease(owner, at + lease_seconds)
-            for job_id, state in _due_uploads(conn, at, limit, running):
-                row = row_by_id(conn, job_id)
-                move = outcomes.claimed(to_job(row), lease, state == State.UPLOADING.value)
+            for row in _due_uploads(conn, at, limit, running):
+                reclaim = row["state"] == State.UPLOADING.value
+                move = outcomes.claimed(to_job(row), lease, reclaim)
                 claimed.append(self._commit_job(conn, row, move, at))
             return claimed
 
-        return self._run(write)
+        claimed = self._run(write)
+        self._found_due = bool(claimed)  # more are likely due: the next claim skips the look
+        return claimed
 
     def renew_leases(
         self,
@@ -652,21 +656,23 @@ class Journal(ControlQueries):
 
 def _due_uploads(
     conn: sqlite3.Connection, now: float, limit: int, running: Sequence[int]
-) -> list[tuple[int, str]]:
-    """Return up to `limit` (id, state) of uploads due at `now`, live files first.
+) -> list[sqlite3.Row]:
+    """Return the rows of up to `limit` uploads due at `now`, live files first.
 
     One statement of one subquery per state, each read in the order of the (state,
     priority, next_attempt_at) index and cut at `limit`, merged by SQLite: one query over
     all the states at once would sort every queued row at each claim, once per file.
     """
     mine = f" AND id NOT IN ({', '.join('?' for _ in running)})" if running else ""
-    pick = "SELECT * FROM (SELECT priority, next_attempt_at, id, state FROM files WHERE state = ?"
+    pick = f"SELECT * FROM (SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE state = ?"
     order = f"{mine} ORDER BY priority, next_attempt_at LIMIT ?)"
     due = [f"{pick} AND next_attempt_at <= ?{order}" for _ in UPLOAD_CLAIMABLE]
     # Left `uploading` by a process that died: its lease ran out.
     dead = f"{pick} AND lease_expires < ?{order}"
-    sql = " UNION ALL ".join([*due, dead]) + " ORDER BY 1, 2, 3 LIMIT ?"
+    sql = " UNION ALL ".join([*due, dead]) + " ORDER BY priority, next_attempt_at, id LIMIT ?"
     params: list[Any] = []
     for state in (*UPLOAD_CLAIMABLE, State.UPLOADING.value):
         params += [state, now, *running, limit]
-    return [(job_id, state) for _, _, job_id, state in conn.execute(sql, [*params, limit])]
+    cursor = conn.execute(sql, [*params, limit])
+    cursor.row_factory = sqlite3.Row
+    return list(cursor.fetchall())

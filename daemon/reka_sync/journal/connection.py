@@ -81,6 +81,7 @@ class JournalConnection:
         # Stat keys read from the rows, by root: (the cache's generation then, the keys
         # packed), for `keep_stat_keys` to cache once the walk that asked is done.
         self._stale_keys: dict[str, tuple[int, bytes]] = {}
+        self._found_due = False  # the last claim of uploads found some (the next may too)
         self.path = path
 
     @classmethod
