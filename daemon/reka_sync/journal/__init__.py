@@ -70,6 +70,7 @@ from reka_sync.journal.rows import (
     job_of,
     log_event,
     row_by_id,
+    rows_by_id,
     rows_by_path,
     sql_values,
     stat_of,
@@ -292,9 +293,12 @@ class Journal(ControlQueries):
 
         def write(conn: sqlite3.Connection) -> list[tuple[Move, str]]:
             refused: list[tuple[Move, str]] = []
+            ids = [move.job_id for move in moves]
+            rows = rows_by_id(conn, ids) if len(set(ids)) == len(ids) else {}
             for move in moves:
                 try:  # both are raised before the move writes anything: no savepoint
-                    self._commit(conn, row_by_id(conn, move.job_id), move, now)
+                    row = rows.get(move.job_id) or row_by_id(conn, move.job_id)
+                    self._commit(conn, row, move, now)
                 except (IllegalTransition, JournalError) as exc:
                     refused.append((move, str(exc)))
             return refused

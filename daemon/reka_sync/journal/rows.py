@@ -39,6 +39,18 @@ def rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlite
     return found
 
 
+def rows_by_id(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, sqlite3.Row]:
+    """Given job ids, return their rows by id (one query per 500; an unknown id is left out)."""
+    found: dict[int, sqlite3.Row] = {}
+    for chunk, marks in in_chunks(ids):
+        cursor = conn.execute(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
+        )
+        cursor.row_factory = sqlite3.Row
+        found.update((r["id"], r) for r in cursor.fetchall())
+    return found
+
+
 def checked_row(
     conn: sqlite3.Connection, job_id: int, expect: State | None, owner: str | None
 ) -> sqlite3.Row:
