@@ -1,7 +1,7 @@
 """A new journal's schema in one transaction: what the migrations leave in an empty file.
 
 A journal made by `schema.migrations` pays for importing sqlite-utils (about 0.1 s of a
-backfill's start) and runs fifteen migrations one by one. A new, empty file instead gets
+backfill's start) and runs every migration one by one. A new, empty file instead gets
 the statements below, taken from `sqlite_master` of a journal the migrations made, and
 the migrations recorded as applied: the same file, made in a few milliseconds. An
 existing journal is still migrated by sqlite-utils; this is only ever a shortcut for an
