@@ -161,7 +161,9 @@ class Steps:
         ctx = self.ctx
         if is_url_root(job.root):  # the API fetches it: no file to check, no twin
             found = self._reconcile(job) if outcomes.must_reconcile(job) else None
-            return found or self._commit_send(job, url_sample(job.path), [], job.group_name)
+            if found is not None:
+                return found
+            return self._commit_send(job, url_sample(job.path), [], job.group_name) or _twin_ahead()
         current = stat_file(job.path, self.links)
         if current is None and not is_there(job.root, ctx.journal.root_mounts()):
             return _deferred(
@@ -176,15 +178,22 @@ class Steps:
             if found is not None:
                 return found
         sample = sample_file(job.path, job.size)
+        # Most files have no twin: the send is committed at once, and the twin check in
+        # its commit sends this one to compare digests only when a twin exists.
+        sent = self._commit_send(job, sample, [], None)
+        if sent is not None:
+            return sent
         checked = self._dedupe(job, sample)
         if isinstance(checked, Duplicate):
             return checked
-        return self._commit_send(job, sample, checked, None)
+        return self._commit_send(job, sample, checked, None) or _twin_ahead()
 
     def _commit_send(
         self, job: Job, sample: str, checked: list[int], group: str | None
-    ) -> Happened | Send:
-        """Commit the send of a checked job (its group: `group`, else its rule's)."""
+    ) -> Happened | Send | None:
+        """Commit the send of a checked job (its group: `group`, else its rule's). Return
+        None, committing nothing, if a twin (same size and sample, not among `checked`) is
+        being sent or reached the API."""
         ctx = self.ctx
         group = group or ctx.rules.decide(job.rel_path).group
         group_id = ctx.groups.resolve(group) if group else None
@@ -195,9 +204,7 @@ class Steps:
         key = outcomes.upload_key(job, uuid.uuid4().hex)
         move = outcomes.sending(job, key, sample, group, group_id)
         sending = ctx.journal.begin_send(move, _holder(job), ctx.clock, sample, checked)
-        if sending is None:
-            return _deferred("a file with the same content is being uploaded", TWIN_WAIT)
-        return Send(sending, key, group_id)
+        return None if sending is None else Send(sending, key, group_id)
 
     def _send(self, send: Send, cancel: threading.Event) -> Stored:
         job = send.job
@@ -434,6 +441,10 @@ def _holder(job: Job) -> str:
     """Given a claimed job, return the lease owner this worker holds it under."""
     assert job.lease_owner is not None, "a worker step runs only on a claimed job"
     return job.lease_owner
+
+
+def _twin_ahead() -> Failure:
+    return _deferred("a file with the same content is being uploaded", TWIN_WAIT)
 
 
 def _deferred(reason: str, seconds: float, reach: Reach = Reach.NONE) -> Failure:
