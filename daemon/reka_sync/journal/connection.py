@@ -3,7 +3,7 @@ two ways in (a write, a read), with SQLite's errors turned into JournalError.
 
 Writes are group-committed (``GroupWriter``): a thread that writes queues its write
 and takes the writer's lock; whoever holds it runs every write queued meanwhile in
-one transaction, each under its own savepoint, and commits once. A caller returns
+one transaction (one that fails is rolled back alone), and commits once. A caller returns
 only after the commit that holds its write, so "committed before the effect it
 unlocks" still holds per caller, at one commit (and at most one fsync) per batch.
 """

@@ -13,9 +13,8 @@ from reka_sync.lifecycle import Event, State
 from reka_sync.names import from_db, storable, to_db
 from reka_sync.stability import FileStat
 
-_DETAIL = json.JSONEncoder(
-    sort_keys=True
-).encode  # one encoder: json.dumps(sort_keys) makes one per call
+# One encoder for every event's detail: json.dumps(sort_keys=True) makes one per call.
+_DETAIL = json.JSONEncoder(sort_keys=True).encode
 
 
 def in_chunks(values: Iterable[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
