@@ -121,8 +121,14 @@ def journal_of_two_files(config_file: Path) -> tuple[Any, Path]:
     return journal, root
 
 
-def wait_for(condition: Any, timeout: float = 30.0, message: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+def wait_for(
+    condition: Any,
+    timeout: float = 30.0,
+    message: str = "condition",
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds,
+    with what `explain` then says of the state (what a flaky failure needs to be read)."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -131,7 +137,8 @@ def wait_for(condition: Any, timeout: float = 30.0, message: str = "condition") 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            found = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}{found}")
         time.sleep(0.02)  # polling interval of a deadline-bounded wait
 
 
@@ -394,6 +401,20 @@ class ServiceProcess:
 
     def logged(self, event: str) -> bool:
         return any(line.get("event") == event for line in list(self.lines))
+
+    def explain(self, journal: Path, last: int = 30) -> str:
+        """Return the journal's jobs by state and the daemon's last log lines: what a
+        timed-out wait shows of the daemon."""
+        import sqlite3
+
+        try:
+            with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as conn:
+                states = conn.execute("SELECT state, count(*) FROM files GROUP BY state")
+                tally = dict(states.fetchall())
+        except sqlite3.Error as exc:
+            tally = {"unreadable": str(exc)}
+        lines = "\n".join(json.dumps(line)[:400] for line in list(self.lines)[-last:])
+        return f"jobs by state: {tally}\nlast {last} log lines:\n{lines}"
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

@@ -128,7 +128,12 @@ def test_events_lost_to_a_queue_overflow_are_found_by_the_rescan(
                 expected[str(path)] = "Inbox"
         finally:
             os.kill(service.proc.pid, signal.SIGCONT)
-        wait_for(lambda: len(emulator_records(emu.url)) >= 300, timeout=120, message="uploads")
+        wait_for(
+            lambda: len(emulator_records(emu.url)) >= 300,
+            timeout=120,
+            message="uploads",
+            explain=lambda: service.explain(tmp_path / "journal.db"),
+        )
     finally:
         assert service.stop() == 0
     overflowed = [line for line in service.lines if "overflow" in str(line.get("event"))]
@@ -139,6 +144,65 @@ def test_events_lost_to_a_queue_overflow_are_found_by_the_rescan(
         if line.get("event") == "scan found new or changed files"
     )
     assert found >= 250, f"the rescan found what events missed (found {found})"
+    assert_uploaded_exactly_once(emu.url, expected)
+
+
+def last_error_of(journal: Path, name: str) -> str | None:
+    """Return the `last_error` the journal holds for the file called `name` (None if none)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT last_error FROM files WHERE rel_path = ?", (name,)).fetchone()
+    return None if row is None else row[0]
+
+
+WRITER_OPEN = "a local process still has it open for writing"
+
+
+def test_a_close_write_lost_to_a_queue_overflow_holds_no_file_back(
+    tmp_path: Path, media: Path, emu: Any
+) -> None:
+    """The daemon saw a write to open.mp4; then its queue overflowed, and the close-write
+    was among the events lost. The file goes up after its quiet time, not an hour later
+    (when a write with no close-write is forgotten), and the files written while events
+    were lost are found by a rescan the overflow starts: the next periodic one is 5 minutes
+    away."""
+    journal = tmp_path / "journal.db"
+    config = engine_config(tmp_path, media, emu.url, settle_seconds=1, rescan_interval=300)
+    with kernel_limit("max_queued_events", 16):  # read when the daemon opens inotify
+        service = ServiceProcess(config)
+    clip = media / "open.mp4"
+    expected = {str(clip): "Inbox"}
+    handle = clip.open("wb")
+    try:
+        handle.write(os.urandom(5000))
+        handle.flush()
+        wait_for(
+            lambda: last_error_of(journal, "open.mp4") == WRITER_OPEN,
+            timeout=60,
+            message="the daemon to hold open.mp4 back for its writer",
+            explain=lambda: service.explain(journal),
+        )
+        os.kill(service.proc.pid, signal.SIGSTOP)  # its queue fills while it is frozen
+        try:
+            for index in range(40):  # 3 events each: the queue of 16 overflows
+                path = media / f"lost{index:02d}.mp4"
+                path.write_bytes(os.urandom(3000))
+                expected[str(path)] = "Inbox"
+            handle.close()  # this close-write comes after the overflow: lost
+        finally:
+            os.kill(service.proc.pid, signal.SIGCONT)
+        wait_for(
+            lambda: len(emulator_records(emu.url)) >= len(expected),
+            timeout=60,
+            message="open.mp4 and the files whose events were lost",
+            explain=lambda: service.explain(journal),
+        )
+    finally:
+        handle.close()
+        assert service.stop() == 0
+    rescans = [line for line in service.lines if "rescanning now" in str(line.get("event"))]
+    assert [line["roots"] for line in rescans] == [[str(media)]], "said once, naming the root"
     assert_uploaded_exactly_once(emu.url, expected)
 
 

@@ -442,6 +442,14 @@ class Engine:
         seen = self.watcher.drain()
         if seen:
             self._record(seen, now, priority=0)
+        lost = self.watcher.take_lost()
+        if lost and self._scheduler is not None:
+            log.warning(
+                "the kernel dropped filesystem events (inotify queue full); rescanning now. "
+                "Raise `sysctl fs.inotify.max_queued_events` if this recurs",
+                roots=sorted(lost),
+            )
+            self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
         return len(seen)
 
     def _record(self, seen: list[SeenFile], now: float, priority: int) -> None:

@@ -18,7 +18,10 @@ How this works
   the log says which sysctl to raise. Ignored folders get no inotify watch and
   are not listed by polling (``watches.py``).
 * Events are hints only: the startup scan and the periodic rescan (the engine)
-  catch whatever events miss.
+  catch whatever events miss. When the kernel's queue overflows (``EventsLost``,
+  in order with the other events), what the events said of a root's writers is
+  forgotten (a close-write may be among the lost: an "open" file would wait an
+  hour) and the engine rescans at once instead of at the next interval.
 """
 
 from __future__ import annotations
@@ -51,7 +54,13 @@ from reka_sync.mounts import mount_of, observer_kind, read_mounts
 from reka_sync.patterns import IgnoreRules
 from reka_sync.scanner import links_of, stat_file, walk
 from reka_sync.stability import Writer
-from reka_sync.watches import OUT_OF_WATCHES, NativeObserver, Placement, polling_observer
+from reka_sync.watches import (
+    OUT_OF_WATCHES,
+    EventsLost,
+    NativeObserver,
+    Placement,
+    polling_observer,
+)
 
 log = structlog.get_logger("reka_sync.watcher")
 POLL_SECONDS = 5.0
@@ -67,6 +76,7 @@ WANTED_EVENTS = (
     DirCreatedEvent,
     DirMovedEvent,
     DirDeletedEvent,
+    EventsLost,
 )
 
 
@@ -85,12 +95,17 @@ class Hint:
 class _Handler(FileSystemEventHandler):
     """Notes paths that something happened to; nothing else (no I/O, never raises)."""
 
-    def __init__(self, note: Callable[[str, bool, Writer | None], None]) -> None:
+    def __init__(
+        self, note: Callable[[str, bool, Writer | None], None], lost: Callable[[str], None]
+    ) -> None:
         self._note = note
+        self._lost = lost
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
-            if event.src_path:
+            if isinstance(event, EventsLost):
+                self._lost(os.fsdecode(event.src_path))
+            elif event.src_path:
                 self._note(os.fsdecode(event.src_path), event.is_directory, _writer_after(event))
             if event.dest_path:  # renamed into place: that is a completion
                 self._note(os.fsdecode(event.dest_path), event.is_directory, Writer.CLOSED)
@@ -119,6 +134,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._hints: dict[str, Hint] = {}
         self._writers: dict[str, tuple[Writer, float]] = {}  # path -> last word, when
+        self._lost: set[str] = set()  # roots whose events overflowed the kernel's queue
         self._observers: dict[str, BaseObserver] = {}
         self._watches: dict[Path, ObservedWatch] = {}
         self._placing = threading.RLock()  # watch/unwatch (rescan) vs fallback (intake)
@@ -133,6 +149,21 @@ class Watcher:
             self._hints[path] = Hint(now, is_directory)
             if writer is not None:
                 self._writers[path] = (writer, now)
+
+    def lost(self, root: str) -> None:
+        """Given a root the kernel dropped events of, forget what the events said of its
+        files' writers and keep it for `take_lost` (called on watchdog's thread)."""
+        with self._lock:
+            below = root + os.sep
+            for path in [p for p in self._writers if p.startswith(below)]:
+                del self._writers[path]
+            self._lost.add(root)
+
+    def take_lost(self) -> set[str]:
+        """Return the roots that lost events since the last call: each needs a rescan."""
+        with self._lock:
+            taken, self._lost = self._lost, set()
+        return taken
 
     def writer(self, path: str) -> Writer:
         """Given a file's path, return what the events said of its writers: OPEN (a write
@@ -174,7 +205,10 @@ class Watcher:
         try:
             observer = self._observer(kind)  # inotify_init can fail too (max_user_instances)
             watch = observer.schedule(
-                _Handler(self.note), str(root), recursive=True, event_filter=list(WANTED_EVENTS)
+                _Handler(self.note, self.lost),
+                str(root),
+                recursive=True,
+                event_filter=list(WANTED_EVENTS),
             )
         except OSError as exc:
             if kind == "native" and exc.errno in OUT_OF_WATCHES:

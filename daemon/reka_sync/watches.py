@@ -6,6 +6,12 @@ limit is reached. Here ignored folders get no watch at all, and a folder that
 cannot be watched for lack of watches marks its root as exhausted; the Watcher
 then moves that root to polling and says so in the log. The polling observer
 lists folders through the same rules, so it never enters ignored trees either.
+
+When the kernel's event queue overflows, watchdog drops the events it still held and
+tells no handler. Here the overflow becomes an ``EventsLost`` event for the root, queued
+behind every event read before the overflow and ahead of every event read after it, so
+the Watcher knows exactly which of its hints (a write with no close-write yet) may have
+lost their sequel.
 """
 
 from __future__ import annotations
@@ -18,14 +24,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from watchdog.events import EVENT_TYPE_MODIFIED, FileSystemEvent
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyFD
+from watchdog.observers.inotify_c import (
+    InotifyConstants,
+    InotifyEvent,
+    InotifyFD,
+    Mask,
+    WatchDescriptor,
+)
+from watchdog.observers.inotify_move_event_grouper import GroupedInotifyEvent, PathedInotifyEvent
 from watchdog.observers.polling import PollingObserverVFS
 
 from reka_sync.patterns import IgnoreRules
 
 OUT_OF_WATCHES = (errno.ENOSPC, errno.EMFILE)
+# What the kernel says when its queue overflowed: the marker put in the queue in its place.
+_OVERFLOW = InotifyEvent(WatchDescriptor(-1), Mask(InotifyConstants.IN_Q_OVERFLOW), 0, b"")
+
+
+class EventsLost(FileSystemEvent):
+    """The kernel dropped events below `src_path` (a watched root): what was seen before
+    may have had a sequel nobody saw (a close-write after a write, say)."""
+
+    event_type = EVENT_TYPE_MODIFIED  # watchdog dispatches by type; this one's handler is a no-op
+    is_directory = True
 
 
 class Placement:
@@ -124,6 +148,12 @@ class _PrunedWatchGroup(InotifyWatchGroup):
     def _skips(self, path: bytes) -> bool:
         return self.placement is not None and self.placement.skips_folder(os.fsdecode(path))
 
+    def on_queue_overflow(self) -> None:
+        super().on_queue_overflow()
+        with self._lock:  # in the queue behind what was read before, ahead of what comes
+            if self.is_active:
+                self._move_event_grouper.put_event(PathedInotifyEvent(_OVERFLOW, self.path))
+
 
 class _PrunedEmitter(InotifyEmitter):
     def __init__(self, *args: Any, placement: Placement, **kwargs: Any) -> None:
@@ -139,6 +169,14 @@ class _PrunedEmitter(InotifyEmitter):
             follow_symlink=self.watch.follow_symlink,
             placement=self._placement,
         )
+
+    def build_and_queue_event(
+        self, event: GroupedInotifyEvent, *, full_events: bool = False
+    ) -> None:
+        if isinstance(event, PathedInotifyEvent) and event.ev is _OVERFLOW:
+            self.queue_event(EventsLost(self.watch.path))
+            return
+        super().build_and_queue_event(event, full_events=full_events)
 
 
 class NativeObserver(InotifyObserver):
