@@ -21,6 +21,7 @@ from tests.conftest import (
     cli_env,
     digest_of,
     emulator_records,
+    emulator_requests,
     engine_config,
     make_tree,
     reka_ok,
@@ -184,3 +185,33 @@ def test_a_damaged_journal_moved_aside_is_rebuilt_by_reconcile(
     assert not logged(again.stderr, "reconcile: adopted")  # nothing left to adopt
     assert json.loads(again.stdout)["outcomes"] == {"done": 30}
     assert_uploaded_exactly_once(emu.url, expected)
+
+
+def test_a_start_asks_nothing_about_videos_the_listing_lacks(
+    tmp_path: Path, media: Path, emu
+) -> None:
+    """The videos of 40 done files are deleted remotely; a backfill's startup adoption
+    lists the key's videos once and asks about none of the 40 one by one (that is
+    `reconcile`'s job: at 100,000 files it was 100,000 requests before the first upload)."""
+    make_tree(media / "old", 40, size=4 * 1024)
+    config = engine_config(tmp_path, media, emu.url)
+    assert run_backfill(config).returncode == 0
+    headers = {"X-Api-Key": API_KEY}
+    gone = [record["video_id"] for record in emulator_records(emu.url)]
+    for video_id in gone:
+        httpx.delete(f"{emu.url}/v2/videos/{video_id}", headers=headers).raise_for_status()
+    before = len(emulator_requests(emu.url))
+    (media / "new").mkdir()
+    (media / "new" / "late.mp4").write_bytes(os.urandom(5000))
+    again = run_backfill(config, "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["outcomes"] == {"done": 41}
+    asked = [
+        (r["method"], r["path"])
+        for r in emulator_requests(emu.url)[before:]
+        if r["path"].startswith("/v2/videos/")
+    ]
+    assert asked == [], f"asked about videos one by one: {asked[:5]}"
+    assert any(r["path"] == "/v2/videos" for r in emulator_requests(emu.url)[before:])
+    listed = reconcile(config)  # reconcile does confirm each one gone
+    assert len(listed["missing_remotely"]) == 40

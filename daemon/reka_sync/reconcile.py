@@ -48,9 +48,10 @@ class Choices:
     delete_duplicates: bool = False
 
 
-def survey(config: Config, journal: Journal, api: ApiClient) -> Plan:
+def survey(config: Config, journal: Journal, api: ApiClient, *, missing: bool = True) -> Plan:
     """Given the config, the journal and the API, return the plan: every video of the key
-    classed against the journal and the files under the roots."""
+    classed against the journal and the files under the roots. `missing=False`: leave the
+    journal's videos the listing lacks out (each costs a request to confirm it is gone)."""
     known_videos, known_keys = journal.known_remote()
     links = links_of(config.watch)
 
@@ -71,7 +72,7 @@ def survey(config: Config, journal: Journal, api: ApiClient) -> Plan:
         Remote(v.video_id, v.status, v.group_id, markers.parse(v.description))
         for v in api.iter_videos()
     )
-    done = (Done(*row) for row in journal.stored_files())
+    done = (Done(*row) for row in journal.stored_files()) if missing else ()
     plan = recovery.plan(remotes, config.journal.instance, known_videos, known_keys, done, find)
     plan.missing = [d for d in plan.missing if _gone(api, d.video_id)]  # one listing is not proof
     return plan
@@ -168,7 +169,7 @@ def adopt_on_start(config: Config, journal: Journal, api: ApiClient) -> int:
     journal does not know whose files are there (a lost, new or restored journal), and
     say so; return how many. Raise RekaSyncError if the API cannot be listed whole now
     (the caller holds uploads back and tries again)."""
-    plan = survey(config, journal, api)
+    plan = survey(config, journal, api, missing=False)  # adoption needs none of them
     count = adopt(plan.adopted, journal, api, time.time())
     if count:
         log.warning(

@@ -79,6 +79,7 @@ INTEGRITY_EVERY = 86400.0  # seconds between the service's quick checks of the j
 LISTEN_RETRY = 5.0  # seconds between tries to bind a metrics port that was taken
 ADOPT_RETRY_CAP = 60.0  # seconds between tries of a startup adoption that failed, at most
 POLL_EVERY = 0.5  # seconds between the poll tick's looks on its interval
+LOST_WARN_EVERY = 60.0  # seconds between warnings of dropped filesystem events, at least
 # A job due for the control pool (a poll after its acceptance, say) wakes the poll tick at
 # its due time, not at the next interval. Such a look polls the videos due within
 # POLL_AHEAD too, so those accepted close together share a request (and looks come that
@@ -143,6 +144,7 @@ class Engine:
         self.monitor: Monitor | None = None
         self._listening: tuple[str, int] | None = None  # what the listener should be on
         self._listen_next = 0.0  # when to try binding it again
+        self._lost_warned = -LOST_WARN_EVERY  # when dropped events were last logged
         self._listen_failures = 0
         self.api, self.ctx = self._context(config, key, {})
         self.steps = Steps(self.ctx)
@@ -443,14 +445,22 @@ class Engine:
         if seen:
             self._record(seen, now, priority=0)
         lost = self.watcher.take_lost()
-        if lost and self._scheduler is not None:
+        if lost:
+            self._events_lost(lost, now)
+        return len(seen)
+
+    def _events_lost(self, roots: set[str], now: float) -> None:
+        """Given roots whose events the kernel dropped, rescan now (and say so, at most once
+        a minute: a copy storm can overflow the queue again and again)."""
+        if now - self._lost_warned >= LOST_WARN_EVERY:
+            self._lost_warned = now
             log.warning(
                 "the kernel dropped filesystem events (inotify queue full); rescanning now. "
                 "Raise `sysctl fs.inotify.max_queued_events` if this recurs",
-                roots=sorted(lost),
+                roots=sorted(roots),
             )
+        if self._scheduler is not None:
             self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
-        return len(seen)
 
     def _record(self, seen: list[SeenFile], now: float, priority: int) -> None:
         for path, why in self.journal.record_scan(seen, now, priority).refused:

@@ -27,27 +27,26 @@ def in_chunks(values: Iterable[Any], size: int = 500) -> Iterator[tuple[list[Any
 
 
 def rows_by_path(conn: sqlite3.Connection, paths: list[str]) -> dict[str, sqlite3.Row]:
-    found: dict[str, sqlite3.Row] = {}
-    for chunk, marks in in_chunks([to_db(p) for p in paths]):
-        cursor = conn.execute(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE path IN ({marks})",
-            chunk,
-        )
-        cursor.row_factory = sqlite3.Row
-        found.update((from_db(r["path"]), r) for r in cursor.fetchall())
-    return found
+    """Given paths, return their rows by path (one query per 500; an unknown path is left
+    out)."""
+    rows = _rows_where(conn, "path", [to_db(p) for p in paths])
+    return {from_db(r["path"]): r for r in rows}
 
 
 def rows_by_id(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, sqlite3.Row]:
     """Given job ids, return their rows by id (one query per 500; an unknown id is left out)."""
-    found: dict[int, sqlite3.Row] = {}
-    for chunk, marks in in_chunks(ids):
+    return {r["id"]: r for r in _rows_where(conn, "id", ids)}
+
+
+def _rows_where(
+    conn: sqlite3.Connection, column: str, keys: Iterable[Any]
+) -> Iterator[sqlite3.Row]:
+    for chunk, marks in in_chunks(keys):
         cursor = conn.execute(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM files WHERE {column} IN ({marks})", chunk
         )
         cursor.row_factory = sqlite3.Row
-        found.update((r["id"], r) for r in cursor.fetchall())
-    return found
+        yield from cursor.fetchall()
 
 
 def checked_row(
