@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from reka_sync.errors import ConfigError, GlobError
-from reka_sync.features import FEATURES
 from reka_sync.markers import default_instance, valid_instance
 from reka_sync.patterns import compile_glob, template_fields
 from reka_sync.rules import GroupRules, Rule
@@ -596,7 +595,12 @@ def _index(table: _Table) -> IndexConfig:
 def _features(table: _Table) -> tuple[str, ...]:
     """Read a `features` list: only the documented features (dependencies come later)."""
     found: list[str] = []
-    for index, name in table.indexed_strings("features", ()):
+    named = list(table.indexed_strings("features", ()))
+    if not named:
+        return ()
+    from reka_sync.features import FEATURES  # only a config that names features needs it
+
+    for index, name in named:
         if name in FEATURES:
             found.append(name)
         else:

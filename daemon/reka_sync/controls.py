@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING
 
 from reka_sync.windows import Span, Window, in_force, next_start
@@ -91,9 +91,12 @@ def decide(
 def limits_now(upload: UploadConfig, pause: OperatorPause | None, now: float) -> Limits:
     """Given the upload settings, the recorded pause and the time, return the limits in
     force in this machine's local zone (for `status`; the engine's Governor does the same)."""
-    from tzlocal import get_localzone
+    zone: tzinfo = UTC  # without a window the zone decides nothing: no tzlocal import
+    if upload.schedule:
+        from tzlocal import get_localzone
 
-    return decide(upload.workers, upload.max_rate, upload.schedule, pause, now, get_localzone())
+        zone = get_localzone()
+    return decide(upload.workers, upload.max_rate, upload.schedule, pause, now, zone)
 
 
 def _local(epoch: float) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
@@ -83,7 +82,7 @@ def carries(description: str | None, key: str) -> bool:
 
 def default_instance(hostname: str | None = None) -> str:
     """Given a host name (default: this host's), return the instance id derived from it."""
-    name = hostname if hostname is not None else socket.gethostname()
+    name = hostname if hostname is not None else os.uname().nodename  # gethostname(2)
     return _INSTANCE_SAFE.sub("-", name).strip("-") or "reka-sync"
 
 
