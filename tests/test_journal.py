@@ -15,6 +15,7 @@ import pytest
 from reka_sync import outcomes
 from reka_sync.errors import IllegalTransition, JournalError, LeaseLost
 from reka_sync.journal import Journal, Scope, SeenFile
+from reka_sync.journal.connection import JournalDamaged
 from reka_sync.lifecycle import Event, State
 from reka_sync.moves import Changes, Move
 from reka_sync.stability import FileStat
@@ -327,9 +328,45 @@ def test_the_kept_counts_agree_with_the_rows(tmp_path: Path) -> None:
         conn.execute("DELETE FROM files WHERE id = ?", (ids[5],))
 
     journal._run(delete)
-    assert journal.counts() == journal.counts_from_rows()
+    assert journal.counts() == journal.counts_from_rows() == journal.counts_checked()
     assert journal.counts()[State.FAILED] == 2 and journal.counts()[State.DISCOVERED] == 1
     journal.close()
+
+
+def test_counters_that_disagree_with_the_rows_are_reported_as_damage(tmp_path: Path) -> None:
+    """`counts_checked` (what `status` shows) takes the kept counters only if a pass over
+    the rows agrees: a counter off by one, or a count moved to another state, is damage."""
+    path = tmp_path / "j.db"
+    journal = Journal.open(path)
+    ids = fill(journal, 6)
+    journal.apply(Move(ids[0], Event.FAIL, Changes(last_error="x")), 3.0)
+    journal.close()
+    tampered = {  # as a half-applied restore, or a bug in a trigger, would leave them
+        "say 7 files, its rows 6": ["UPDATE state_counts SET n = n + 1 WHERE state = 'queued'"],
+        "disagree with its rows' states": [  # the total stays right
+            "UPDATE state_counts SET n = n - 1 WHERE state = 'failed'",
+            "INSERT INTO state_counts (state, n) VALUES ('discovered', 1)"
+            " ON CONFLICT (state) DO UPDATE SET n = n + 1",
+        ],
+    }
+    for how, statements in tampered.items():
+        with sqlite3.connect(path) as db:
+            before = db.execute("SELECT state, n FROM state_counts").fetchall()
+            for sql in statements:
+                db.execute(sql)
+        reading = Journal.open(path, readonly=True)
+        try:
+            with pytest.raises(JournalDamaged, match=how):
+                reading.counts_checked()
+            assert reading.counts_from_rows()[State.FAILED] == 1, how  # the rows are intact
+        finally:
+            reading.close()
+        with sqlite3.connect(path) as db:
+            db.execute("DELETE FROM state_counts")
+            db.executemany("INSERT INTO state_counts (state, n) VALUES (?, ?)", before)
+    reading = Journal.open(path, readonly=True)
+    assert reading.counts_checked() == reading.counts_from_rows()
+    reading.close()
 
 
 def test_a_scope_of_several_paths_counts_only_what_is_under_them(tmp_path: Path) -> None:

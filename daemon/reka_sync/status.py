@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 def status_report(journal: Journal, now: float, quick: bool = False) -> dict[str, Any]:
     """Given the journal and the time, return counts, in-flight work, pauses and recent
-    failures. The counts are read from the rows (damage shows), or with `quick` from the
-    counters the journal keeps (the status page, refreshed every few seconds)."""
-    counts = journal.counts() if quick else journal.counts_from_rows()
+    failures. The counts are the counters the journal keeps, checked against a pass over
+    the rows (damage shows), or with `quick` taken as they are (the status page, refreshed
+    every few seconds)."""
+    counts = journal.counts() if quick else journal.counts_checked()
     checked = journal.last_check()
     in_flight = journal.jobs([State.UPLOADING, State.UPLOADED, State.FILING], limit=50)
     sent = journal.progress()
