@@ -261,7 +261,8 @@ class JournalQueries(JournalConnection):
             "SELECT NULL, count(*), total(length(state)) FROM files NOT INDEXED"
             " UNION ALL SELECT state, n, NULL FROM state_counts"
         )
-        (_, counted, lengths), kept = rows[0], {r[0]: int(r[1]) for r in rows[1:]}
+        (_, counted, lengths), *_ = [r for r in rows if r[0] is None]  # the rows' pass
+        kept = {r[0]: int(r[1]) for r in rows if r[0] is not None}
         if counted != sum(kept.values()):
             said = f"its state counters say {sum(kept.values())} files, its rows {counted}"
             raise JournalDamaged(self.path, said)
