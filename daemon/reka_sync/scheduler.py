@@ -459,6 +459,10 @@ class Engine:
                 "Raise `sysctl fs.inotify.max_queued_events` if this recurs",
                 roots=sorted(roots),
             )
+        self._rescan_now()
+
+    def _rescan_now(self) -> None:
+        """Run the rescan tick now instead of at its next interval (once started)."""
         if self._scheduler is not None:
             self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
 
@@ -504,8 +508,8 @@ class Engine:
         log.info("root available", root=str(root))
         if self.watcher is not None:
             self.watcher.watch(root)
-            if returned and self._scheduler is not None:
-                self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))
+            if returned:
+                self._rescan_now()
 
     def _rescan_root(self, root: Path, ignore: IgnoreRules, now: float) -> int:
         skipped: list[Skipped] = []
@@ -702,8 +706,8 @@ class Engine:
         self.vitals.journal_failed(reason)
 
     def _journal_worked(self) -> None:
-        if self.vitals.journal_worked() and self._scheduler is not None and self.watcher:
-            self._scheduler.modify_job("rescan", next_run_time=datetime.now(UTC))  # meanwhile
+        if self.vitals.journal_worked() and self.watcher:
+            self._rescan_now()  # what changed meanwhile
 
     def _journal_guarded(self, step: Callable[[], None]) -> Callable[[], None]:
         """Given a worker step, return it with a journal that cannot be written reported
